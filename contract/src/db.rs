@@ -1,0 +1,141 @@
+//! PostgreSQL: connecting, creating the database when it is missing, and migrations.
+//!
+//! Migrations are the SQL files of `db/migrations`, compiled into the binaries. They are applied
+//! in order, each in its own transaction, while holding a session advisory lock, so any number
+//! of gateway and engine processes may start at once: the first applies them, the others wait
+//! and then find nothing left to do.
+
+use tokio_postgres::{error::SqlState, Client, Config, NoTls};
+
+/// The migrations, in the order they are applied. Append only: never edit an applied one.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../../db/migrations/0001_init.sql"))];
+
+/// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).
+const MIGRATION_LOCK: i64 = 0x696e_6765_7374;
+
+/// What can go wrong talking to the database at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(tokio_postgres::Error),
+    #[error("DATABASE_URL names no database")]
+    NoDatabaseName,
+    #[error("cannot reach PostgreSQL at DATABASE_URL: {0}")]
+    Connect(tokio_postgres::Error),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Connects and drives the connection on a background task.
+pub async fn connect(url: &str) -> Result<Client, DbError> {
+    let config: Config = url.parse().map_err(DbError::BadUrl)?;
+    connect_with(&config).await
+}
+
+async fn connect_with(config: &Config) -> Result<Client, DbError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the database named in `url` if it does not exist. Safe when several processes race.
+pub async fn ensure_database(url: &str) -> Result<(), DbError> {
+    let config: Config = url.parse().map_err(DbError::BadUrl)?;
+    let name = config
+        .get_dbname()
+        .ok_or(DbError::NoDatabaseName)?
+        .to_owned();
+    match connect_with(&config).await {
+        Ok(_) => return Ok(()),
+        Err(DbError::Connect(err)) if err.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+        Err(err) => return Err(err),
+    }
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let client = connect_with(&admin).await?;
+    let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        // Another process created it between our check and our CREATE.
+        Err(err)
+            if err.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || err.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Applies the migrations not applied yet; returns how many this call applied.
+pub async fn migrate(client: &mut Client) -> Result<usize, DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply_pending(client).await;
+    // The lock is released even when a migration failed; a failed unlock only means the
+    // connection is gone, which releases the lock anyway.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result
+}
+
+async fn apply_pending(client: &mut Client) -> Result<usize, DbError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut count = 0;
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        let failed = |source| DbError::Migration {
+            version,
+            name,
+            source,
+        };
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version, name, "migration applied");
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Creates the database if needed, applies migrations and returns a connection to it.
+pub async fn prepare(url: &str) -> Result<Client, DbError> {
+    ensure_database(url).await?;
+    let mut client = connect(url).await?;
+    migrate(&mut client).await?;
+    Ok(client)
+}

@@ -1,0 +1,18 @@
+//! What the gateway and the engine must agree on.
+//!
+//! - [`chunk`]: the message published for every stored chunk ([`chunk::ChunkMessage`]).
+//! - [`streams`]: partition stream names, which partition a chunk goes to, and broker connections.
+//! - [`db`]: connecting to PostgreSQL, creating the database, applying `db/migrations` under an
+//!   advisory lock so several processes can start at once.
+//! - [`settings`]: the settings both binaries share and the [`settings::Secret`] type.
+//! - [`telemetry`]: tracing set-up and the Prometheus recorder.
+//! - `testkit` (feature `testkit`): per-test databases, random stream names and key prefixes,
+//!   polling with deadlines.
+
+pub mod chunk;
+pub mod db;
+pub mod settings;
+pub mod streams;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

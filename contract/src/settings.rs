@@ -1,0 +1,147 @@
+//! Settings shared by the gateway and the engine, and the [`Secret`] type.
+//!
+//! Each binary builds one typed settings value at start from flags, then `INGEST_*` (and the
+//! conventional `DATABASE_URL`, `REDIS_URL`, `RABBITMQ_STREAM_URL`) environment variables, then
+//! defaults that work against local services. Invalid values stop the process with a message
+//! naming the variable. Nothing below `main` reads the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The environment variable prefix of every setting of ours.
+pub const ENV_PREFIX: &str = "INGEST_";
+
+/// A value that must never be printed: its `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Settings both binaries need: where the database, the broker and the chunk files are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SharedSettings {
+    /// PostgreSQL URL; the database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ingest",
+        value_parser = parse_database_url
+    )]
+    pub database_url: String,
+
+    /// RabbitMQ stream protocol URL.
+    #[arg(
+        long,
+        env = "RABBITMQ_STREAM_URL",
+        default_value = "rabbitmq-stream://guest:guest@127.0.0.1:5552/%2f",
+        value_parser = crate::streams::BrokerAddress::parse_setting
+    )]
+    pub rabbitmq_stream_url: crate::streams::BrokerAddress,
+
+    /// Number of partition streams (1 to 256).
+    #[arg(long, env = "INGEST_PARTITIONS", default_value_t = 4, value_parser = parse_partitions)]
+    pub partitions: u16,
+
+    /// Prefix of the partition stream names: `<prefix>-<n>`.
+    #[arg(long, env = "INGEST_STREAM_PREFIX", default_value = "ingest-chunks", value_parser = parse_stream_prefix)]
+    pub stream_prefix: String,
+
+    /// Where chunk files are stored; shared by gateways and engines, never served.
+    #[arg(long, env = "INGEST_UPLOAD_DIR", default_value = "./data/uploads")]
+    pub upload_dir: PathBuf,
+}
+
+fn parse_database_url(value: &str) -> Result<String, String> {
+    value
+        .parse::<tokio_postgres::Config>()
+        .map(|_| value.to_owned())
+        .map_err(|err| format!("DATABASE_URL is not a PostgreSQL URL: {err}"))
+}
+
+fn parse_partitions(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "INGEST_PARTITIONS must be a whole number from 1 to 256, not {value:?}"
+        )),
+    }
+}
+
+fn parse_stream_prefix(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "INGEST_STREAM_PREFIX must be 1-200 characters of A-Z a-z 0-9 - _ . , not {value:?}"
+        ))
+    }
+}
+
+/// Parses a duration given in milliseconds, naming the variable when it is not one.
+pub fn parse_millis(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone {
+    move |value: &str| {
+        value
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| {
+                format!("{variable} must be a whole number of milliseconds, not {value:?}")
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret} {secret:?}"), "*** Secret(***)");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        assert!(parse_partitions("0")
+            .unwrap_err()
+            .contains("INGEST_PARTITIONS"));
+        assert!(parse_partitions("x")
+            .unwrap_err()
+            .contains("INGEST_PARTITIONS"));
+        assert_eq!(parse_partitions("16"), Ok(16));
+        assert!(parse_stream_prefix("a/b")
+            .unwrap_err()
+            .contains("INGEST_STREAM_PREFIX"));
+        assert!(parse_database_url("not a url=")
+            .unwrap_err()
+            .contains("DATABASE_URL"));
+    }
+}

@@ -1,0 +1,152 @@
+//! Test harness shared by every crate's integration tests.
+//!
+//! Each test owns its resources: a database of its own built from the real migrations (dropped
+//! when the [`TestDb`] is dropped; leftovers of crashed runs older than an hour are swept), random
+//! stream prefixes and Redis key prefixes. Tests run in parallel without seeing each other. Waiting
+//! is done by polling with a deadline ([`wait_for`]), never by fixed sleeps.
+//!
+//! The services are the local ones (`scripts/services` makes sure they run); the admin database
+//! URL can be changed with `INGEST_TEST_DATABASE_URL`.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use tokio_postgres::Client;
+
+use crate::db;
+use crate::streams::BrokerAddress;
+
+const TEST_DB_PREFIX: &str = "ingest_test_";
+
+/// URL of the maintenance database tests create their databases from.
+pub fn admin_url() -> String {
+    std::env::var("INGEST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The local stream broker.
+pub fn broker() -> BrokerAddress {
+    BrokerAddress::parse("rabbitmq-stream://guest:guest@127.0.0.1:5552/%2f")
+        .expect("the local broker URL should parse")
+}
+
+/// A random lowercase name with a prefix, for streams, key prefixes and directories.
+pub fn random_name(prefix: &str) -> String {
+    let suffix: String = rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(10)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+/// A database of the test's own, migrated, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database.
+    pub async fn new() -> anyhow::Result<Self> {
+        let created = TestDb::empty().await?;
+        db::prepare(&created.url).await?;
+        Ok(created)
+    }
+
+    /// Creates a fresh database without applying migrations (for migration tests).
+    pub async fn empty() -> anyhow::Result<Self> {
+        let admin = db::connect(&admin_url()).await?;
+        sweep_stale(&admin).await;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let name = format!("{TEST_DB_PREFIX}{now}_{}", random_name(""));
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+        let url = with_dbname(&admin_url(), &name);
+        Ok(Self { name, url })
+    }
+
+    /// A new connection to the test database.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(db::connect(&self.url).await?)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context guarantees: use a runtime of our own on a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let admin = db::connect(&admin_url()).await?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(err)) = dropped {
+            eprintln!("could not drop test database {}: {err}", self.name);
+        }
+    }
+}
+
+fn with_dbname(url: &str, name: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let root = base.rsplit_once('/').map(|(root, _)| root).unwrap_or(base);
+    format!("{root}/{name}")
+}
+
+/// Drops test databases left by runs that crashed more than an hour ago.
+async fn sweep_stale(admin: &Client) {
+    let Ok(rows) = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'ingest\\_test\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for row in rows {
+        let name: String = row.get(0);
+        let created = name[TEST_DB_PREFIX.len()..]
+            .split('_')
+            .next()
+            .and_then(|secs| secs.parse::<u64>().ok());
+        if created.is_some_and(|secs| secs + 3600 < now) {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
