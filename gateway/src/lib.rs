@@ -1,0 +1,4 @@
+//! The gateway.
+
+pub mod client_ip;
+pub mod ratelimit;
