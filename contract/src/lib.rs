@@ -6,13 +6,17 @@
 //!   advisory lock so several processes can start at once.
 //! - [`settings`]: the settings both binaries share and the [`settings::Secret`] type.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
+//! - [`shutdown`]: the signal handling both binaries share.
 //! - `testkit` (feature `testkit`): per-test databases, random stream names and key prefixes,
 //!   polling with deadlines.
 
 pub mod chunk;
 pub mod db;
 pub mod settings;
+pub mod shutdown;
 pub mod streams;
 pub mod telemetry;
+
+pub use shutdown::shutdown_signal;
 #[cfg(feature = "testkit")]
 pub mod testkit;

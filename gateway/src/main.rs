@@ -1,1 +1,86 @@
-fn main() {}
+//! `gateway`: serve the HTTP API, apply migrations, or manage API clients.
+
+use clap::{Parser, Subcommand};
+use gateway::clients::ApiClients;
+use gateway::GatewaySettings;
+use ingest_contract::settings::Secret;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The ingestion gateway: JWT auth, upload sessions, chunks streamed to disk and published.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: GatewaySettings,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create the database if needed, apply migrations and exit.
+    Migrate,
+    /// Manage API clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Create a client or replace its secret (read from --secret or INGEST_CLIENT_SECRET).
+    Add {
+        client_id: String,
+        #[arg(long, env = "INGEST_CLIENT_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+    /// List clients.
+    List,
+    /// Disable a client: its secret and live tokens stop working.
+    Disable { client_id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    ingest_contract::telemetry::init_tracing(cli.settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(cli.settings.addr).await?;
+            gateway::run(listener, cli.settings, ingest_contract::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            ingest_contract::db::prepare(&cli.settings.shared.database_url).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Client(command) => {
+            let pool = gateway::server::database_pool(&cli.settings.shared.database_url).await?;
+            let clients = ApiClients::new(pool);
+            match command {
+                ClientCommand::Add { client_id, secret } => {
+                    clients.upsert(&client_id, &Secret::new(secret)).await?;
+                    println!("client {client_id} saved");
+                }
+                ClientCommand::List => {
+                    for client in clients.list().await? {
+                        let state = if client.disabled {
+                            "disabled"
+                        } else {
+                            "enabled"
+                        };
+                        println!("{}\t{state}\t{}", client.client_id, client.created_at);
+                    }
+                }
+                ClientCommand::Disable { client_id } => {
+                    clients.disable(&client_id).await?;
+                    println!("client {client_id} disabled");
+                }
+            }
+            Ok(())
+        }
+    }
+}

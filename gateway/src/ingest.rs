@@ -1,0 +1,437 @@
+//! Receiving chunks: `PUT /api/upload/{folder}/chunks/{n}` (raw body) and the original's
+//! multipart `POST /api/upload/{folder}`.
+//!
+//! Both check the declared size, type and checksums before the body is polled, stream the body
+//! to a temporary file ([`crate::store`]), rename it into place, record it in the ledger, publish
+//! its message, and answer 2xx only after the broker confirmed. Any refusal leaves nothing on
+//! disk, in the ledger or in the stream.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use ingest_contract::chunk::ChunkMessage;
+
+use crate::app::{AppState, HttpResponse};
+use crate::errors::{json_response, ApiError};
+use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
+use crate::upload::{header_of, Recorded, StoredFacts, Upload};
+
+/// Raw chunk upload, idempotent by chunk number.
+pub async fn receive_chunk(
+    state: &AppState,
+    upload: &Upload,
+    chunk_no: i32,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    accepting(upload, Some(chunk_no))?;
+    let headers = request.headers();
+    check_declared_length(headers, state.settings.max_chunk_bytes)?;
+    check_content_type(headers)?;
+    let rules = ChunkRules {
+        encoding: content_encoding(headers)?,
+        max_bytes: state.settings.max_chunk_bytes,
+        header_line: dataset_header(upload)?.to_owned(),
+        require_header: false,
+        expect_md5: expected_md5(headers)?,
+        expect_sha256: expected_sha256(headers)?,
+    };
+    let started = Instant::now();
+    let sink = ChunkSink::start(upload_dir(state, upload), rules)
+        .await
+        .map_err(store_error)?;
+    let mut body = request.into_body();
+    let stored = pump(&mut body, sink, state.settings.body_frame_timeout).await?;
+    let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
+    metrics::histogram!("ingest_chunk_store_seconds").record(started.elapsed().as_secs_f64());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"message": "Chunk stored", "folder": upload.upload_id, "chunk": message.chunk_no,
+                "bytes": message.bytes, "sha256": message.sha256, "duplicate": duplicate}),
+    ))
+}
+
+/// The original's multipart upload: one `file` field, numbered in arrival order.
+pub async fn receive_multipart(
+    state: &AppState,
+    upload: &Upload,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    accepting(upload, None)?;
+    let headers = request.headers();
+    // Multipart framing adds a little to the file itself.
+    check_declared_length(headers, state.settings.max_chunk_bytes + 64 * 1024)?;
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+        .ok_or_else(|| {
+            ApiError::Unprocessable("multipart/form-data with a `file` field is required".into())
+        })?;
+    let expect_md5 = expected_md5(headers)?;
+    let header_line = dataset_header(upload)?.to_owned();
+    let frame_timeout = state.settings.body_frame_timeout;
+    let frames =
+        http_body_util::BodyStream::new(request.into_body()).filter_map(|frame| async move {
+            match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(err) => Some(Err(err)),
+            }
+        });
+    let frames = with_frame_timeout(frames, frame_timeout);
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new().whole_stream(state.settings.max_chunk_bytes + 64 * 1024),
+    );
+    let mut multipart = multer::Multipart::with_constraints(frames, boundary, constraints);
+    let started = Instant::now();
+    let mut stored: Option<StoredChunk> = None;
+    let outcome = async {
+        while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+            if field.name() != Some("file") {
+                // Other form fields are read and ignored, as the original did.
+                while field.chunk().await.map_err(multipart_error)?.is_some() {}
+                continue;
+            }
+            if stored.is_some() {
+                return Err(ApiError::BadRequest(
+                    "exactly one `file` field is allowed".into(),
+                ));
+            }
+            check_file_name(field.file_name())?;
+            let rules = ChunkRules {
+                encoding: BodyEncoding::Identity,
+                max_bytes: state.settings.max_chunk_bytes,
+                header_line: header_line.clone(),
+                require_header: true,
+                expect_md5,
+                expect_sha256: None,
+            };
+            let sink = ChunkSink::start(upload_dir(state, upload), rules)
+                .await
+                .map_err(store_error)?;
+            let mut failed = None;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(data)) => {
+                        if !sink.push(data).await {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        failed = Some(multipart_error(err));
+                        break;
+                    }
+                }
+            }
+            if let Some(err) = failed {
+                sink.abort().await;
+                return Err(err);
+            }
+            stored = Some(sink.finish().await.map_err(store_error)?);
+        }
+        Ok(())
+    }
+    .await;
+    let stored = match (outcome, stored) {
+        (Ok(()), Some(stored)) => stored,
+        (Ok(()), None) => {
+            return Err(ApiError::Unprocessable(
+                "multipart field `file` is required".into(),
+            ))
+        }
+        (Err(err), stored) => {
+            if let Some(stored) = stored {
+                stored.discard().await;
+            }
+            return Err(err);
+        }
+    };
+    let (message, duplicate) = commit(state, upload, None, stored).await?;
+    metrics::histogram!("ingest_chunk_store_seconds").record(started.elapsed().as_secs_f64());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"message": "File uploaded successfully", "folder": upload.upload_id,
+                "chunk": message.chunk_no, "bytes": message.bytes, "duplicate": duplicate}),
+    ))
+}
+
+/// Renames the stored file into place, records it, publishes its message.
+async fn commit(
+    state: &AppState,
+    upload: &Upload,
+    chunk_no: Option<i32>,
+    stored: StoredChunk,
+) -> Result<(ChunkMessage, bool), ApiError> {
+    let relative = format!("{}/{}.csv", upload.upload_id, stored.nonce.simple());
+    if let Err(err) = stored
+        .persist(&state.settings.shared.upload_dir, &relative)
+        .await
+    {
+        stored.discard().await;
+        return Err(ApiError::Internal(
+            anyhow::Error::new(err).context("persisting chunk"),
+        ));
+    }
+    let final_path = state.settings.shared.upload_dir.join(&relative);
+    let facts = StoredFacts {
+        path: relative,
+        bytes: stored.bytes,
+        sha256: stored.sha256_hex.clone(),
+        has_header: stored.has_header,
+    };
+    let publisher = state.publisher.clone();
+    let partitions = state.settings.shared.partitions;
+    let recorded = state
+        .uploads
+        .record_chunk(upload, chunk_no, facts, |n| {
+            ingest_contract::streams::partition_for(upload.upload_id, n, partitions)
+        })
+        .await;
+    let (message, duplicate) = match recorded {
+        Ok(Recorded::New(message)) => (message, false),
+        Ok(Recorded::Again(message)) => {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            (message, true)
+        }
+        Ok(Recorded::Conflict) => {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(ApiError::Conflict(
+                "this chunk number was already stored with different content".into(),
+            ));
+        }
+        Err(err) => {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(err);
+        }
+    };
+    metrics::counter!("ingest_bytes_received_total").increment(message.bytes);
+    if let Err(err) = publisher.publish(&message).await {
+        tracing::warn!(error = %err, upload_id = %message.upload_id, chunk = message.chunk_no, "publish failed");
+        if !duplicate && state.uploads.forget_chunk(&message).await? {
+            let _ = tokio::fs::remove_file(&final_path).await;
+        } else if !duplicate {
+            // The engine loaded it already: the publish did happen.
+            return Ok((message, false));
+        }
+        return Err(ApiError::Unavailable(format!(
+            "{err}; nothing was stored, retry later"
+        )));
+    }
+    Ok((message, duplicate))
+}
+
+/// Forwards body frames to the writer, with a deadline for each frame.
+async fn pump(
+    body: &mut Incoming,
+    sink: ChunkSink,
+    frame_timeout: Duration,
+) -> Result<StoredChunk, ApiError> {
+    loop {
+        match tokio::time::timeout(frame_timeout, body.frame()).await {
+            Err(_) => {
+                sink.abort().await;
+                return Err(ApiError::Timeout);
+            }
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                sink.abort().await;
+                return Err(ApiError::BadRequest(format!(
+                    "body could not be read: {err}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if !sink.push(data).await {
+                        break; // The writer refused; finish() says why.
+                    }
+                }
+            }
+        }
+    }
+    sink.finish().await.map_err(store_error)
+}
+
+fn with_frame_timeout<S>(
+    frames: S,
+    timeout: Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static,
+{
+    futures_util::stream::unfold(Box::pin(frames), move |mut frames| async move {
+        match tokio::time::timeout(timeout, frames.next()).await {
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "body timed out",
+                )),
+                frames,
+            )),
+            Ok(None) => None,
+            Ok(Some(item)) => Some((item.map_err(std::io::Error::other), frames)),
+        }
+    })
+}
+
+fn accepting(upload: &Upload, chunk_no: Option<i32>) -> Result<(), ApiError> {
+    if upload.state == "done" || upload.state == "failed" {
+        return Err(ApiError::Conflict(format!(
+            "upload is {}; it takes no more chunks",
+            upload.state
+        )));
+    }
+    if let (Some(n), Some(expected)) = (chunk_no, upload.expected_chunks) {
+        if n >= expected {
+            return Err(ApiError::BadRequest(format!(
+                "chunk {n} is beyond the declared {expected} chunks (numbered from 0)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn upload_dir(state: &AppState, upload: &Upload) -> std::path::PathBuf {
+    state
+        .settings
+        .shared
+        .upload_dir
+        .join(upload.upload_id.to_string())
+}
+
+fn dataset_header(upload: &Upload) -> Result<&'static str, ApiError> {
+    header_of(&upload.dataset)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown dataset {}", upload.dataset)))
+}
+
+fn check_declared_length(headers: &HeaderMap, max: u64) -> Result<(), ApiError> {
+    if let Some(value) = headers.get(header::CONTENT_LENGTH) {
+        let length = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::BadRequest("invalid Content-Length".into()))?;
+        if length > max {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "chunk is larger than {max} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "text/csv" | "text/plain" | "application/csv" | "application/octet-stream" => Ok(()),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "content type {other:?} is not accepted; send text/csv"
+        ))),
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<BodyEncoding, ApiError> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => Ok(BodyEncoding::Identity),
+        Some(e) if e == "identity" => Ok(BodyEncoding::Identity),
+        Some(e) if e == "gzip" => Ok(BodyEncoding::Gzip),
+        Some(e) if e == "zstd" => Ok(BodyEncoding::Zstd),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "content encoding {other:?} is not accepted; use gzip or zstd"
+        ))),
+    }
+}
+
+fn check_file_name(name: Option<&str>) -> Result<(), ApiError> {
+    // The name is only looked at, never used: stored files are named by UUID.
+    let extension = name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("csv") => Ok(()),
+        Some("xlsx") => Err(ApiError::UnsupportedMediaType(
+            "xlsx files are not supported yet; send CSV".into(),
+        )),
+        _ => Err(ApiError::BadRequest("only .csv files are accepted".into())),
+    }
+}
+
+fn expected_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, ApiError> {
+    let bad = |name: &str| ApiError::BadRequest(format!("{name} is not a valid MD5"));
+    let from_hex = match headers.get("x-md5-hash") {
+        Some(v) => {
+            let bytes = hex::decode(v.to_str().map_err(|_| bad("X-MD5-Hash"))?.trim())
+                .map_err(|_| bad("X-MD5-Hash"))?;
+            Some(<[u8; 16]>::try_from(bytes).map_err(|_| bad("X-MD5-Hash"))?)
+        }
+        None => None,
+    };
+    let from_b64 = match headers.get("content-md5") {
+        Some(v) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.to_str().map_err(|_| bad("Content-MD5"))?.trim())
+                .map_err(|_| bad("Content-MD5"))?;
+            Some(<[u8; 16]>::try_from(bytes).map_err(|_| bad("Content-MD5"))?)
+        }
+        None => None,
+    };
+    match (from_hex, from_b64) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::BadRequest(
+            "X-MD5-Hash and Content-MD5 disagree".into(),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+fn expected_sha256(headers: &HeaderMap) -> Result<Option<[u8; 32]>, ApiError> {
+    let Some(value) = headers.get("x-checksum-sha256") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::BadRequest("X-Checksum-SHA256 is not a hex SHA-256".into());
+    let bytes = hex::decode(value.to_str().map_err(|_| bad())?.trim()).map_err(|_| bad())?;
+    Ok(Some(<[u8; 32]>::try_from(bytes).map_err(|_| bad())?))
+}
+
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::TooLarge(max) => {
+            ApiError::PayloadTooLarge(format!("chunk is larger than {max} bytes"))
+        }
+        StoreError::ChecksumMismatch(_) | StoreError::MissingHeader(_) | StoreError::Decode(..) => {
+            ApiError::BadRequest(err.to_string())
+        }
+        StoreError::NotText(_) => ApiError::UnsupportedMediaType(err.to_string()),
+        StoreError::Io(io) => ApiError::Internal(anyhow::Error::new(io).context("storing chunk")),
+    }
+}
+
+fn multipart_error(err: multer::Error) -> ApiError {
+    match err {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            ApiError::PayloadTooLarge("file is too large".into())
+        }
+        multer::Error::StreamReadFailed(inner) if inner.to_string().contains("timed out") => {
+            ApiError::Timeout
+        }
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
+}

@@ -1,0 +1,201 @@
+//! Publishing chunk messages to the partition streams, with broker confirms.
+//!
+//! One named producer per partition stream and gateway process. Publishing ids are
+//! `(epoch << 32) | counter`, where the epoch comes from a PostgreSQL sequence each time a
+//! producer is (re)created: ids are strictly increasing across restarts, so rabbitmq-stream-client
+//! 0.4.4's habit of resuming a named producer at the last stored id (not the next) never makes the
+//! broker drop a new message as a duplicate. Ids are assigned and sent under one lock, so they
+//! reach the broker in order. Whatever the broker does, the engine's (upload, chunk) ledger makes a
+//! repeated message harmless.
+//!
+//! Producers are created lazily and dropped on error, so the gateway starts and keeps serving
+//! (with 503 for uploads) while the broker is down, and recovers when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rabbitmq_stream_client::types::Message;
+use rabbitmq_stream_client::{Dedup, Environment, Producer};
+use tokio::sync::{oneshot, Mutex};
+
+use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::streams::{ensure_streams, partition_for, stream_name, BrokerAddress};
+
+/// Why a chunk message was not confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("stream broker unavailable: {0}")]
+    Broker(String),
+    #[error("stream broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("stream broker refused the message")]
+    Refused,
+}
+
+struct Slot {
+    producer: Option<(Producer<Dedup>, u64)>,
+    next: u32,
+}
+
+/// Publishes chunk messages to `<prefix>-<partition>` streams.
+pub struct Publisher {
+    broker: BrokerAddress,
+    environment: Mutex<Option<Environment>>,
+    prefix: String,
+    partitions: u16,
+    name: String,
+    pool: Pool,
+    timeout: Duration,
+    slots: Vec<Mutex<Slot>>,
+}
+
+impl Publisher {
+    pub fn new(
+        broker: BrokerAddress,
+        prefix: String,
+        partitions: u16,
+        name: String,
+        pool: Pool,
+        timeout: Duration,
+    ) -> Arc<Self> {
+        let slots = (0..partitions)
+            .map(|_| {
+                Mutex::new(Slot {
+                    producer: None,
+                    next: 0,
+                })
+            })
+            .collect();
+        Arc::new(Self {
+            broker,
+            environment: Mutex::new(None),
+            prefix,
+            partitions,
+            name,
+            pool,
+            timeout,
+            slots,
+        })
+    }
+
+    /// Connects and creates the partition streams that are missing.
+    pub async fn connect(&self) -> Result<Environment, PublishError> {
+        let mut environment = self.environment.lock().await;
+        if let Some(env) = environment.as_ref() {
+            return Ok(env.clone());
+        }
+        let env = tokio::time::timeout(self.timeout, self.broker.connect())
+            .await
+            .map_err(|_| PublishError::Timeout(self.timeout))?
+            .map_err(|err| PublishError::Broker(err.to_string()))?;
+        ensure_streams(&env, &self.prefix, self.partitions)
+            .await
+            .map_err(|err| PublishError::Broker(err.to_string()))?;
+        *environment = Some(env.clone());
+        Ok(env)
+    }
+
+    /// The partition a chunk goes to.
+    pub fn partition(&self, message: &ChunkMessage) -> u16 {
+        partition_for(message.upload_id, message.chunk_no, self.partitions)
+    }
+
+    /// Publishes and waits for the broker's confirm.
+    pub async fn publish(&self, message: &ChunkMessage) -> Result<(), PublishError> {
+        let partition = self.partition(message);
+        let result = self.try_publish(partition, message).await;
+        if result.is_err() {
+            // Start afresh next time: the producer or the whole connection may be gone.
+            self.slots[usize::from(partition)].lock().await.producer = None;
+            *self.environment.lock().await = None;
+        }
+        result
+    }
+
+    async fn try_publish(
+        &self,
+        partition: u16,
+        message: &ChunkMessage,
+    ) -> Result<(), PublishError> {
+        let confirmed = {
+            let mut slot = self.slots[usize::from(partition)].lock().await;
+            if slot.producer.as_ref().is_none_or(|(p, _)| p.is_closed()) {
+                slot.producer = Some(self.create_producer(partition).await?);
+                slot.next = 0;
+            }
+            let id = {
+                let (_, epoch) = slot.producer.as_ref().expect("producer was just ensured");
+                (epoch << 32) | u64::from(slot.next)
+            };
+            slot.next += 1;
+            let (tx, rx) = oneshot::channel();
+            let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+            let body = Message::builder()
+                .body(message.encode())
+                .publising_id(id)
+                .build();
+            let (producer, _) = slot.producer.as_mut().expect("producer was just ensured");
+            producer
+                .send(body, move |status| {
+                    let tx = tx.clone();
+                    async move {
+                        let ok = matches!(status, Ok(ref s) if s.confirmed());
+                        if let Some(tx) = tx.lock().ok().and_then(|mut tx| tx.take()) {
+                            let _ = tx.send(ok);
+                        }
+                    }
+                })
+                .await
+                .map_err(|err| PublishError::Broker(err.to_string()))?;
+            rx
+        };
+        match tokio::time::timeout(self.timeout, confirmed).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(PublishError::Refused),
+            Ok(Err(_)) => Err(PublishError::Broker("producer closed".into())),
+            Err(_) => Err(PublishError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn create_producer(
+        &self,
+        partition: u16,
+    ) -> Result<(Producer<Dedup>, u64), PublishError> {
+        let epoch: i64 = {
+            let db = self
+                .pool
+                .get()
+                .await
+                .map_err(|err| PublishError::Broker(format!("database: {err}")))?;
+            db.query_one("SELECT nextval('publish_epoch')", &[])
+                .await
+                .map_err(|err| PublishError::Broker(format!("database: {err}")))?
+                .get(0)
+        };
+        let env = self.connect().await?;
+        let stream = stream_name(&self.prefix, partition);
+        // The client flushes its batch on a timer that never stops (0.4.4): 5 ms keeps the added
+        // latency small without waking too often.
+        let producer = tokio::time::timeout(
+            self.timeout,
+            env.producer()
+                .batch_delay(Duration::from_millis(5))
+                .name(&format!("{}-{stream}", self.name))
+                .build(&stream),
+        )
+        .await
+        .map_err(|_| PublishError::Timeout(self.timeout))?
+        .map_err(|err| PublishError::Broker(err.to_string()))?;
+        Ok((producer, epoch as u64))
+    }
+
+    /// Closes every producer (at shutdown).
+    pub async fn close(&self) {
+        for slot in &self.slots {
+            if let Some((producer, _)) = slot.lock().await.producer.take() {
+                let _ = producer.close().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Starting and stopping the gateway: state set-up, the accept loop, graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use ingest_contract::{db, telemetry};
+
+use crate::app::{handle, AppState};
+use crate::auth::{system_clock, Clock, Tokens};
+use crate::clients::ApiClients;
+use crate::publish::Publisher;
+use crate::ratelimit::RateLimiter;
+use crate::settings::{GatewaySettings, DEV_JWT_SECRET};
+use crate::upload::Uploads;
+
+/// Prepares the database (created and migrated if needed) and returns a connection pool.
+pub async fn database_pool(database_url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    db::prepare(database_url).await?;
+    let config: tokio_postgres::Config = database_url.parse()?;
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    Ok(deadpool_postgres::Pool::builder(manager)
+        .max_size(32)
+        .build()?)
+}
+
+/// Builds the shared state: database, clients, tokens, rate limiter and publisher.
+pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Result<Arc<AppState>> {
+    if settings.jwt_secret.is_none() {
+        tracing::warn!(
+            "INGEST_JWT_SECRET is not set: signing tokens with the PUBLIC DEVELOPMENT KEY {DEV_JWT_SECRET:?}; \
+             anyone can forge tokens. Set INGEST_JWT_SECRET in any real deployment"
+        );
+    }
+    let pool = database_pool(&settings.shared.database_url).await?;
+    let clients = ApiClients::new(pool.clone());
+    if let Some((id, secret)) = &settings.bootstrap_client {
+        clients
+            .upsert(id, secret)
+            .await
+            .context("INGEST_BOOTSTRAP_CLIENT")?;
+        tracing::info!(client_id = %id, "bootstrap client ready");
+    }
+    tokio::fs::create_dir_all(&settings.shared.upload_dir)
+        .await
+        .with_context(|| format!("INGEST_UPLOAD_DIR {}", settings.shared.upload_dir.display()))?;
+    let tokens = Tokens::new(
+        &settings.signing_secret(),
+        settings.jwt_previous_secret.as_ref(),
+        settings.token_ttl_secs,
+        clock,
+    );
+    let name = settings
+        .gateway_id
+        .clone()
+        .unwrap_or_else(|| format!("gateway-{}", uuid::Uuid::new_v4().simple()));
+    let publisher = Publisher::new(
+        settings.shared.rabbitmq_stream_url.clone(),
+        settings.shared.stream_prefix.clone(),
+        settings.shared.partitions,
+        name,
+        pool.clone(),
+        settings.publish_timeout,
+    );
+    // The broker may be down at start: uploads answer 503 until it is back.
+    if let Err(err) = publisher.connect().await {
+        tracing::warn!(error = %err, "stream broker not reachable yet");
+    }
+    let limiter = RateLimiter::new(settings.rate_limits()).await;
+    Ok(Arc::new(AppState {
+        tokens,
+        clients,
+        uploads: Uploads::new(pool.clone()),
+        publisher,
+        limiter,
+        metrics: telemetry::install_metrics(),
+        pool,
+        settings,
+    }))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish within
+/// the shutdown deadline, and closes the producers.
+pub async fn run(
+    listener: TcpListener,
+    settings: GatewaySettings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let state = build_state(settings, system_clock()).await?;
+    serve(listener, state, shutdown).await
+}
+
+/// [`run`] with a state built by the caller (tests inject a clock this way).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.settings.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |request| handle(state.clone(), peer, request));
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(state.settings.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed with requests still in flight");
+    }
+    state.publisher.close().await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

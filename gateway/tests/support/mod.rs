@@ -1,0 +1,300 @@
+//! The gateway test harness: a real gateway on port 0 against the real services, with a
+//! database, stream prefix, upload directory and rate-limit prefix of its own.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::StreamExt;
+use gateway::GatewaySettings;
+use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::streams::stream_name;
+use ingest_contract::testkit::{broker, random_name, TestDb};
+use rabbitmq_stream_client::types::OffsetSpecification;
+use tokio::sync::oneshot;
+
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-secret-123";
+pub const HEADER: &str = "date,content,amount,type";
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    settings: GatewaySettings,
+}
+
+/// Settings for a test gateway; `extra` flags override.
+pub fn settings(
+    db: &TestDb,
+    upload_dir: &std::path::Path,
+    prefix: &str,
+    extra: &[&str],
+) -> GatewaySettings {
+    let mut args: Vec<String> = vec![
+        "gateway".into(),
+        format!("--database-url={}", db.url),
+        "--addr=127.0.0.1:0".into(),
+        format!("--upload-dir={}", upload_dir.display()),
+        format!("--stream-prefix={prefix}"),
+        "--partitions=2".into(),
+        "--jwt-secret=test-signing-key-0123456789".into(),
+        format!("--bootstrap-client={CLIENT_ID}:{CLIENT_SECRET}"),
+        format!("--ratelimit-prefix={}:", random_name("rl")),
+        "--redis-timeout-ms=200".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Wrapper::parse_from(args).settings
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub db: TestDb,
+    pub upload_dir: PathBuf,
+    pub prefix: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestGateway {
+    pub async fn start(extra: &[&str]) -> Self {
+        let db = TestDb::new().await.expect("test database");
+        let upload_dir = std::env::temp_dir().join(random_name("ingest-gw-"));
+        let prefix = random_name("test-chunks-");
+        Self::start_on(db, upload_dir, prefix, extra).await
+    }
+
+    /// Starts a gateway on existing resources (to restart one).
+    pub async fn start_on(db: TestDb, upload_dir: PathBuf, prefix: String, extra: &[&str]) -> Self {
+        let settings = settings(&db, &upload_dir, &prefix, extra);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway::run(listener, settings, async {
+            let _ = stopped.await;
+        }));
+        let app = Self {
+            addr,
+            url: format!("http://{addr}"),
+            db,
+            upload_dir,
+            prefix,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        let http = app.http.clone();
+        let health = format!("{}/health", app.url);
+        ingest_contract::testkit::wait_for("gateway health", Duration::from_secs(30), || {
+            let http = http.clone();
+            let health = health.clone();
+            async move {
+                http.get(&health)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+            }
+        })
+        .await;
+        app
+    }
+
+    /// Stops the gateway and hands back its resources.
+    pub async fn stop(self) -> (TestDb, PathBuf, String) {
+        let Self {
+            db,
+            upload_dir,
+            prefix,
+            stop,
+            task,
+            ..
+        } = self;
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(task) = task {
+            task.await.unwrap().unwrap();
+        }
+        (db, upload_dir, prefix)
+    }
+
+    pub async fn token(&self) -> String {
+        let response = self
+            .http
+            .post(format!("{}/api/auth/token", self.url))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_upload(&self, token: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/api/upload", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["folder"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn put_chunk(
+        &self,
+        token: &str,
+        folder: &str,
+        n: i32,
+        body: &'static [u8],
+    ) -> reqwest::Response {
+        self.http
+            .put(format!("{}/api/upload/{folder}/chunks/{n}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn multipart(
+        &self,
+        token: &str,
+        folder: &str,
+        name: &str,
+        body: Vec<u8>,
+        md5: Option<String>,
+    ) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(body).file_name(name.to_owned());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let mut request = self
+            .http
+            .post(format!("{}/api/upload/{folder}", self.url))
+            .bearer_auth(token)
+            .multipart(form);
+        if let Some(md5) = md5 {
+            request = request.header("X-MD5-Hash", md5);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn status(&self, token: &str, folder: &str) -> serde_json::Value {
+        let response = self
+            .http
+            .get(format!("{}/api/upload/{folder}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn status_raw(&self, token: &str, folder: &str) -> u16 {
+        self.http
+            .get(format!("{}/api/upload/{folder}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Files under the upload directory (temporary `.part` files included).
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        files_under(&self.upload_dir)
+    }
+
+    pub async fn ledger_rows(&self) -> i64 {
+        let client = self.db.client().await.unwrap();
+        client
+            .query_one("SELECT count(*) FROM chunks", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Every message on the test's partition streams, read until `count` arrived.
+    pub async fn stream_messages(&self, partitions: u16, count: usize) -> Vec<ChunkMessage> {
+        read_streams(&self.prefix, partitions, count).await
+    }
+}
+
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Reads the partition streams from the start until `count` messages arrived (10 s deadline).
+pub async fn read_streams(prefix: &str, partitions: u16, count: usize) -> Vec<ChunkMessage> {
+    let env = broker().connect().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut consumers = Vec::new();
+    for partition in 0..partitions {
+        let mut consumer = env
+            .consumer()
+            .offset(OffsetSpecification::First)
+            .build(&stream_name(prefix, partition))
+            .await
+            .unwrap();
+        let tx = tx.clone();
+        consumers.push(tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let data = delivery.message().data().unwrap_or_default().to_vec();
+                if tx.send(ChunkMessage::decode(&data).unwrap()).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while messages.len() < count {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(message)) => messages.push(message),
+            _ => break,
+        }
+    }
+    for consumer in consumers {
+        consumer.abort();
+    }
+    messages
+}
+
+/// `n` original-format rows with the header, CRLF.
+pub fn original_csv(rows: usize) -> Vec<u8> {
+    let mut out = format!("{HEADER}\r\n");
+    for i in 0..rows {
+        out.push_str(&format!(
+            "01/01/2023 00:00:{:02},Any text there,-614.568,Deposit\r\n",
+            i % 60
+        ));
+    }
+    out.into_bytes()
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
