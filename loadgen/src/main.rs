@@ -1,1 +1,55 @@
-fn main() {}
+//! The `loadgen` binary; see the library docs for what it does.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use loadgen::cli::{Cli, Command, GenerateArgs, UploadArgs};
+use loadgen::progress::ProgressMode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    ingest_contract::telemetry::init_tracing(cli.log_format);
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Upload(args) => upload(args),
+    }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let started = Instant::now();
+    let files = loadgen::generate::generate(&args.out, args.num_records, args.file_size, seed)?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut bytes = 0;
+    for file in &files {
+        bytes += std::fs::metadata(file)
+            .with_context(|| format!("stat {}", file.display()))?
+            .len();
+    }
+    println!(
+        "wrote {} rows in {} files ({:.1} MB) to {} in {secs:.3} s ({:.2} M rows/s), seed {seed}",
+        args.num_records,
+        files.len(),
+        bytes as f64 / 1e6,
+        args.out.display(),
+        args.num_records as f64 / secs.max(1e-9) / 1e6,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.into_options(ProgressMode::for_stdout());
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let summary = runtime.block_on(loadgen::upload::run_upload(opts))?;
+    print!("{summary}");
+    Ok(if summary.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,253 @@
+//! The command line: `loadgen generate` and `loadgen upload`, turned into library calls.
+//!
+//! Flags override the `INGEST_*` environment variables, which override defaults that work
+//! against a gateway on its standard local port. Only `main` parses; everything below takes the
+//! resulting options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ingest_contract::settings::{parse_millis, Secret};
+use ingest_contract::telemetry::LogFormat;
+
+use crate::client::Credentials;
+use crate::generate::DEFAULT_NUM_RECORDS;
+use crate::progress::ProgressMode;
+use crate::retry::RetryPolicy;
+use crate::upload::UploadOptions;
+
+/// `loadgen`: generates the original system's test data and uploads CSV files to the gateway.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "INGEST_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write CSV files in the original generator's format.
+    Generate(GenerateArgs),
+    /// Upload CSV files as one upload, in parallel chunks, and wait until they are loaded.
+    Upload(UploadArgs),
+}
+
+/// `loadgen generate` flags.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Rows to write in all.
+    #[arg(long, default_value_t = DEFAULT_NUM_RECORDS)]
+    pub num_records: u64,
+
+    /// Size at which a new file starts: bytes, or with a unit (KiB/K, MiB/M, GiB/G are powers
+    /// of 1024; KB, MB, GB powers of 1000).
+    #[arg(long, default_value = "9MiB", value_parser = parse_size)]
+    pub file_size: u64,
+
+    /// Seed of the random amounts and types: the same seed writes the same bytes. Default:
+    /// random, and printed so the run can be repeated.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Directory the files `data_000.csv`, `data_001.csv`, ... are written to.
+    #[arg(long, default_value = "data")]
+    pub out: PathBuf,
+}
+
+/// `loadgen upload` flags.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// CSV files, sent as one upload in this order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// The gateway's base URL.
+    #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+
+    /// API client id.
+    #[arg(long, env = "INGEST_CLIENT_ID")]
+    pub client_id: String,
+
+    /// API client secret.
+    #[arg(long, env = "INGEST_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub client_secret: Secret,
+
+    /// Target chunk size (chunks end at the first record boundary past it); units as for
+    /// `generate --file-size`.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+
+    /// Chunks in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+
+    /// Continue this upload (its folder id): only chunks the gateway lacks are sent. Give the
+    /// same files and chunk size as the first time.
+    #[arg(long, value_name = "FOLDER")]
+    pub resume: Option<String>,
+
+    /// Attempts per request before a 5xx or connection error is fatal.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// Deadline of one HTTP request, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
+
+    /// Pause between status polls while the engine loads, in milliseconds.
+    #[arg(long, default_value = "200", value_parser = parse_millis("--poll-interval-ms"))]
+    pub poll_interval_ms: Duration,
+
+    /// How long to wait for the load to finish, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub wait_timeout_secs: u64,
+}
+
+impl UploadArgs {
+    /// The library's options for these flags.
+    pub fn into_options(self, progress: ProgressMode) -> UploadOptions {
+        let credentials = Credentials {
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+        };
+        let mut opts = UploadOptions::new(self.url, credentials, self.files);
+        opts.chunk_size = self.chunk_size;
+        opts.concurrency = usize::from(self.concurrency);
+        opts.resume = self.resume;
+        opts.retry = RetryPolicy {
+            max_attempts: self.max_attempts,
+            ..RetryPolicy::default()
+        };
+        opts.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        opts.poll_interval = self.poll_interval_ms;
+        opts.wait_timeout = Duration::from_secs(self.wait_timeout_secs);
+        opts.progress = progress;
+        opts
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.is_empty() {
+        Err("INGEST_CLIENT_SECRET must not be empty".to_owned())
+    } else {
+        Ok(Secret::new(value))
+    }
+}
+
+/// Parses a positive byte count such as `1048576`, `8MiB`, `8M`, `500KB` or `1.5 GiB`.
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{value:?}: unknown unit (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size such as 8MiB"))?;
+    let bytes = (number * unit_bytes as f64).round();
+    if bytes >= 1.0 && bytes < u64::MAX as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(format!("{value:?}: the size must be at least one byte"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("8m"), Ok(8 << 20));
+        assert_eq!(parse_size("9 MiB"), Ok(9 << 20));
+        assert_eq!(parse_size("500KB"), Ok(500_000));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8 furlongs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn upload_flags_become_options() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "upload",
+            "a.csv",
+            "b.csv",
+            "--url",
+            "http://gw:1",
+            "--client-id",
+            "me",
+            "--client-secret",
+            "s3cret",
+            "--chunk-size",
+            "1MiB",
+            "--concurrency",
+            "3",
+            "--resume",
+            "abc",
+            "--max-attempts",
+            "2",
+        ])
+        .expect("valid flags should parse");
+        let Command::Upload(args) = cli.command else {
+            panic!("expected the upload subcommand");
+        };
+        assert!(
+            !format!("{args:?}").contains("s3cret"),
+            "secrets never print"
+        );
+        let opts = args.into_options(ProgressMode::Off);
+        assert_eq!(
+            opts.files,
+            vec![PathBuf::from("a.csv"), PathBuf::from("b.csv")]
+        );
+        assert_eq!(opts.url, "http://gw:1");
+        assert_eq!(opts.credentials.client_secret.expose(), "s3cret");
+        assert_eq!(opts.chunk_size, 1 << 20);
+        assert_eq!(opts.concurrency, 3);
+        assert_eq!(opts.resume.as_deref(), Some("abc"));
+        assert_eq!(opts.retry.max_attempts, 2);
+        assert_eq!(opts.poll_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn generate_defaults_match_the_original() {
+        let cli = Cli::try_parse_from(["loadgen", "generate"]).expect("defaults should parse");
+        let Command::Generate(args) = cli.command else {
+            panic!("expected the generate subcommand");
+        };
+        assert_eq!(args.num_records, 1_000_000);
+        assert_eq!(args.file_size, 9 << 20);
+        assert_eq!(args.seed, None);
+    }
+}
