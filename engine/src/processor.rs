@@ -1,0 +1,168 @@
+//! A partition processor: consumes one partition stream from the offset committed in
+//! PostgreSQL and loads each chunk it announces, one at a time, in stream order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rabbitmq_stream_client::types::OffsetSpecification;
+use rabbitmq_stream_client::Environment;
+use tokio::sync::Semaphore;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::db;
+
+use crate::loader::{LoadError, Loader, Outcome, Position};
+
+/// What every processor of this engine process shares.
+pub struct Shared {
+    pub database_url: String,
+    pub environment: Environment,
+    pub stream_prefix: String,
+    pub group: String,
+    pub owner: String,
+    pub loader: Loader,
+    /// Caps the COPYs running at once in this process (`INGEST_COPY_CONNECTIONS`).
+    pub copy_slots: Semaphore,
+}
+
+/// Why a processor stopped on its own (the supervisor starts it again if the lease is still ours).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("database: {0}")]
+    Db(#[from] db::DbError),
+    #[error("database: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("stream broker: {0}")]
+    Broker(String),
+    #[error("lost the lease on partition {0}")]
+    LeaseLost(i32),
+}
+
+/// Runs until `cancel` fires, the lease is lost, or a connection fails.
+pub async fn run_partition(
+    shared: Arc<Shared>,
+    partition: i32,
+    cancel: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let stream = ingest_contract::streams::stream_name(&shared.stream_prefix, partition as u16);
+    let mut client = db::connect(&shared.database_url).await?;
+    let committed: Option<i64> = client
+        .query_opt(
+            "SELECT \"offset\" FROM stream_offsets WHERE stream = $1 AND consumer_group = $2",
+            &[&stream, &shared.group],
+        )
+        .await?
+        .map(|row| row.get(0));
+    let start = match committed {
+        Some(offset) => OffsetSpecification::Offset(offset as u64 + 1),
+        None => OffsetSpecification::First,
+    };
+    let mut consumer = shared
+        .environment
+        .consumer()
+        .offset(start)
+        .build(&stream)
+        .await
+        .map_err(|err| ProcessorError::Broker(err.to_string()))?;
+    tracing::info!(partition, stream = %stream, resume_after = ?committed, "partition processor started");
+    metrics::gauge!("ingest_partitions_owned").increment(1.0);
+    let result = loop {
+        let delivery = tokio::select! {
+            () = cancel.cancelled() => break Ok(()),
+            delivery = consumer.next() => delivery,
+        };
+        let delivery = match delivery {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(err)) => {
+                metrics::counter!("ingest_engine_errors_total", "stage" => "consume").increment(1);
+                tracing::warn!(partition, error = ?err, "delivery error");
+                continue;
+            }
+            None => break Err(ProcessorError::Broker("consumer closed".into())),
+        };
+        let position = Position {
+            stream: stream.clone(),
+            partition,
+            offset: delivery.offset(),
+            group: shared.group.clone(),
+            owner: shared.owner.clone(),
+        };
+        let data = delivery.message().data().unwrap_or_default();
+        let outcome = match ChunkMessage::decode(data) {
+            Ok(message) => {
+                load_with_retry(&shared, &mut client, &message, &position, &cancel).await
+            }
+            Err(err) => {
+                tracing::warn!(partition, offset = position.offset, error = %err, "skipping a malformed message");
+                metrics::counter!("ingest_engine_errors_total", "stage" => "decode").increment(1);
+                skip(&mut client, &position).await.map(|()| None)
+            }
+        };
+        if let Err(err) = outcome {
+            break Err(err);
+        }
+        if cancel.is_cancelled() {
+            break Ok(());
+        }
+    };
+    metrics::gauge!("ingest_partitions_owned").decrement(1.0);
+    let _ = consumer.handle().close().await;
+    tracing::info!(partition, "partition processor stopped");
+    result
+}
+
+/// Loads one message, retrying database errors with backoff until it commits or we stop.
+async fn load_with_retry(
+    shared: &Shared,
+    client: &mut Client,
+    message: &ChunkMessage,
+    position: &Position,
+    cancel: &CancellationToken,
+) -> Result<Option<Outcome>, ProcessorError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = {
+            let _slot = shared
+                .copy_slots
+                .acquire()
+                .await
+                .expect("the COPY semaphore is never closed");
+            shared.loader.load(client, message, position).await
+        };
+        match result {
+            Ok(outcome) => return Ok(Some(outcome)),
+            Err(LoadError::LeaseLost(partition)) => {
+                return Err(ProcessorError::LeaseLost(partition))
+            }
+            Err(err) => {
+                metrics::counter!("ingest_engine_errors_total", "stage" => "load").increment(1);
+                tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, error = %err, "load failed; retrying");
+                if client.is_closed() {
+                    *client = db::connect(&shared.database_url).await?;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Commits the offset past a message that carries no chunk.
+async fn skip(client: &mut Client, position: &Position) -> Result<(), ProcessorError> {
+    let offset = position.offset as i64;
+    client
+        .execute(
+            "INSERT INTO stream_offsets (stream, consumer_group, \"offset\") VALUES ($1, $2, $3)
+             ON CONFLICT (stream, consumer_group) DO UPDATE
+             SET \"offset\" = greatest(stream_offsets.\"offset\", excluded.\"offset\"), updated_at = now()",
+            &[&position.stream, &position.group, &offset],
+        )
+        .await?;
+    Ok(())
+}

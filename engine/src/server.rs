@@ -1,0 +1,190 @@
+//! Running an engine process: prepare the database and streams, serve the probes, and supervise
+//! one processor per owned partition as the leases come and go.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use ingest_contract::{db, streams, telemetry};
+
+use crate::dataset::Dataset;
+use crate::http::{self, Probe};
+use crate::lease::Leases;
+use crate::loader::Loader;
+use crate::partitions::MonthPartitions;
+use crate::processor::{run_partition, Shared};
+use crate::settings::EngineSettings;
+use crate::validate::Limits;
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Runs the engine until `shutdown` resolves; then stops the processors (in-flight chunks
+/// commit or roll back within the shutdown deadline) and gives its leases back.
+pub async fn run(
+    listener: TcpListener,
+    settings: EngineSettings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let control = db::prepare(&settings.shared.database_url).await?;
+    let owner = settings
+        .engine_id
+        .clone()
+        .unwrap_or_else(|| format!("engine-{}", uuid::Uuid::new_v4().simple()));
+    let environment = connect_broker(&settings).await?;
+    let table = Dataset::transactions().table;
+    let partitions = Arc::new(MonthPartitions::load(&control, &table).await?);
+    if let Some(archive) = &settings.archive_dir {
+        tokio::fs::create_dir_all(archive).await?;
+    }
+    let shared = Arc::new(Shared {
+        database_url: settings.shared.database_url.clone(),
+        environment,
+        stream_prefix: settings.shared.stream_prefix.clone(),
+        group: settings.consumer_group.clone(),
+        owner: owner.clone(),
+        loader: Loader {
+            upload_dir: settings.shared.upload_dir.clone(),
+            archive_dir: settings.archive_dir.clone(),
+            limits: Limits {
+                max_line_bytes: settings.max_line_bytes,
+                ..Limits::default()
+            },
+            partitions,
+        },
+        copy_slots: Semaphore::new(usize::from(settings.copy_connections)),
+    });
+    let stop_http = CancellationToken::new();
+    let probe = Arc::new(Probe {
+        database_url: settings.shared.database_url.clone(),
+        broker: settings.shared.rabbitmq_stream_url.clone(),
+        metrics: telemetry::install_metrics(),
+    });
+    tracing::info!(addr = %listener.local_addr()?, engine = %owner, "engine listening");
+    let http_task = tokio::spawn(http::serve(listener, probe, stop_http.clone()));
+
+    let leases = Leases {
+        group: settings.consumer_group.clone(),
+        owner,
+        partitions: settings.shared.partitions,
+        ttl: settings.lease_ttl,
+    };
+    supervise(
+        &shared,
+        &leases,
+        &control,
+        settings.lease_ttl / 3,
+        shutdown,
+        settings.shutdown_timeout,
+    )
+    .await;
+    if let Err(err) = leases.leave(&control).await {
+        tracing::warn!(error = %err, "could not give the leases back; they expire on their own");
+    }
+    stop_http.cancel();
+    let _ = http_task.await;
+    tracing::info!("engine stopped");
+    Ok(())
+}
+
+async fn connect_broker(
+    settings: &EngineSettings,
+) -> anyhow::Result<rabbitmq_stream_client::Environment> {
+    let environment = settings.shared.rabbitmq_stream_url.connect().await?;
+    streams::ensure_streams(
+        &environment,
+        &settings.shared.stream_prefix,
+        settings.shared.partitions,
+    )
+    .await?;
+    Ok(environment)
+}
+
+/// The heartbeat loop: renews leases and keeps one processor running per owned partition.
+async fn supervise(
+    shared: &Arc<Shared>,
+    leases: &Leases,
+    control: &tokio_postgres::Client,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+    deadline: Duration,
+) {
+    let mut running: BTreeMap<i32, Running> = BTreeMap::new();
+    let mut stopping: BTreeMap<i32, JoinHandle<()>> = BTreeMap::new();
+    let mut ticker = tokio::time::interval(every);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticker.tick() => {}
+        }
+        // Processors that ended on their own (errors) are started again if still owned.
+        running.retain(|_, r| !r.task.is_finished());
+        stopping.retain(|_, task| !task.is_finished());
+        let releasable: BTreeSet<i32> = leases_not_running(&running, &stopping, leases.partitions);
+        let beat = match leases.beat(control, &releasable).await {
+            Ok(beat) => beat,
+            Err(err) => {
+                tracing::warn!(error = %err, "lease heartbeat failed");
+                continue;
+            }
+        };
+        let lost: Vec<i32> = running
+            .keys()
+            .filter(|p| !beat.owned.contains(p) || beat.to_stop.contains(p))
+            .copied()
+            .collect();
+        for partition in lost {
+            if let Some(r) = running.remove(&partition) {
+                r.cancel.cancel();
+                stopping.insert(partition, r.task);
+            }
+        }
+        for &partition in beat.owned.difference(&beat.to_stop) {
+            if running.contains_key(&partition) || stopping.contains_key(&partition) {
+                continue;
+            }
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn({
+                let (shared, cancel) = (shared.clone(), cancel.clone());
+                async move {
+                    if let Err(err) = run_partition(shared, partition, cancel).await {
+                        tracing::warn!(partition, error = %err, "partition processor ended");
+                    }
+                }
+            });
+            running.insert(partition, Running { cancel, task });
+        }
+    }
+    tracing::info!("shutting down: stopping partition processors");
+    for r in running.values() {
+        r.cancel.cancel();
+    }
+    let tasks = running
+        .into_values()
+        .map(|r| r.task)
+        .chain(stopping.into_values());
+    let all = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(deadline, all).await.is_err() {
+        tracing::warn!("shutdown deadline passed with chunks in flight; they roll back");
+    }
+}
+
+/// Partitions with no processor: their leases may be released when above the fair share.
+fn leases_not_running(
+    running: &BTreeMap<i32, Running>,
+    stopping: &BTreeMap<i32, JoinHandle<()>>,
+    partitions: u16,
+) -> BTreeSet<i32> {
+    (0..i32::from(partitions))
+        .filter(|p| !running.contains_key(p) && !stopping.contains_key(p))
+        .collect()
+}

@@ -1,0 +1,239 @@
+//! The engine end to end: chunks uploaded through the real gateway, published to the real broker
+//! and loaded into the real PostgreSQL by real engine processes.
+
+mod support;
+
+use std::time::Duration;
+
+use ingest_contract::testkit::wait_for;
+use support::*;
+
+const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+
+#[tokio::test]
+async fn uploaded_chunks_are_loaded_exactly_once() {
+    let env = TestEnv::new(4).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let folder = api.create(serde_json::json!({})).await;
+    let (chunks, per_chunk) = (8, 500u64);
+    for n in 0..chunks {
+        let body = original_rows(n as u64 * per_chunk, per_chunk, n == 0);
+        assert_eq!(api.put(&folder, n, body).await, 200);
+    }
+    // A chunk sent twice is stored once and loaded once.
+    assert_eq!(
+        api.put(&folder, 3, original_rows(3 * per_chunk, per_chunk, false))
+            .await,
+        200
+    );
+    api.complete(&folder, chunks).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_loaded"], 4000);
+    assert_eq!(status["rows_rejected"], 0);
+    assert_eq!(status["chunks_loaded"], 8);
+    assert_eq!(table_counts(&env.db, &folder).await, (4000, 0));
+
+    let client = env.db.client().await.unwrap();
+    // Day-first dates, no data row skipped (the original lost the first row of every file).
+    let first: String = client
+        .query_one(
+            "SELECT format('%s|%s|%s|%s|%s', date, content, amount, type, line_no) FROM transactions
+             WHERE chunk_no = 0 ORDER BY line_no LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        first,
+        "2023-01-01 00:00:00|Any text there|-1000.000|Withdrawal|2"
+    );
+    let in_default: i64 = client
+        .query_one("SELECT count(*) FROM transactions_default", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_default, 0,
+        "well-formed rows belong in monthly partitions"
+    );
+    let expected_sum: i64 = (0..4000i64)
+        .map(|i| (i * 7919 % 2_000_000) - 1_000_000)
+        .sum();
+    let sum: String = client
+        .query_one(
+            "SELECT (sum(amount) * 1000)::bigint::text FROM transactions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, expected_sum.to_string());
+    env.wait_no_files().await;
+    engine.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn bad_rows_are_rejected_with_their_reasons_per_policy() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let chunk = b"date,content,amount,type\r\n\
+        01/02/2023 10:00:00,ok,1.5,Deposit\r\n\
+        31/02/2023 10:00:00,bad date,1.5,Deposit\r\n\
+        02/02/2023 10:00:00,bad amount,1e309,Deposit\r\n\
+        03/02/2023 10:00:00,bad type,1,Transfer\r\n\
+        04/02/2023 10:00:00,too,many,columns,here\r\n\
+        05/02/2023 10:00:00,=SUM(A1:A9),1,Deposit\r\n\
+        2023-02-06T10:00:00,iso date,-0.001,Withdrawal\r\n"
+        .to_vec();
+
+    let rows_folder = api
+        .create(serde_json::json!({"on_error": "reject-rows"}))
+        .await;
+    assert_eq!(api.put(&rows_folder, 0, chunk.clone()).await, 200);
+    api.complete(&rows_folder, 1).await;
+    let status = api
+        .wait_finished(&rows_folder, Duration::from_secs(30))
+        .await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_loaded"], 2);
+    assert_eq!(status["rows_rejected"], 5);
+    let lines: Vec<i64> = status["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![3, 4, 5, 6, 7]);
+    let reasons = status["rejected_rows"].to_string();
+    for word in ["date", "amount", "type", "columns", "formula"] {
+        assert!(reasons.contains(word), "no {word} reason in {reasons}");
+    }
+    assert_eq!(table_counts(&env.db, &rows_folder).await, (2, 0));
+
+    let chunk_folder = api
+        .create(serde_json::json!({"on_error": "reject-chunk"}))
+        .await;
+    assert_eq!(api.put(&chunk_folder, 0, chunk).await, 200);
+    api.complete(&chunk_folder, 1).await;
+    let status = api
+        .wait_finished(&chunk_folder, Duration::from_secs(30))
+        .await;
+    assert_eq!(status["state"], "failed", "{status}");
+    assert_eq!(status["chunks_failed"], 1);
+    assert_eq!(status["rows_loaded"], 0);
+    assert_eq!(
+        status["rows_rejected"], 7,
+        "every data row of a rejected chunk is accounted for"
+    );
+    assert!(
+        status["error"].as_str().unwrap().contains("line 3"),
+        "{status}"
+    );
+    assert_eq!(table_counts(&env.db, &chunk_folder).await, (0, 0));
+    env.wait_no_files().await;
+    engine.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sigkilled_engines_resume_without_loss_or_duplicates() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let folder = api.create(serde_json::json!({})).await;
+    let (chunks, per_chunk) = (24, 20_000u64);
+    for n in 0..chunks {
+        let body = original_rows(n as u64 * per_chunk, per_chunk, n == 0);
+        assert_eq!(api.put(&folder, n, body).await, 200);
+    }
+    api.complete(&folder, chunks).await;
+    // Kill the engine three times while it is loading, at different points.
+    for (round, at_least) in [(0, 1), (1, 6), (2, 12)] {
+        let mut engine =
+            EngineProcess::spawn(ENGINE.as_ref(), &env, &format!("victim-{round}"), &[]);
+        wait_for("chunks to load", Duration::from_secs(60), || async {
+            let loaded = api.status(&folder).await["chunks_loaded"]
+                .as_i64()
+                .unwrap_or(0);
+            (loaded >= at_least).then_some(())
+        })
+        .await;
+        engine.kill();
+    }
+    let _survivor = EngineProcess::spawn(ENGINE.as_ref(), &env, "survivor", &[]);
+    let status = api.wait_finished(&folder, Duration::from_secs(120)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_loaded"], chunks as i64 * per_chunk as i64);
+    assert_eq!(
+        table_counts(&env.db, &folder).await,
+        (chunks as i64 * per_chunk as i64, 0)
+    );
+    assert!(env
+        .files_left()
+        .iter()
+        .all(|f| f.extension().is_some_and(|e| e == "part")));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn two_engines_share_partitions_and_take_over_from_a_dead_one() {
+    let env = TestEnv::new(4).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let mut first = EngineProcess::spawn(ENGINE.as_ref(), &env, "engine-a", &[]);
+    let _second = EngineProcess::spawn(ENGINE.as_ref(), &env, "engine-b", &[]);
+    let client = env.db.client().await.unwrap();
+    wait_for(
+        "the partitions to split 2/2",
+        Duration::from_secs(30),
+        || async {
+            let owned = lease_owners(&client).await;
+            (owned == vec![("engine-a".to_owned(), 2), ("engine-b".to_owned(), 2)]).then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    wait_for(
+        "engine-b to take over all partitions",
+        Duration::from_secs(15),
+        || async {
+            let owned = lease_owners(&client).await;
+            (owned == vec![("engine-b".to_owned(), 4)]).then_some(())
+        },
+    )
+    .await;
+    let api = Api::connect(&gateway).await;
+    let folder = api.create(serde_json::json!({})).await;
+    for n in 0..8 {
+        assert_eq!(
+            api.put(&folder, n, original_rows(n as u64 * 100, 100, false))
+                .await,
+            200
+        );
+    }
+    api.complete(&folder, 8).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["rows_loaded"], 800, "{status}");
+    assert_eq!(table_counts(&env.db, &folder).await, (800, 0));
+    gateway.stop().await;
+}
+
+async fn lease_owners(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    client
+        .query(
+            "SELECT owner, count(*) FROM partition_leases WHERE expires_at > now()
+             GROUP BY owner ORDER BY owner",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+        .collect()
+}

@@ -1,0 +1,340 @@
+//! End-to-end harness: a real gateway and real engines (in-process on port 0, or as child
+//! processes that tests can SIGKILL) against the real services, with a database, stream prefix
+//! and upload directory of the test's own. Also used by loadgen's tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use ingest_contract::testkit::{random_name, wait_for, TestDb};
+use tokio::sync::oneshot;
+
+pub const CLIENT_ID: &str = "e2e-client";
+pub const CLIENT_SECRET: &str = "e2e-secret-123";
+pub const JWT_SECRET: &str = "e2e-signing-key-0123456789";
+
+/// The resources one test owns.
+pub struct TestEnv {
+    pub db: TestDb,
+    pub upload_dir: PathBuf,
+    pub prefix: String,
+    pub partitions: u16,
+}
+
+impl TestEnv {
+    pub async fn new(partitions: u16) -> Self {
+        Self {
+            db: TestDb::new().await.expect("test database"),
+            upload_dir: std::env::temp_dir().join(random_name("ingest-e2e-")),
+            prefix: random_name("e2e-chunks-"),
+            partitions,
+        }
+    }
+
+    fn shared_args(&self) -> Vec<String> {
+        vec![
+            format!("--database-url={}", self.db.url),
+            format!("--upload-dir={}", self.upload_dir.display()),
+            format!("--stream-prefix={}", self.prefix),
+            format!("--partitions={}", self.partitions),
+        ]
+    }
+
+    pub fn gateway_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = self.shared_args();
+        args.extend([
+            "--addr=127.0.0.1:0".to_owned(),
+            format!("--jwt-secret={JWT_SECRET}"),
+            format!("--bootstrap-client={CLIENT_ID}:{CLIENT_SECRET}"),
+            format!("--ratelimit-prefix={}:", random_name("rl")),
+            "--redis-timeout-ms=200".to_owned(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    pub fn engine_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = self.shared_args();
+        args.extend([
+            "--addr=127.0.0.1:0".to_owned(),
+            "--lease-ttl-ms=1500".to_owned(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Waits until no chunk file is left (they are removed right after their commit).
+    pub async fn wait_no_files(&self) {
+        wait_for(
+            "chunk files to be removed",
+            Duration::from_secs(10),
+            || async {
+                let left = self.files_left();
+                left.is_empty().then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Chunk files still on disk (temporary ones included).
+    pub fn files_left(&self) -> Vec<PathBuf> {
+        files_under(&self.upload_dir)
+    }
+}
+
+/// A task running until its stop signal.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("task should not panic")
+                .expect("should stop cleanly");
+        }
+    }
+}
+
+#[derive(Parser)]
+struct GatewayArgs {
+    #[command(flatten)]
+    settings: gateway::GatewaySettings,
+}
+
+#[derive(Parser)]
+struct EngineArgs {
+    #[command(flatten)]
+    settings: engine::EngineSettings,
+}
+
+pub async fn start_gateway(env: &TestEnv, extra: &[&str]) -> Running {
+    let args = std::iter::once("gateway".to_owned()).chain(env.gateway_args(extra));
+    let settings = GatewayArgs::parse_from(args).settings;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway::run(listener, settings, async {
+        let _ = stopped.await;
+    }));
+    wait_for("gateway health", Duration::from_secs(30), || async move {
+        let url = format!("http://{addr}/health");
+        reqwest::get(url).await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+pub async fn start_engine(env: &TestEnv, extra: &[&str]) -> Running {
+    let args = std::iter::once("engine".to_owned()).chain(env.engine_args(extra));
+    let settings = EngineArgs::parse_from(args).settings;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(engine::run(listener, settings, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// An engine as a child process (so a test can SIGKILL it).
+pub struct EngineProcess {
+    pub child: Child,
+    pub id: String,
+}
+
+impl EngineProcess {
+    pub fn spawn(binary: &Path, env: &TestEnv, id: &str, extra: &[&str]) -> Self {
+        let mut args = env.engine_args(extra);
+        args.push(format!("--engine-id={id}"));
+        let child = Command::new(binary)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("engine binary should start");
+        Self {
+            child,
+            id: id.to_owned(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        // SIGKILL: no shutdown code runs, exactly like a crash.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client of the gateway's API.
+pub struct Api {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Api {
+    pub async fn connect(gateway: &Running) -> Self {
+        let url = format!("http://{}", gateway.addr);
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{url}/api/auth/token"))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            url,
+            http,
+            token: token["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn create(&self, body: serde_json::Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/api/upload", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let json: serde_json::Value = response.json().await.unwrap();
+        json["folder"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn put(&self, folder: &str, n: i32, body: Vec<u8>) -> u16 {
+        self.http
+            .put(format!("{}/api/upload/{folder}/chunks/{n}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn complete(&self, folder: &str, chunks: i32) {
+        let response = self
+            .http
+            .post(format!("{}/api/upload/{folder}/complete", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"chunks": chunks}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    pub async fn status(&self, folder: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/api/upload/{folder}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls the status until the upload is done or failed.
+    pub async fn wait_finished(&self, folder: &str, timeout: Duration) -> serde_json::Value {
+        wait_for("upload to finish", timeout, || async {
+            let status = self.status(folder).await;
+            let state = status["state"].as_str().unwrap_or_default().to_owned();
+            (state == "done" || state == "failed").then_some(status)
+        })
+        .await
+    }
+}
+
+/// `rows` original-format rows starting at second `start`, with or without the header, CRLF.
+pub fn original_rows(start: u64, rows: u64, header: bool) -> Vec<u8> {
+    let mut out = String::new();
+    if header {
+        out.push_str("date,content,amount,type\r\n");
+    }
+    for i in start..start + rows {
+        let (day, rest) = (i / 86_400, i % 86_400);
+        let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
+        let amount = (i as i64 * 7919 % 2_000_000) - 1_000_000;
+        let kind = if i % 3 == 0 { "Withdrawal" } else { "Deposit" };
+        let sign = if amount < 0 { "-" } else { "" };
+        let (units, millis) = (amount.abs() / 1000, amount.abs() % 1000);
+        out.push_str(&format!(
+            "{:02}/01/2023 {h:02}:{m:02}:{s:02},Any text there,{sign}{units}.{millis:03},{kind}\r\n",
+            day + 1
+        ));
+    }
+    out.into_bytes()
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Rows of an upload in `transactions`, and how many (chunk, line) pairs repeat.
+pub async fn table_counts(db: &TestDb, folder: &str) -> (i64, i64) {
+    let client = db.client().await.unwrap();
+    let id = uuid::Uuid::parse_str(folder).unwrap();
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM transactions WHERE upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let duplicates: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT chunk_no, line_no FROM transactions WHERE upload_id = $1
+             GROUP BY 1, 2 HAVING count(*) > 1) d",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (rows, duplicates)
+}
