@@ -1,0 +1,563 @@
+//! Request rate limits with nginx `limit_req rate=R burst=B nodelay` semantics, shared by every gateway
+//! through Redis.
+//!
+//! The algorithm is GCRA: each key stores one "theoretical arrival time" (TAT). With emission interval
+//! `T = 1/rate` and tolerance `tau = burst * T`, a request at `now` passes when `max(TAT, now) - now <= tau`
+//! and then moves the TAT forward by `T`; a refused request changes nothing. From idle, `burst + 1`
+//! requests pass at once, then one every `T`.
+//!
+//! A check is one `EVALSHA` of an atomic Lua script (reloaded on `NOSCRIPT`, e.g. after a Redis restart)
+//! that reads the clock with Redis `TIME`, so skewed gateway clocks cannot disagree, and stores the TAT
+//! with an expiry equal to the time until the bucket is full again, so idle keys vanish.
+//!
+//! When Redis fails or does not answer within `redis_timeout`, the check is answered by an in-process
+//! limiter with the same semantics instead of failing the request. While degraded, at most one check per
+//! second tries Redis again; the first success switches back. Each gateway then enforces its budget alone.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, ReconnectPolicy};
+use fred::types::scripts::Script;
+use fred::types::ConnectHandle;
+use http::{HeaderName, HeaderValue};
+
+/// GCRA step in Redis. KEYS[1]: the key; ARGV: interval and tolerance in microseconds.
+/// Returns {allowed (0/1), TAT after the decision minus now, in microseconds}.
+const GCRA_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, tat - now}
+end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+return {1, tat - now}
+"#;
+
+/// How often a degraded limiter lets one check try Redis again, in microseconds.
+const PROBE_GAP_US: u64 = 1_000_000;
+/// How long `RateLimiter::new` waits for the first connection before starting degraded.
+const STARTUP_WAIT: Duration = Duration::from_secs(1);
+/// TCP connect deadline; reconnection attempts run in the background, not on the request path.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Below this many keys the in-process limiter does not bother sweeping idle entries.
+const MIN_SWEEP_LEN: usize = 1024;
+
+/// The route classes, each with its own quota and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// Token requests.
+    Auth,
+    /// Upload sessions and chunks.
+    Upload,
+    /// Status queries.
+    Status,
+}
+
+impl RouteClass {
+    /// The name used in keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Upload => "upload",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// A sustained rate and the burst allowed on top of it (nginx `rate=` and `burst=`).
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    /// Requests per second; must be positive (non-positive values are treated as one per day).
+    pub rate_per_sec: f64,
+    /// Extra requests admitted at once from idle.
+    pub burst: u32,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Self {
+            rate_per_sec: 100.0,
+            burst: 200,
+        }
+    }
+}
+
+/// Where the shared state lives and the quota of each route class.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Prefix of every key (keys are `{prefix}{class}:{kind}:{id}`).
+    pub key_prefix: String,
+    /// How long a check waits for Redis before the in-process limiter answers.
+    pub redis_timeout: Duration,
+    /// Quota of [`RouteClass::Auth`].
+    pub auth: Quota,
+    /// Quota of [`RouteClass::Upload`].
+    pub upload: Quota,
+    /// Quota of [`RouteClass::Status`].
+    pub status: Quota,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "ingest:rl:".into(),
+            redis_timeout: Duration::from_millis(10),
+            auth: Quota::default(),
+            upload: Quota::default(),
+            status: Quota::default(),
+        }
+    }
+}
+
+/// The outcome of one check, with what the response headers need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// Requests admitted at once from idle (`burst + 1`).
+    pub limit: u32,
+    /// Requests that would still pass right now.
+    pub remaining: u32,
+    /// Time until the bucket is full again.
+    pub reset_after: Duration,
+    /// When refused: time until a request would pass.
+    pub retry_after: Option<Duration>,
+}
+
+impl Decision {
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, rounded up) and, when refused,
+    /// `Retry-After` (seconds, rounded up, at least 1).
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut values = vec![
+            ("ratelimit-limit", u64::from(self.limit)),
+            ("ratelimit-remaining", u64::from(self.remaining)),
+            ("ratelimit-reset", ceil_secs(self.reset_after)),
+        ];
+        if let Some(retry) = self.retry_after {
+            values.push(("retry-after", ceil_secs(retry).max(1)));
+        }
+        let header = |(name, value)| (HeaderName::from_static(name), HeaderValue::from(value));
+        values.into_iter().map(header).collect()
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Why Redis could not answer a check; the caller falls back, so these never reach a client.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// Connection, timeout or command error.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// The script answered something else than `{allowed, offset}`.
+    #[error("unexpected reply from the rate-limit script: {0:?}")]
+    Reply(Vec<i64>),
+}
+
+/// A quota in integer microseconds, so Redis, Lua doubles and Rust compute exactly the same thing.
+#[derive(Debug, Clone, Copy)]
+struct Gcra {
+    interval_us: u64,
+    tolerance_us: u64,
+    limit: u32,
+}
+
+impl Gcra {
+    fn new(quota: Quota) -> Self {
+        const DAY_US: f64 = 86_400e6;
+        let interval = if quota.rate_per_sec.is_finite() && quota.rate_per_sec > 0.0 {
+            (1e6 / quota.rate_per_sec).round().clamp(1.0, DAY_US)
+        } else {
+            DAY_US
+        };
+        // Truncation is exact: `interval` is a whole number within [1, DAY_US].
+        let interval_us = interval as u64;
+        // Lua holds `now + tolerance` in a double: stay far below 2^53 even for absurd quotas.
+        let tolerance_us = interval_us
+            .saturating_mul(u64::from(quota.burst))
+            .min(1 << 52);
+        Self {
+            interval_us,
+            tolerance_us,
+            limit: quota.burst.saturating_add(1),
+        }
+    }
+
+    /// One GCRA step: whether the request passes, and the TAT to store (`now` and TATs share one clock).
+    fn step(self, stored_tat: Option<u64>, now: u64) -> (bool, u64) {
+        let tat = stored_tat.map_or(now, |tat| tat.max(now));
+        if tat - now > self.tolerance_us {
+            (false, tat)
+        } else {
+            (true, tat + self.interval_us)
+        }
+    }
+
+    /// The decision, from whether the request passed and how far the TAT now is ahead of the clock.
+    fn decision(self, allowed: bool, ahead_us: u64) -> Decision {
+        let remaining = if ahead_us <= self.tolerance_us {
+            (self.tolerance_us - ahead_us) / self.interval_us + 1
+        } else {
+            0
+        };
+        Decision {
+            allowed,
+            limit: self.limit,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset_after: Duration::from_micros(ahead_us),
+            retry_after: (!allowed)
+                .then(|| Duration::from_micros(ahead_us.saturating_sub(self.tolerance_us))),
+        }
+    }
+}
+
+/// The in-process limiter used while Redis is unavailable: same GCRA, state in a local map.
+pub struct LocalLimiter {
+    epoch: Instant,
+    state: Mutex<LocalState>,
+}
+
+struct LocalState {
+    tats: HashMap<String, u64>,
+    sweep_at_len: usize,
+}
+
+impl Default for LocalLimiter {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            state: Mutex::new(LocalState {
+                tats: HashMap::new(),
+                sweep_at_len: MIN_SWEEP_LEN,
+            }),
+        }
+    }
+}
+
+impl LocalLimiter {
+    /// Checks `key` against `quota` now.
+    pub fn check(&self, key: &str, quota: Quota) -> Decision {
+        self.check_at(key, quota, self.epoch.elapsed())
+    }
+
+    /// Checks `key` at `now`, measured on the limiter's own clock (since its creation); lets tests control time.
+    pub fn check_at(&self, key: &str, quota: Quota, now: Duration) -> Decision {
+        let gcra = Gcra::new(quota);
+        let now = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        // A poisoned lock only means another check panicked mid-update; the map is still usable.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (allowed, tat) = gcra.step(state.tats.get(key).copied(), now);
+        if allowed {
+            match state.tats.get_mut(key) {
+                Some(stored) => *stored = tat,
+                None => {
+                    state.tats.insert(key.to_owned(), tat);
+                }
+            }
+        }
+        // A TAT in the past is the same as no entry: drop those once the map doubles, so memory follows
+        // the number of active keys (amortised O(1) per check).
+        if state.tats.len() >= state.sweep_at_len {
+            state.tats.retain(|_, tat| *tat > now);
+            state.sweep_at_len = (state.tats.len() * 2).max(MIN_SWEEP_LEN);
+        }
+        gcra.decision(allowed, tat - now)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.state.lock().map(|s| s.tats.len()).unwrap_or_default()
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The rate limiter of the gateway: Redis first, the in-process limiter when Redis is down or slow.
+/// Cheap to clone; clones share one connection and one fallback state.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RateLimitSettings,
+    redis: Option<Redis>,
+    local: LocalLimiter,
+    degraded: AtomicBool,
+    /// On the local limiter's clock, in microseconds: when a degraded limiter may next try Redis.
+    next_probe_us: AtomicU64,
+}
+
+struct Redis {
+    client: Client,
+    script: Script,
+    task: ConnectHandle,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // The connection task reconnects forever; nobody can use this client any more.
+        self.task.abort();
+    }
+}
+
+impl RateLimiter {
+    /// Starts the limiter. Never fails: with Redis down (or an invalid URL, which is logged) it starts
+    /// degraded and keeps reconnecting in the background.
+    pub async fn new(settings: RateLimitSettings) -> Self {
+        let (redis, connected) = match connect(&settings).await {
+            Ok((redis, connected)) => (Some(redis), connected),
+            Err(err) => {
+                tracing::error!(error = %err, "invalid rate-limit redis settings, limiting in process only");
+                (None, false)
+            }
+        };
+        if redis.is_some() && !connected {
+            tracing::warn!(url = %settings.redis_url, "rate-limit redis unavailable at start, limiting in process");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                redis,
+                local: LocalLimiter::default(),
+                degraded: AtomicBool::new(!connected),
+                next_probe_us: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// One check of one key; `kind` is "ip" or "client".
+    pub async fn check(&self, class: RouteClass, kind: &str, id: &str) -> Decision {
+        let inner = &*self.inner;
+        let quota = inner.quota(class);
+        let prefix = &inner.settings.key_prefix;
+        let key = format!("{prefix}{}:{kind}:{id}", class.as_str());
+        if let Some((redis, probe)) = inner.redis_to_try() {
+            match redis_check(redis, &key, Gcra::new(quota)).await {
+                Ok(decision) => {
+                    // Only a probe ends degradation: a check sent before Redis failed may still succeed,
+                    // and must not flip the state back and forth (and flood the log) on a flaky Redis.
+                    if probe {
+                        inner.mark_healthy();
+                    }
+                    return decision;
+                }
+                Err(err) => inner.mark_degraded(&err),
+            }
+        }
+        metrics::counter!("ingest_ratelimit_fallback_total").increment(1);
+        inner.local.check(&key, quota)
+    }
+
+    /// Whether checks are currently answered in process (for `/ready`); also true as soon as the Redis
+    /// connection is known to be down, before any check has noticed.
+    pub fn is_degraded(&self) -> bool {
+        let inner = &*self.inner;
+        inner.degraded.load(Ordering::Relaxed)
+            || inner
+                .redis
+                .as_ref()
+                .is_none_or(|r| !r.client.is_connected())
+    }
+}
+
+impl Inner {
+    fn quota(&self, class: RouteClass) -> Quota {
+        match class {
+            RouteClass::Auth => self.settings.auth,
+            RouteClass::Upload => self.settings.upload,
+            RouteClass::Status => self.settings.status,
+        }
+    }
+
+    /// Redis, when this check should use it, and whether the check is a probe. Never while the client
+    /// knows its connection is down (no request waits for a timeout then); while degraded, only one check
+    /// per `PROBE_GAP_US`, so a slow Redis is not hammered and only that check pays the timeout.
+    fn redis_to_try(&self) -> Option<(&Redis, bool)> {
+        let redis = self.redis.as_ref()?;
+        if !redis.client.is_connected() {
+            self.mark_degraded(&"connection down");
+            return None;
+        }
+        if !self.degraded.load(Ordering::Relaxed) {
+            return Some((redis, false));
+        }
+        let now = self.local.now_us();
+        let next = self.next_probe_us.load(Ordering::Relaxed);
+        let claimed = now >= next
+            && (self.next_probe_us)
+                .compare_exchange(
+                    next,
+                    now + PROBE_GAP_US,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        claimed.then_some((redis, true))
+    }
+
+    fn mark_healthy(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("rate-limit redis is back, limiting in redis again");
+        }
+    }
+
+    fn mark_degraded(&self, reason: &dyn std::fmt::Display) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            let next = self.local.now_us() + PROBE_GAP_US;
+            self.next_probe_us.store(next, Ordering::Relaxed);
+            tracing::warn!(error = %reason, "rate-limit redis failed, limiting in process");
+        }
+    }
+}
+
+/// Builds the client and starts connecting; reports whether the first connection succeeded in time.
+async fn connect(settings: &RateLimitSettings) -> Result<(Redis, bool), RateLimitError> {
+    let mut config = Config::from_url(&settings.redis_url)?;
+    // Keep retrying the first connection too: a gateway may start before Redis does.
+    config.fail_fast = false;
+    let mut policy = ReconnectPolicy::new_exponential(0, 10, (PROBE_GAP_US / 1000) as u32, 2);
+    policy.set_jitter(10);
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = CONNECT_TIMEOUT;
+            c.internal_command_timeout = CONNECT_TIMEOUT;
+            // A retried EVALSHA could run twice and spend budget twice; the fallback answers instead.
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| p.default_command_timeout = settings.redis_timeout)
+        .set_policy(policy)
+        .build()?;
+    let mut errors = client.error_rx();
+    let task = client.connect();
+    let connected = tokio::select! {
+        result = client.wait_for_connect() => result.is_ok(),
+        _ = errors.recv() => false,
+        _ = tokio::time::sleep(STARTUP_WAIT) => false,
+    };
+    let script = Script::from_lua(GCRA_LUA);
+    if connected {
+        // Saves the NOSCRIPT round trip on the first check; `evalsha_with_reload` covers a failure here.
+        let _ = script.load(&client).await;
+    }
+    Ok((
+        Redis {
+            client,
+            script,
+            task,
+        },
+        connected,
+    ))
+}
+
+async fn redis_check(redis: &Redis, key: &str, gcra: Gcra) -> Result<Decision, RateLimitError> {
+    let args = vec![gcra.interval_us as i64, gcra.tolerance_us as i64];
+    let reply: Vec<i64> = redis
+        .script
+        .evalsha_with_reload(&redis.client, key, args)
+        .await?;
+    match reply[..] {
+        [allowed @ (0 | 1), ahead] if ahead >= 0 => Ok(gcra.decision(allowed == 1, ahead as u64)),
+        _ => Err(RateLimitError::Reply(reply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn decision_reports_reset_and_retry() {
+        let gcra = Gcra::new(Quota::default());
+        assert_eq!(
+            (gcra.interval_us, gcra.tolerance_us, gcra.limit),
+            (10_000, 2_000_000, 201)
+        );
+        let d = gcra.decision(false, 2_004_000);
+        assert_eq!(d.retry_after, Some(4 * MS));
+        assert_eq!(d.reset_after, Duration::from_micros(2_004_000));
+        let d = gcra.decision(true, 10_000);
+        assert_eq!((d.remaining, d.retry_after), (200, None));
+    }
+
+    #[test]
+    fn odd_quotas_stay_sane() {
+        let gcra = Gcra::new(Quota {
+            rate_per_sec: 0.0,
+            burst: 0,
+        });
+        assert_eq!((gcra.limit, gcra.tolerance_us), (1, 0));
+        let gcra = Gcra::new(Quota {
+            rate_per_sec: -1.0,
+            burst: u32::MAX,
+        });
+        assert_eq!(gcra.tolerance_us, 1 << 52);
+        let gcra = Gcra::new(Quota {
+            rate_per_sec: 3.0,
+            burst: 2,
+        });
+        assert_eq!(gcra.interval_us, 333_333);
+    }
+
+    #[test]
+    fn idle_keys_are_swept() {
+        let limiter = LocalLimiter::default();
+        let quota = Quota::default();
+        for i in 0..MIN_SWEEP_LEN - 1 {
+            limiter.check_at(&i.to_string(), quota, Duration::ZERO);
+        }
+        assert_eq!(limiter.len(), MIN_SWEEP_LEN - 1);
+        limiter.check_at("late", quota, Duration::from_secs(60));
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn headers_round_up_and_retry_is_at_least_one_second() {
+        let refused = Decision {
+            allowed: false,
+            limit: 201,
+            remaining: 0,
+            reset_after: Duration::from_millis(2001),
+            retry_after: Some(Duration::from_millis(10)),
+        };
+        let text: Vec<(String, String)> = refused
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let expected = [
+            ("ratelimit-limit", "201"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "3"),
+            ("retry-after", "1"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(text, expected);
+        let allowed = Decision {
+            allowed: true,
+            retry_after: None,
+            ..refused
+        };
+        assert_eq!(allowed.headers().len(), 3);
+    }
+}
