@@ -1,0 +1,210 @@
+//! The gateway as a real process: memory under many large concurrent uploads, and SIGKILL in
+//! the middle of an upload.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ingest_contract::testkit::{random_name, wait_for, TestDb};
+use support::*;
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
+
+struct GatewayProcess {
+    child: Child,
+    url: String,
+}
+
+impl GatewayProcess {
+    async fn spawn(db: &TestDb, upload_dir: &std::path::Path, prefix: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(GATEWAY)
+            .args([
+                format!("--database-url={}", db.url),
+                format!("--addr=127.0.0.1:{port}"),
+                format!("--upload-dir={}", upload_dir.display()),
+                format!("--stream-prefix={prefix}"),
+                "--partitions=2".into(),
+                "--jwt-secret=test-signing-key-0123456789".into(),
+                format!("--bootstrap-client={CLIENT_ID}:{CLIENT_SECRET}"),
+                format!("--ratelimit-prefix={}:", random_name("rl")),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let health = format!("{url}/health");
+        wait_for("gateway process health", Duration::from_secs(30), || {
+            let health = health.clone();
+            async move {
+                reqwest::get(health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+            }
+        })
+        .await;
+        Self { child, url }
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn token_and_folder(http: &reqwest::Client, url: &str) -> (String, String) {
+    let token: serde_json::Value = http
+        .post(format!("{url}/api/auth/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let folder: serde_json::Value = http
+        .post(format!("{url}/api/upload"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (token, folder["folder"].as_str().unwrap().to_owned())
+}
+
+/// A body of `total` bytes of CSV rows, produced 64 KiB at a time (never held whole).
+fn streamed_rows(total: usize) -> reqwest::Body {
+    let row = b"01/01/2023 00:00:01,Any text there,-614.568,Deposit\r\n";
+    let piece: Vec<u8> = row.iter().copied().cycle().take(row.len() * 1200).collect();
+    let piece = bytes::Bytes::from(piece);
+    let count = total / piece.len();
+    let stream =
+        futures_util::stream::iter((0..count).map(move |_| Ok::<_, std::io::Error>(piece.clone())));
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[tokio::test]
+async fn twenty_concurrent_60_mib_uploads_stay_under_100_mib_rss() {
+    let db = TestDb::new().await.unwrap();
+    let dir = std::env::temp_dir().join(random_name("ingest-rss-"));
+    let prefix = random_name("rss-");
+    let gateway = GatewayProcess::spawn(&db, &dir, &prefix).await;
+    let http = reqwest::Client::new();
+    let (token, folder) = token_and_folder(&http, &gateway.url).await;
+    let uploads = (0..20).map(|n| {
+        let request = http
+            .put(format!("{}/api/upload/{folder}/chunks/{n}", gateway.url))
+            .bearer_auth(&token)
+            .header("content-type", "text/csv")
+            .body(streamed_rows(60 << 20));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(uploads).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let peak = gateway.peak_rss_kib();
+    eprintln!("gateway peak RSS after 20 x 60 MiB: {} MiB", peak / 1024);
+    assert!(peak < 100 * 1024, "peak RSS {} KiB", peak);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
+    let db = TestDb::new().await.unwrap();
+    let dir = std::env::temp_dir().join(random_name("ingest-kill-"));
+    let prefix = random_name("kill-");
+    let mut gateway = GatewayProcess::spawn(&db, &dir, &prefix).await;
+    let http = reqwest::Client::new();
+    let (token, folder) = token_and_folder(&http, &gateway.url).await;
+    // A body that sends 1 MiB and then stalls: the gateway is mid-upload when it dies.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let stalled = tokio_stream_from(rx);
+    let request = http
+        .put(format!("{}/api/upload/{folder}/chunks/0", gateway.url))
+        .bearer_auth(&token)
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send();
+    let upload = tokio::spawn(request);
+    tx.send(Ok(bytes::Bytes::from(original_csv(20_000))))
+        .await
+        .unwrap();
+    wait_for(
+        "the partial chunk to reach the disk",
+        Duration::from_secs(10),
+        || async {
+            let files = support::files_under(&dir);
+            files
+                .iter()
+                .any(|f| std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false))
+                .then_some(())
+        },
+    )
+    .await;
+    gateway.kill();
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the client sees the connection die"
+    );
+    drop(tx);
+    let files = support::files_under(&dir);
+    assert!(!files.is_empty());
+    assert!(
+        files
+            .iter()
+            .all(|f| f.extension().is_some_and(|e| e == "part")),
+        "only temporary files remain: {files:?}"
+    );
+    let client = db.client().await.unwrap();
+    let ledger: i64 = client
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ledger, 0, "no ledger row, so no engine can load it");
+    // After a restart, a new upload's chunk is the first and only message on the streams.
+    let gateway = GatewayProcess::spawn(&db, &dir, &prefix).await;
+    let (token, folder) = token_and_folder(&http, &gateway.url).await;
+    let ok = http
+        .put(format!("{}/api/upload/{folder}/chunks/0", gateway.url))
+        .bearer_auth(&token)
+        .body(original_csv(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let messages = read_streams(&prefix, 2, 2).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].upload_id.to_string(), folder);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
