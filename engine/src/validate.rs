@@ -1,1 +1,440 @@
+//! Validating a CSV chunk against its [`Dataset`] and encoding the good rows for binary COPY.
+//!
+//! [`load_chunk`] reads the whole chunk into memory (chunks are bounded by the gateway), checks
+//! that it is text at all, tokenizes it with simd-csv's `ZeroCopyReader`, validates each record
+//! and encodes it straight from the tokenizer's byte slices into ~1 MiB COPY buffers.
+//!
+//! # Policies
+//!
+//! - **Records.** RFC 4180 quoting; LF, CRLF and mixed line endings; empty lines are skipped and
+//!   are not data rows; a last line without a newline is a row. `line_no` is the physical line
+//!   (1-based, header included) where the record starts. simd-csv is a tokenizer, not a
+//!   validator, so every cell's quoting is checked here: a quote inside an unquoted cell, or a
+//!   quoted cell that does not close, rejects the record (an unterminated quote may have merged
+//!   the following lines into it: they are reported as that one rejected record).
+//! - **Header.** A first record equal to the dataset's header is skipped. A different first line
+//!   is a data row like any other (so it is rejected, never silently dropped), and a header
+//!   anywhere else is rejected as `header line repeated`.
+//! - **Empty cells.** An unquoted empty cell is NULL (allowed only in nullable columns), a quoted
+//!   empty cell (`""`) is the empty string, as with PostgreSQL's CSV COPY the original used.
+//! - **Formula injection.** A text cell starting with `=`, `+`, `@`, a tab or a carriage return,
+//!   or with `-` followed by a letter, is rejected (`content: starts with a spreadsheet formula
+//!   character`): spreadsheets would run it as a formula when the data is exported and opened,
+//!   and silently escaping it would change the data. Numbers such as `-614.568` are decimals,
+//!   not text, and are not affected; neither is `- note` or `-5 apples`.
+//! - **Not CSV at all.** NUL bytes, a UTF-16 byte order mark, the magic number of a known binary
+//!   format (ELF, PNG, ZIP/xlsx, PDF, gzip...), or more than 10% of bytes that are not UTF-8 fail
+//!   the chunk with [`ChunkError::NotCsv`] before anything is sent. A UTF-8 BOM is skipped.
+//!   Isolated invalid UTF-8 only rejects the rows it appears in.
+//! - **Nothing to load.** When no row passes (empty chunk, header only, every row rejected),
+//!   nothing at all goes through the sink: the caller runs COPY only if `rows_loaded > 0`.
+//!
+//! # Errors
+//!
+//! Bad rows are data, reported in [`ChunkReport::rejected`]; [`ChunkError`] is for a chunk that
+//! cannot be loaded at all. On any error, buffers already sent must be discarded: the caller
+//! aborts its COPY (drops the sink) and rolls back.
 
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+
+use bytes::Bytes;
+use simd_csv::{ZeroCopyByteRecord, ZeroCopyReaderBuilder};
+
+use crate::dataset::{unquote, Dataset};
+use crate::pgcopy;
+
+/// A buffer is sent once it holds this much.
+const FLUSH_AT: usize = 1 << 20;
+/// Room for one more row after `FLUSH_AT`, so buffers never reallocate.
+const BUFFER_CAPACITY: usize = FLUSH_AT + (128 << 10);
+/// simd-csv's read buffer over the in-memory chunk.
+const READ_BUFFER: usize = 256 << 10;
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+/// Binary formats people upload by mistake, by their first bytes.
+const MAGIC: &[(&[u8], &str)] = &[
+    (b"\x7fELF", "an ELF executable"),
+    (b"\x89PNG", "a PNG image"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"\x28\xb5\x2f\xfd", "zstd data"),
+    (b"GIF8", "a GIF image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\xd0\xcf\x11\xe0", "an OLE document (an .xls workbook?)"),
+];
+
+/// What to do with a chunk that has bad rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Load the good rows, report the bad ones.
+    RejectRows,
+    /// Load nothing from a chunk with a bad row.
+    RejectChunk,
+}
+
+impl ErrorPolicy {
+    /// Reads `reject-rows` or `reject-chunk` (the `uploads.on_error` values).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "reject-rows" => Some(Self::RejectRows),
+            "reject-chunk" => Some(Self::RejectChunk),
+            _ => None,
+        }
+    }
+
+    /// The name [`ErrorPolicy::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RejectRows => "reject-rows",
+            Self::RejectChunk => "reject-chunk",
+        }
+    }
+}
+
+/// Size limits applied while validating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest record accepted, in bytes, without its line ending.
+    pub max_line_bytes: usize,
+    /// How much of a rejected record's text is kept in its [`RejectedRow`].
+    pub max_raw_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 64 << 10,
+            max_raw_bytes: 1 << 10,
+        }
+    }
+}
+
+/// Where a chunk comes from; written into every loaded row with its line number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lineage {
+    pub upload_id: uuid::Uuid,
+    pub chunk_no: i32,
+}
+
+/// A record that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// Physical line (1-based) where the record starts in the chunk.
+    pub line_no: i32,
+    /// Why, e.g. `date: "31/02/2023 00:00:00" is not a valid date`.
+    pub reason: String,
+    /// The record's text, cut at `Limits::max_raw_bytes`, invalid UTF-8 replaced.
+    pub raw: String,
+}
+
+/// What [`load_chunk`] did with a chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkReport {
+    /// Records other than a leading header; `rows_loaded + rejected.len()` under `RejectRows`.
+    pub data_rows: u64,
+    /// Rows encoded and sent.
+    pub rows_loaded: u64,
+    /// Rows refused, in line order.
+    pub rejected: Vec<RejectedRow>,
+    /// (year, month 1-12) of the partition column of loaded rows.
+    pub months: BTreeSet<(i32, u32)>,
+    /// Size of the chunk read, in bytes.
+    pub bytes: u64,
+}
+
+/// Why a chunk could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The chunk is not CSV text (binary data, NUL bytes, not UTF-8).
+    #[error("not a CSV chunk: {0}")]
+    NotCsv(String),
+    /// Under `RejectChunk`, the first bad row.
+    #[error("chunk rejected: line {}: {}", .0.line_no, .0.reason)]
+    RejectedChunk(RejectedRow),
+    /// Reading the chunk failed.
+    #[error("reading the chunk: {0}")]
+    Io(#[from] io::Error),
+    /// The sink's receiver went away.
+    #[error("the COPY stream was closed by its receiver")]
+    SinkClosed,
+}
+
+/// Tokenizes `input` with simd-csv, validates every record against `dataset`, and sends the
+/// rows that pass as PostgreSQL binary COPY data (signature and header first, trailer last), in
+/// buffers of about 1 MiB, through `sink`, for [`Dataset::copy_statement`]. `sink` returns false
+/// when its receiver is gone. Sends nothing when no row passes. Runs synchronously: call it on
+/// a blocking thread.
+pub fn load_chunk<R: Read>(
+    mut input: R,
+    dataset: &Dataset,
+    lineage: Lineage,
+    policy: ErrorPolicy,
+    limits: &Limits,
+    sink: &mut dyn FnMut(Bytes) -> bool,
+) -> Result<ChunkReport, ChunkError> {
+    let mut data = Vec::new();
+    input.read_to_end(&mut data)?;
+    let all_utf8 = sniff(&data)?;
+    let mut out = Vec::with_capacity(BUFFER_CAPACITY.min(data.len() * 2 + 64));
+    pgcopy::write_header(&mut out);
+    let mut loader = Loader {
+        dataset,
+        lineage,
+        policy,
+        limits,
+        sink,
+        all_utf8,
+        out,
+        report: ChunkReport {
+            bytes: data.len() as u64,
+            ..ChunkReport::default()
+        },
+        last_month: None,
+    };
+
+    let mut reader = ZeroCopyReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(READ_BUFFER)
+        .from_reader(data.as_slice());
+    let (mut prev_end, mut newlines) = (0, 0);
+    while let Some(record) = reader.read_byte_record().map_err(io::Error::from)? {
+        // simd-csv skips a BOM and empty lines before a record without saying so: find where
+        // the record really starts to number its line.
+        let start = record_start(&data, prev_end);
+        debug_assert!(data[start..].starts_with(record.as_slice()));
+        newlines += count_newlines(&data[prev_end..start]);
+        let line_no = i32::try_from(newlines + 1).expect("sniff should bound the chunk size");
+        // A chunk cut between CR and LF ends in a bare CR: treat it as a line ending.
+        let at_eof = start + record.as_slice().len() == data.len();
+        let row = Row {
+            record: &record,
+            trailing_cr: at_eof && record.as_slice().ends_with(b"\r"),
+            // One scan per record instead of one per cell: most records have no quotes at all.
+            has_quotes: record.as_slice().contains(&b'"'),
+        };
+        let (has_quotes, len) = (row.has_quotes, record.as_slice().len());
+        let first = prev_end == 0;
+        // A first record equal to the header is the optional header, not a data row.
+        if !(first && row.is_header(dataset, false)) {
+            loader.row(&row, line_no, first)?;
+        }
+        let end = usize::try_from(reader.position()).expect("the chunk is in memory");
+        // Without quotes a record holds no newline but its terminator's.
+        let counted_from = if has_quotes { start } else { start + len };
+        newlines += count_newlines(&data[counted_from..end]);
+        prev_end = end;
+    }
+    loader.finish()
+}
+
+/// Fails chunks that are not CSV text; returns whether the whole chunk is valid UTF-8.
+fn sniff(data: &[u8]) -> Result<bool, ChunkError> {
+    let not_csv = |why: String| Err(ChunkError::NotCsv(why));
+    if data.len() >= i32::MAX as usize {
+        return not_csv("larger than 2 GiB".to_owned());
+    }
+    if data.starts_with(b"\xff\xfe") || data.starts_with(b"\xfe\xff") {
+        return not_csv("UTF-16 text (byte order mark); expected UTF-8".to_owned());
+    }
+    let body = data.strip_prefix(UTF8_BOM).unwrap_or(data);
+    if let Some((_, what)) = MAGIC.iter().find(|(magic, _)| body.starts_with(magic)) {
+        return not_csv(format!("looks like {what}"));
+    }
+    // `contains` is a memchr; finding the offset is only worth it for the message.
+    if data.contains(&0) {
+        let at = data.iter().position(|&b| b == 0).unwrap_or_default();
+        return not_csv(format!("NUL byte at offset {at}: binary data"));
+    }
+    let mut invalid = 0;
+    let mut rest = data;
+    while let Err(err) = std::str::from_utf8(rest) {
+        let bad = err.error_len().unwrap_or(rest.len() - err.valid_up_to());
+        invalid += bad;
+        rest = &rest[err.valid_up_to() + bad..];
+    }
+    if invalid * 10 > data.len() {
+        return not_csv(format!(
+            "not UTF-8 text ({invalid} of {} bytes invalid)",
+            data.len()
+        ));
+    }
+    Ok(invalid == 0)
+}
+
+/// Where the record simd-csv returned after `prev_end` starts: after a BOM at the start and
+/// after the CRs and LFs it skips (empty lines, and the leading CR it trims from records).
+fn record_start(data: &[u8], prev_end: usize) -> usize {
+    let mut at = prev_end;
+    if at == 0 && data.starts_with(UTF8_BOM) {
+        at = UTF8_BOM.len();
+    }
+    at + data[at..]
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .count()
+}
+
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// A record as validated: simd-csv's cells, minus a bare CR ending the chunk.
+struct Row<'r, 'd> {
+    record: &'r ZeroCopyByteRecord<'d>,
+    trailing_cr: bool,
+    has_quotes: bool,
+}
+
+impl Row<'_, '_> {
+    fn raw(&self) -> &[u8] {
+        let raw = self.record.as_slice();
+        &raw[..raw.len() - usize::from(self.trailing_cr)]
+    }
+
+    fn cell(&self, i: usize) -> &[u8] {
+        let cell = self.record.get(i).unwrap_or_default();
+        if self.trailing_cr && i + 1 == self.record.len() {
+            &cell[..cell.len().saturating_sub(1)]
+        } else {
+            cell
+        }
+    }
+
+    fn is_header(&self, dataset: &Dataset, ignore_case: bool) -> bool {
+        self.record.len() == dataset.columns.len()
+            && dataset.columns.iter().enumerate().all(|(i, column)| {
+                unquote(self.cell(i)).is_ok_and(|cell| {
+                    let name = column.name.as_bytes();
+                    cell.value == name || (ignore_case && cell.value.eq_ignore_ascii_case(name))
+                })
+            })
+    }
+
+    /// The first quoting problem of any cell, to explain a record that came out misshapen.
+    fn quoting_problem(&self) -> Option<&'static str> {
+        (0..self.record.len()).find_map(|i| unquote(self.cell(i)).err())
+    }
+}
+
+/// The state of one [`load_chunk`] call.
+struct Loader<'a> {
+    dataset: &'a Dataset,
+    lineage: Lineage,
+    policy: ErrorPolicy,
+    limits: &'a Limits,
+    sink: &'a mut dyn FnMut(Bytes) -> bool,
+    all_utf8: bool,
+    out: Vec<u8>,
+    report: ChunkReport,
+    last_month: Option<(i32, u32)>,
+}
+
+impl Loader<'_> {
+    fn row(&mut self, row: &Row, line_no: i32, first: bool) -> Result<(), ChunkError> {
+        self.report.data_rows += 1;
+        let row_start = self.out.len();
+        match self.encode_row(row, line_no) {
+            Ok(month) => {
+                self.report.rows_loaded += 1;
+                if let Some(month) = month.filter(|m| self.last_month != Some(*m)) {
+                    self.report.months.insert(month);
+                    self.last_month = Some(month);
+                }
+                if self.out.len() >= FLUSH_AT {
+                    self.send()?;
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                self.out.truncate(row_start);
+                let reason = if row.is_header(self.dataset, true) {
+                    if first {
+                        format!("header does not match \"{}\"", self.dataset.header_line())
+                    } else {
+                        "header line repeated".to_owned()
+                    }
+                } else {
+                    reason
+                };
+                self.reject(line_no, reason, row.raw())
+            }
+        }
+    }
+
+    /// Appends the row's COPY tuple, or says why it is invalid (the caller then truncates the
+    /// partial tuple). Returns the month of the partition column.
+    fn encode_row(&mut self, row: &Row, line_no: i32) -> Result<Option<(i32, u32)>, String> {
+        let dataset = self.dataset;
+        let expected = dataset.columns.len();
+        if row.raw().len() > self.limits.max_line_bytes || row.record.len() != expected {
+            let shape = if row.raw().len() > self.limits.max_line_bytes {
+                format!("record longer than {} bytes", self.limits.max_line_bytes)
+            } else {
+                format!("expected {expected} columns, found {}", row.record.len())
+            };
+            return Err(match row.quoting_problem() {
+                Some(problem) => format!("{problem} ({shape})"),
+                None => shape,
+            });
+        }
+        pgcopy::begin_row(&mut self.out, dataset.copy_field_count());
+        let mut month = None;
+        for (i, column) in dataset.columns.iter().enumerate() {
+            let ts_month = column
+                .encode_cell(row.cell(i), row.has_quotes, self.all_utf8, &mut self.out)
+                .map_err(|problem| format!("{}: {problem}", column.name))?;
+            if dataset.partition_column == Some(i) {
+                month = ts_month;
+            }
+        }
+        pgcopy::write_uuid(&mut self.out, &self.lineage.upload_id);
+        pgcopy::write_int4(&mut self.out, self.lineage.chunk_no);
+        pgcopy::write_int4(&mut self.out, line_no);
+        Ok(month)
+    }
+
+    fn reject(&mut self, line_no: i32, reason: String, raw: &[u8]) -> Result<(), ChunkError> {
+        let row = RejectedRow {
+            line_no,
+            reason,
+            raw: truncated_text(raw, self.limits.max_raw_bytes),
+        };
+        match self.policy {
+            ErrorPolicy::RejectChunk => Err(ChunkError::RejectedChunk(row)),
+            ErrorPolicy::RejectRows => {
+                self.report.rejected.push(row);
+                Ok(())
+            }
+        }
+    }
+
+    fn send(&mut self) -> Result<(), ChunkError> {
+        let full = std::mem::replace(&mut self.out, Vec::with_capacity(BUFFER_CAPACITY));
+        if (self.sink)(Bytes::from(full)) {
+            Ok(())
+        } else {
+            Err(ChunkError::SinkClosed)
+        }
+    }
+
+    fn finish(mut self) -> Result<ChunkReport, ChunkError> {
+        if self.report.rows_loaded > 0 {
+            pgcopy::write_trailer(&mut self.out);
+            self.send()?;
+        }
+        Ok(self.report)
+    }
+}
+
+/// `raw` as text of at most `max` bytes, cut on a character boundary.
+fn truncated_text(raw: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(&raw[..raw.len().min(max)]).into_owned();
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text
+}
