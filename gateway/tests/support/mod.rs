@@ -44,6 +44,11 @@ pub fn settings(
         format!("--ratelimit-prefix={}:", random_name("rl")),
         "--redis-timeout-ms=200".into(),
     ];
+    // A flag given in `extra` replaces the default above.
+    args.retain(|arg| {
+        let name = arg.split('=').next().unwrap_or_default();
+        !extra.iter().any(|e| e.split('=').next() == Some(name))
+    });
     args.extend(extra.iter().map(|s| s.to_string()));
     Wrapper::parse_from(args).settings
 }
@@ -147,6 +152,18 @@ impl TestGateway {
         assert_eq!(response.status(), 201);
         let body: serde_json::Value = response.json().await.unwrap();
         body["folder"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /api/upload`, returning only the status.
+    pub async fn create_upload_raw(&self, token: &str) -> u16 {
+        self.http
+            .post(format!("{}/api/upload", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     pub async fn put_chunk(
