@@ -8,8 +8,14 @@
 use tokio_postgres::{error::SqlState, Client, Config, NoTls};
 
 /// The migrations, in the order they are applied. Append only: never edit an applied one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../../db/migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../db/migrations/0001_init.sql")),
+    (
+        2,
+        "chunk_file_removal",
+        include_str!("../../db/migrations/0002_chunk_file_removal.sql"),
+    ),
+];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).
 const MIGRATION_LOCK: i64 = 0x696e_6765_7374;

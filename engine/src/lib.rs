@@ -5,11 +5,13 @@
 //!   supervises one [`processor`] per partition this process owns through [`lease`]s.
 //! - [`processor`]: consumes one partition stream from the offset committed in PostgreSQL.
 //! - [`loader`]: loads one chunk in one transaction: ledger claim, COPY, rejected rows, counters,
-//!   stream offset; [`partitions`] creates monthly partitions ahead of the rows.
+//!   stream offset; [`partitions`] creates monthly partitions ahead of the rows; [`cleanup`]
+//!   removes chunk files after their commit and sweeps what a crash left behind.
 //! - [`dataset`]: the description of a dataset's columns that drives validation and encoding.
 //! - [`validate`]: tokenizes a chunk with simd-csv and checks every row against the dataset.
 //! - [`pgcopy`]: encodes validated rows in PostgreSQL's binary COPY format.
 
+pub mod cleanup;
 pub mod dataset;
 pub mod http;
 pub mod lease;

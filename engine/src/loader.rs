@@ -18,6 +18,7 @@ use tokio_postgres::{Client, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
 
+use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
 use crate::partitions::MonthPartitions;
 use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, RejectedRow};
@@ -110,7 +111,7 @@ impl Loader {
                         .await;
                     let outcome = self.fail(client, message, position, reason).await?;
                     // The reason and the bad rows are recorded: the file has served its purpose.
-                    self.remove_file(&path).await;
+                    self.remove_file(client, message, &path).await;
                     return Ok(outcome);
                 }
             };
@@ -125,7 +126,7 @@ impl Loader {
             finish_chunk(&tx, message, "loaded", report.rows_loaded, rejected, None).await?;
             commit_offset(&tx, position).await?;
             tx.commit().await?;
-            self.remove_file(&path).await;
+            self.remove_file(client, message, &path).await;
             record_metrics(message, &report, started);
             return Ok(Outcome::Loaded {
                 rows: report.rows_loaded,
@@ -254,21 +255,13 @@ impl Loader {
         })
     }
 
-    async fn remove_file(&self, path: &Path) {
-        let result = match &self.archive_dir {
-            Some(archive) => {
-                let target = archive.join(path.file_name().unwrap_or_default());
-                tokio::fs::rename(path, target).await
-            }
-            None => tokio::fs::remove_file(path).await,
+    async fn remove_file(&self, client: &Client, message: &ChunkMessage, path: &Path) {
+        let files = ChunkFiles {
+            archive_dir: self.archive_dir.as_deref(),
         };
-        if let Err(err) = result {
-            tracing::warn!(error = %err, path = %path.display(), "could not remove loaded chunk file");
-        }
-        if let Some(dir) = path.parent() {
-            // Removes the upload's directory once its last chunk is gone; fails harmlessly before.
-            let _ = tokio::fs::remove_dir(dir).await;
-        }
+        files
+            .remove(client, message.upload_id, message.chunk_no, path)
+            .await;
     }
 }
 

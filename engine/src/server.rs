@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use ingest_contract::{db, streams, telemetry};
 
+use crate::cleanup;
 use crate::dataset::Dataset;
 use crate::http::{self, Probe};
 use crate::lease::Leases;
@@ -137,6 +138,18 @@ async fn supervise(
                 continue;
             }
         };
+        let owned: Vec<i32> = beat.owned.iter().copied().collect();
+        let loader = &shared.loader;
+        if let Err(err) = cleanup::sweep(
+            control,
+            &loader.upload_dir,
+            loader.archive_dir.as_deref(),
+            &owned,
+        )
+        .await
+        {
+            tracing::warn!(error = %err, "chunk file sweep failed");
+        }
         let lost: Vec<i32> = running
             .keys()
             .filter(|p| !beat.owned.contains(p) || beat.to_stop.contains(p))

@@ -1,0 +1,90 @@
+//! Chunk files after their commit: removed (or archived), and leftovers swept.
+//!
+//! A file is removed right after its chunk commits, then marked `file_removed`. A process killed
+//! between the two leaves a committed chunk whose file is still on disk; [`sweep`] finds those by
+//! the ledger (never by listing the shared directory) and removes them.
+
+use std::path::Path;
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+/// Where loaded chunk files go.
+pub struct ChunkFiles<'a> {
+    pub archive_dir: Option<&'a Path>,
+}
+
+impl ChunkFiles<'_> {
+    /// Removes or archives one committed chunk's file and records that it is gone.
+    pub async fn remove(&self, client: &Client, upload_id: Uuid, chunk_no: i32, path: &Path) {
+        let result = match self.archive_dir {
+            Some(archive) => {
+                let name = format!("{upload_id}-{chunk_no:08}.csv");
+                tokio::fs::rename(path, archive.join(name)).await
+            }
+            None => tokio::fs::remove_file(path).await,
+        };
+        match result {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(error = %err, path = %path.display(), "could not remove chunk file");
+                return;
+            }
+        }
+        if let Some(dir) = path.parent() {
+            // Removes the upload's directory once its last chunk is gone; fails harmlessly before.
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
+        let marked = client
+            .execute(
+                "UPDATE chunks SET file_removed = true WHERE upload_id = $1 AND chunk_no = $2",
+                &[&upload_id, &chunk_no],
+            )
+            .await;
+        if let Err(err) = marked {
+            // The sweep will find it again and retry; removing twice is harmless.
+            tracing::debug!(error = %err, "could not mark a chunk file removed");
+        }
+    }
+}
+
+/// Removes the files of chunks committed a while ago whose removal was interrupted.
+pub async fn sweep(
+    client: &Client,
+    upload_dir: &Path,
+    archive_dir: Option<&Path>,
+    partitions: &[i32],
+) -> Result<usize, tokio_postgres::Error> {
+    if partitions.is_empty() {
+        return Ok(0);
+    }
+    let rows = client
+        .query(
+            "SELECT upload_id, chunk_no, stored_path FROM chunks
+             WHERE state <> 'stored' AND NOT file_removed AND partition = ANY($1)
+               AND committed_at < now() - interval '5 seconds'
+             LIMIT 500",
+            &[&partitions],
+        )
+        .await?;
+    let files = ChunkFiles { archive_dir };
+    for row in &rows {
+        let stored_path: String = row.get(2);
+        files
+            .remove(
+                client,
+                row.get(0),
+                row.get(1),
+                &upload_dir.join(stored_path),
+            )
+            .await;
+    }
+    if !rows.is_empty() {
+        tracing::info!(
+            files = rows.len(),
+            "swept chunk files left by an interrupted engine"
+        );
+    }
+    Ok(rows.len())
+}
