@@ -20,7 +20,7 @@ use ingest_contract::chunk::ChunkMessage;
 
 use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
-use crate::partitions::MonthPartitions;
+use crate::partitions::{first_row_month, MonthPartitions};
 use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, RejectedRow};
 
 /// How many encoded buffers (about 1 MiB each) may wait for the COPY.
@@ -84,6 +84,7 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
+        self.prepare_first_month(client, message).await?;
         // A new month means: roll back, create its partition, load again (at most once per month).
         for _attempt in 0..3 {
             let tx = client.transaction().await?;
@@ -136,6 +137,48 @@ impl Loader {
         Err(LoadError::Parser(
             "partitions kept changing under the chunk".into(),
         ))
+    }
+
+    /// Creates the partition of the chunk's first row before its transaction starts.
+    async fn prepare_first_month(
+        &self,
+        client: &Client,
+        message: &ChunkMessage,
+    ) -> Result<(), LoadError> {
+        let Some(dataset) = Dataset::builtin(&message.dataset) else {
+            return Ok(());
+        };
+        let relative = std::path::Path::new(&message.path);
+        if !relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Ok(()); // Never read outside the upload directory on a message's word.
+        }
+        let path = self.upload_dir.join(relative);
+        let head = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut head = Vec::with_capacity(64 * 1024);
+            std::fs::File::open(path)
+                .and_then(|file| file.take(64 * 1024).read_to_end(&mut head))
+                .map(|_| head)
+        })
+        .await
+        .map_err(|err| LoadError::Parser(err.to_string()))?;
+        // The message's path is only a hint here: a missing or odd file is dealt with later,
+        // from the ledger's own path.
+        let Ok(head) = head else {
+            return Ok(());
+        };
+        if let Some(month) = first_row_month(&head, &dataset) {
+            let missing = self
+                .partitions
+                .missing(&std::collections::BTreeSet::from([month]));
+            if !missing.is_empty() {
+                self.partitions.create(client, &missing).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Streams the chunk through the parser into `COPY ... FROM STDIN (FORMAT binary)`.
