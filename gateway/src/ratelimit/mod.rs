@@ -14,15 +14,19 @@
 //! limiter with the same semantics instead of failing the request. While degraded, at most one check per
 //! second tries Redis again; the first success switches back. Each gateway then enforces its budget alone.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::ConnectHandle;
 use http::{HeaderName, HeaderValue};
+
+mod gcra;
+
+use gcra::Gcra;
+pub use gcra::LocalLimiter;
 
 /// GCRA step in Redis. KEYS[1]: the key; ARGV: interval and tolerance in microseconds.
 /// Returns {allowed (0/1), TAT after the decision minus now, in microseconds}.
@@ -47,8 +51,6 @@ const PROBE_GAP_US: u64 = 1_000_000;
 const STARTUP_WAIT: Duration = Duration::from_secs(1);
 /// TCP connect deadline; reconnection attempts run in the background, not on the request path.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Below this many keys the in-process limiter does not bother sweeping idle entries.
-const MIN_SWEEP_LEN: usize = 1024;
 
 /// The route classes, each with its own quota and keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,126 +167,6 @@ pub enum RateLimitError {
     /// The script answered something else than `{allowed, offset}`.
     #[error("unexpected reply from the rate-limit script: {0:?}")]
     Reply(Vec<i64>),
-}
-
-/// A quota in integer microseconds, so Redis, Lua doubles and Rust compute exactly the same thing.
-#[derive(Debug, Clone, Copy)]
-struct Gcra {
-    interval_us: u64,
-    tolerance_us: u64,
-    limit: u32,
-}
-
-impl Gcra {
-    fn new(quota: Quota) -> Self {
-        const DAY_US: f64 = 86_400e6;
-        let interval = if quota.rate_per_sec.is_finite() && quota.rate_per_sec > 0.0 {
-            (1e6 / quota.rate_per_sec).round().clamp(1.0, DAY_US)
-        } else {
-            DAY_US
-        };
-        // Truncation is exact: `interval` is a whole number within [1, DAY_US].
-        let interval_us = interval as u64;
-        // Lua holds `now + tolerance` in a double: stay far below 2^53 even for absurd quotas.
-        let tolerance_us = interval_us
-            .saturating_mul(u64::from(quota.burst))
-            .min(1 << 52);
-        Self {
-            interval_us,
-            tolerance_us,
-            limit: quota.burst.saturating_add(1),
-        }
-    }
-
-    /// One GCRA step: whether the request passes, and the TAT to store (`now` and TATs share one clock).
-    fn step(self, stored_tat: Option<u64>, now: u64) -> (bool, u64) {
-        let tat = stored_tat.map_or(now, |tat| tat.max(now));
-        if tat - now > self.tolerance_us {
-            (false, tat)
-        } else {
-            (true, tat + self.interval_us)
-        }
-    }
-
-    /// The decision, from whether the request passed and how far the TAT now is ahead of the clock.
-    fn decision(self, allowed: bool, ahead_us: u64) -> Decision {
-        let remaining = if ahead_us <= self.tolerance_us {
-            (self.tolerance_us - ahead_us) / self.interval_us + 1
-        } else {
-            0
-        };
-        Decision {
-            allowed,
-            limit: self.limit,
-            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-            reset_after: Duration::from_micros(ahead_us),
-            retry_after: (!allowed)
-                .then(|| Duration::from_micros(ahead_us.saturating_sub(self.tolerance_us))),
-        }
-    }
-}
-
-/// The in-process limiter used while Redis is unavailable: same GCRA, state in a local map.
-pub struct LocalLimiter {
-    epoch: Instant,
-    state: Mutex<LocalState>,
-}
-
-struct LocalState {
-    tats: HashMap<String, u64>,
-    sweep_at_len: usize,
-}
-
-impl Default for LocalLimiter {
-    fn default() -> Self {
-        Self {
-            epoch: Instant::now(),
-            state: Mutex::new(LocalState {
-                tats: HashMap::new(),
-                sweep_at_len: MIN_SWEEP_LEN,
-            }),
-        }
-    }
-}
-
-impl LocalLimiter {
-    /// Checks `key` against `quota` now.
-    pub fn check(&self, key: &str, quota: Quota) -> Decision {
-        self.check_at(key, quota, self.epoch.elapsed())
-    }
-
-    /// Checks `key` at `now`, measured on the limiter's own clock (since its creation); lets tests control time.
-    pub fn check_at(&self, key: &str, quota: Quota, now: Duration) -> Decision {
-        let gcra = Gcra::new(quota);
-        let now = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
-        // A poisoned lock only means another check panicked mid-update; the map is still usable.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (allowed, tat) = gcra.step(state.tats.get(key).copied(), now);
-        if allowed {
-            match state.tats.get_mut(key) {
-                Some(stored) => *stored = tat,
-                None => {
-                    state.tats.insert(key.to_owned(), tat);
-                }
-            }
-        }
-        // A TAT in the past is the same as no entry: drop those once the map doubles, so memory follows
-        // the number of active keys (amortised O(1) per check).
-        if state.tats.len() >= state.sweep_at_len {
-            state.tats.retain(|_, tat| *tat > now);
-            state.sweep_at_len = (state.tats.len() * 2).max(MIN_SWEEP_LEN);
-        }
-        gcra.decision(allowed, tat - now)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.state.lock().map(|s| s.tats.len()).unwrap_or_default()
-    }
-
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
 }
 
 /// The rate limiter of the gateway: Redis first, the in-process limiter when Redis is down or slow.
@@ -478,86 +360,4 @@ async fn redis_check(redis: &Redis, key: &str, gcra: Gcra) -> Result<Decision, R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn decision_reports_reset_and_retry() {
-        let gcra = Gcra::new(Quota::default());
-        assert_eq!(
-            (gcra.interval_us, gcra.tolerance_us, gcra.limit),
-            (10_000, 2_000_000, 201)
-        );
-        let d = gcra.decision(false, 2_004_000);
-        assert_eq!(d.retry_after, Some(4 * MS));
-        assert_eq!(d.reset_after, Duration::from_micros(2_004_000));
-        let d = gcra.decision(true, 10_000);
-        assert_eq!((d.remaining, d.retry_after), (200, None));
-    }
-
-    #[test]
-    fn odd_quotas_stay_sane() {
-        let gcra = Gcra::new(Quota {
-            rate_per_sec: 0.0,
-            burst: 0,
-        });
-        assert_eq!((gcra.limit, gcra.tolerance_us), (1, 0));
-        let gcra = Gcra::new(Quota {
-            rate_per_sec: -1.0,
-            burst: u32::MAX,
-        });
-        assert_eq!(gcra.tolerance_us, 1 << 52);
-        let gcra = Gcra::new(Quota {
-            rate_per_sec: 3.0,
-            burst: 2,
-        });
-        assert_eq!(gcra.interval_us, 333_333);
-    }
-
-    #[test]
-    fn idle_keys_are_swept() {
-        let limiter = LocalLimiter::default();
-        let quota = Quota::default();
-        for i in 0..MIN_SWEEP_LEN - 1 {
-            limiter.check_at(&i.to_string(), quota, Duration::ZERO);
-        }
-        assert_eq!(limiter.len(), MIN_SWEEP_LEN - 1);
-        limiter.check_at("late", quota, Duration::from_secs(60));
-        assert_eq!(limiter.len(), 1);
-    }
-
-    #[test]
-    fn headers_round_up_and_retry_is_at_least_one_second() {
-        let refused = Decision {
-            allowed: false,
-            limit: 201,
-            remaining: 0,
-            reset_after: Duration::from_millis(2001),
-            retry_after: Some(Duration::from_millis(10)),
-        };
-        let text: Vec<(String, String)> = refused
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        let expected = [
-            ("ratelimit-limit", "201"),
-            ("ratelimit-remaining", "0"),
-            ("ratelimit-reset", "3"),
-            ("retry-after", "1"),
-        ];
-        let expected: Vec<(String, String)> = expected
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(text, expected);
-        let allowed = Decision {
-            allowed: true,
-            retry_after: None,
-            ..refused
-        };
-        assert_eq!(allowed.headers().len(), 3);
-    }
-}
+mod tests;
