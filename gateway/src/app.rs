@@ -283,7 +283,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     )
     .await
     .map_err(|_| ApiError::Timeout)?
-    .map_err(|err| ApiError::BadRequest(format!("cannot read body: {err}")))?
+    .map_err(|err| {
+        // A body without Content-Length can still be too large: same answer as with one.
+        if err.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge("JSON body larger than 64 KiB".into())
+        } else {
+            ApiError::BadRequest(format!("cannot read body: {err}"))
+        }
+    })?
     .to_bytes();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);

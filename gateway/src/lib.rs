@@ -13,6 +13,7 @@ pub mod client_ip;
 pub mod clients;
 pub mod docs;
 pub mod errors;
+pub mod expiry;
 pub mod ingest;
 pub mod publish;
 pub mod ratelimit;

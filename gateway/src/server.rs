@@ -15,6 +15,7 @@ use ingest_contract::{db, telemetry};
 use crate::app::{handle, AppState};
 use crate::auth::{system_clock, Clock, Tokens};
 use crate::clients::ApiClients;
+use crate::expiry;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
 use crate::settings::{GatewaySettings, DEV_JWT_SECRET};
@@ -110,6 +111,7 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let _expiry = expiry::spawn(&state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     tokio::pin!(shutdown);
     loop {

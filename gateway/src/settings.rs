@@ -43,6 +43,11 @@ pub struct GatewaySettings {
     #[arg(long, env = "INGEST_MAX_CHUNK_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_chunk_bytes: u64,
 
+    /// Seconds without activity after which an upload still receiving chunks expires (its
+    /// unloaded chunk files are removed).
+    #[arg(long, env = "INGEST_UPLOAD_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_ttl_secs: u64,
+
     /// How long a client may take to send its request headers, in milliseconds.
     #[arg(long = "header-timeout-ms", env = "INGEST_HEADER_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis("INGEST_HEADER_TIMEOUT_MS"))]
     pub header_timeout: Duration,

@@ -49,10 +49,8 @@ impl Decoder {
         match self {
             Self::Identity(output) => Ok(output),
             Self::Gzip(decoder) => decoder.finish().map_err(|e| unwrap_error("gzip", e)),
-            Self::Zstd(mut decoder) => {
-                decoder.flush().map_err(|e| unwrap_error("zstd", e))?;
-                Ok(decoder.into_inner())
-            }
+            // `finish`, not `flush`: only it fails a stream that stops inside a frame.
+            Self::Zstd(decoder) => decoder.finish().map_err(|e| unwrap_error("zstd", e)),
         }
     }
 }

@@ -1,0 +1,212 @@
+//! Expiry of stale uploads: an upload still `receiving` with no activity (its creation or its
+//! last chunk) for `INGEST_UPLOAD_TTL_SECS` is failed with error `expired`.
+//!
+//! Its chunks that no engine loaded yet are failed in the same transaction (so an engine that
+//! gets their messages later skips them), then their files are removed, with any temporary
+//! `.part` file a killed gateway left in the upload's directory. The ledger changes before any
+//! file goes, and failed chunks get a `committed_at`: files a gateway killed in between leaves
+//! behind are found by the engine's cleanup sweep, which goes by the ledger.
+//!
+//! Every gateway runs the sweep; `FOR UPDATE SKIP LOCKED` lets several share it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
+
+use crate::app::AppState;
+
+/// How many uploads one sweep transaction expires.
+const BATCH: i64 = 1000;
+
+/// Why a sweep stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpiryError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Uploads failed as expired.
+    pub uploads: u64,
+    /// Chunks of theirs that were never loaded, failed with them.
+    pub chunks: u64,
+    /// Files removed (chunk files and temporary files).
+    pub files: u64,
+}
+
+/// Starts a running gateway's periodic sweep; it stops when the handle is dropped.
+pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
+    Expiry::new(
+        state.pool.clone(),
+        state.settings.shared.upload_dir.clone(),
+        Duration::from_secs(state.settings.upload_ttl_secs),
+    )
+    .run_periodically()
+}
+
+/// Finds and expires stale uploads.
+#[derive(Clone)]
+pub struct Expiry {
+    pool: Pool,
+    upload_dir: PathBuf,
+    ttl: Duration,
+}
+
+impl Expiry {
+    pub fn new(pool: Pool, upload_dir: PathBuf, ttl: Duration) -> Self {
+        Self {
+            pool,
+            upload_dir,
+            ttl,
+        }
+    }
+
+    /// How often the periodic sweep runs: a tenth of the lifetime, between 0.2 s and 5 min.
+    pub fn interval(&self) -> Duration {
+        (self.ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(300))
+    }
+
+    /// Runs [`Self::sweep`] every [`Self::interval`] until the returned handle is dropped.
+    pub fn run_periodically(self) -> AbortOnDropHandle<()> {
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(self.interval());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match self.sweep().await {
+                    Ok(done) if done.uploads > 0 => tracing::info!(
+                        uploads = done.uploads,
+                        chunks = done.chunks,
+                        files = done.files,
+                        "expired stale uploads"
+                    ),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "upload expiry sweep failed"),
+                }
+            }
+        }))
+    }
+
+    /// Expires every stale upload, a batch per transaction, and removes their unloaded files.
+    pub async fn sweep(&self) -> Result<Expired, ExpiryError> {
+        let mut total = Expired::default();
+        loop {
+            let batch = self.expire_batch().await?;
+            total.uploads += batch.uploads;
+            total.chunks += batch.chunks;
+            total.files += batch.files;
+            if batch.uploads < BATCH as u64 {
+                metrics::counter!("ingest_uploads_expired_total").increment(total.uploads);
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn expire_batch(&self) -> Result<Expired, ExpiryError> {
+        let ttl = self.ttl.as_secs_f64();
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        let uploads: Vec<Uuid> = tx
+            .query(
+                "WITH stale AS (
+                     SELECT u.upload_id FROM uploads u
+                     WHERE u.state = 'receiving'
+                       AND u.created_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
+                                       AND c.received_at >= now() - make_interval(secs => $1))
+                     ORDER BY u.created_at
+                     LIMIT $2
+                     FOR UPDATE OF u SKIP LOCKED)
+                 UPDATE uploads u SET state = 'failed', error = 'expired', completed_at = now()
+                 FROM stale WHERE u.upload_id = stale.upload_id
+                 RETURNING u.upload_id",
+                &[&ttl, &BATCH],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if uploads.is_empty() {
+            return Ok(Expired::default());
+        }
+        // A chunk an engine is loading right now is locked: this waits for its commit, after
+        // which it is `loaded` and stays so.
+        let chunks: Vec<(Uuid, i32, String)> = tx
+            .query(
+                "WITH failed AS (
+                     UPDATE chunks SET state = 'failed', committed_at = now(),
+                            error = 'upload expired before this chunk was loaded'
+                     WHERE upload_id = ANY($1) AND state = 'stored'
+                     RETURNING upload_id, chunk_no, stored_path),
+                 counted AS (
+                     UPDATE uploads u SET chunks_failed = u.chunks_failed + f.n
+                     FROM (SELECT upload_id, count(*)::int4 AS n FROM failed GROUP BY 1) f
+                     WHERE u.upload_id = f.upload_id)
+                 SELECT upload_id, chunk_no, stored_path FROM failed",
+                &[&uploads],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        tx.commit().await?;
+
+        let mut files = 0;
+        for (upload_id, chunk_no, stored_path) in &chunks {
+            if remove(&self.upload_dir.join(stored_path)).await {
+                files += 1;
+            }
+            // If this fails, the engine's sweep removes the file again (harmlessly) later.
+            let _ = db
+                .execute(
+                    "UPDATE chunks SET file_removed = true WHERE upload_id = $1 AND chunk_no = $2",
+                    &[upload_id, chunk_no],
+                )
+                .await;
+        }
+        for upload_id in &uploads {
+            files += remove_temporary_files(&self.upload_dir.join(upload_id.to_string())).await;
+        }
+        Ok(Expired {
+            uploads: uploads.len() as u64,
+            chunks: chunks.len() as u64,
+            files,
+        })
+    }
+}
+
+/// Removes a file; true if it was there.
+async fn remove(path: &Path) -> bool {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => true,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+        Err(err) => {
+            tracing::warn!(error = %err, path = %path.display(), "could not remove an expired chunk file");
+            false
+        }
+    }
+}
+
+/// Removes the `.part` files of an expired upload's directory, then the directory if empty.
+async fn remove_temporary_files(dir: &Path) -> u64 {
+    let mut removed = 0;
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".part") && remove(&entry.path()).await {
+                removed += 1;
+            }
+        }
+    }
+    // Fails harmlessly while loaded chunk files still wait for the engine to remove them.
+    let _ = tokio::fs::remove_dir(dir).await;
+    removed
+}
