@@ -1,0 +1,320 @@
+//! The bodies of the fuzz targets, as plain functions: each takes arbitrary bytes, drives one
+//! hostile-input path of the gateway or the engine, and panics when an invariant breaks.
+//!
+//! - [`csv_chunk`] checks `engine::validate::load_chunk` (tokenizing, validation, PGCOPY encoding)
+//!   under both error policies: loaded + rejected = data rows, the COPY stream is well framed
+//!   and every field in it is a value PostgreSQL accepts, no formula cell is loaded, lines are
+//!   physical and in order, and the two policies agree.
+//! - [`pgcopy_values`] checks `Decimal` and `Timestamp` parsing and encoding, decoded back and
+//!   compared with the text they came from.
+//! - [`multipart`] checks `multer::Multipart` over arbitrary bytes and splits, as the gateway
+//!   drives it: it ends, and never yields more field bytes than it was given.
+//! - [`request_headers`] checks the gateway's header parsers: Basic and Bearer credentials, token
+//!   verification (no forged token ever verifies), and the client IP behind forwarding headers
+//!   (an untrusted peer can never choose its rate-limit key).
+//!
+//! The targets in `fuzz_targets/` are one line each; `scripts/fuzz` runs them, and `cargo test`
+//! in this crate replays the seed corpus through the same functions on a stable toolchain.
+
+mod copy;
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use engine::dataset::Dataset;
+use engine::pgcopy::{days_from_civil, Decimal, Timestamp};
+use engine::validate::{load_chunk, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
+use gateway::auth::{basic_credentials, bearer, Tokens};
+use gateway::client_ip::{client_ip, TrustedNet};
+use ingest_contract::settings::Secret;
+
+pub use copy::decode_copy;
+
+const LINEAGE: Lineage = Lineage {
+    upload_id: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef),
+    chunk_no: 7,
+};
+
+/// Splits off the first byte as a configuration byte.
+fn config(data: &[u8]) -> (u8, &[u8]) {
+    data.split_first()
+        .map_or((0, data), |(first, rest)| (*first, rest))
+}
+
+fn run(
+    data: &[u8],
+    policy: ErrorPolicy,
+    limits: &Limits,
+) -> (Result<ChunkReport, ChunkError>, Vec<Bytes>) {
+    let mut buffers = Vec::new();
+    let result = load_chunk(
+        data,
+        &Dataset::transactions(),
+        LINEAGE,
+        policy,
+        limits,
+        &mut |buffer| {
+            buffers.push(buffer);
+            true
+        },
+    );
+    (result, buffers)
+}
+
+/// `load_chunk` on arbitrary bytes. The first byte picks small limits, so long records and the
+/// cut raw text are reached without megabytes of input.
+pub fn csv_chunk(data: &[u8]) {
+    let (cfg, data) = config(data);
+    let limits = Limits {
+        max_line_bytes: if cfg & 1 == 1 {
+            16 + usize::from(cfg >> 4) * 8
+        } else {
+            64 << 10
+        },
+        max_raw_bytes: 1 + usize::from(cfg >> 1 & 7) * 16,
+    };
+    let (rows, buffers) = run(data, ErrorPolicy::RejectRows, &limits);
+    let report = match rows {
+        Ok(report) => report,
+        Err(ChunkError::NotCsv(_)) => {
+            assert!(
+                buffers.is_empty(),
+                "a chunk refused as not CSV sent COPY data"
+            );
+            let (chunk, chunk_buffers) = run(data, ErrorPolicy::RejectChunk, &limits);
+            assert!(matches!(chunk, Err(ChunkError::NotCsv(_))) && chunk_buffers.is_empty());
+            return;
+        }
+        Err(other) => panic!("load_chunk failed on in-memory input: {other}"),
+    };
+    assert_eq!(
+        report.rows_loaded + report.rejected.len() as u64,
+        report.data_rows,
+        "loaded + rejected = data rows"
+    );
+    assert_eq!(report.bytes, data.len() as u64);
+    let tuples = decode_copy(&buffers, LINEAGE);
+    assert_eq!(
+        tuples.len() as u64,
+        report.rows_loaded,
+        "one COPY tuple per loaded row"
+    );
+
+    // Physical line numbers: within the chunk, increasing, never both loaded and rejected.
+    let lines = 1 + data.iter().filter(|&&b| b == b'\n').count() as i32;
+    let loaded: Vec<i32> = tuples.iter().map(|t| t.line_no).collect();
+    let rejected: Vec<i32> = report.rejected.iter().map(|r| r.line_no).collect();
+    for list in [&loaded, &rejected] {
+        assert!(
+            list.windows(2).all(|w| w[0] < w[1]),
+            "lines out of order: {list:?}"
+        );
+        assert!(
+            list.iter().all(|l| (1..=lines).contains(l)),
+            "line outside the chunk"
+        );
+    }
+    assert!(
+        loaded.iter().all(|l| !rejected.contains(l)),
+        "a line both loaded and rejected"
+    );
+    for row in &report.rejected {
+        assert!(
+            row.raw.len() <= limits.max_raw_bytes,
+            "raw text over its cap"
+        );
+        assert!(!row.reason.is_empty());
+    }
+    let months: std::collections::BTreeSet<(i32, u32)> = tuples.iter().map(|t| t.month).collect();
+    assert_eq!(
+        months, report.months,
+        "the months reported are those of the rows"
+    );
+
+    // reject-chunk agrees: the same rows when none is bad, else the first bad row.
+    let (chunk, chunk_buffers) = run(data, ErrorPolicy::RejectChunk, &limits);
+    match (chunk, report.rejected.first()) {
+        (Ok(same), None) => {
+            assert_eq!(same, report);
+            assert_eq!(chunk_buffers, buffers);
+        }
+        (Err(ChunkError::RejectedChunk(first)), Some(expected)) => assert_eq!(&first, expected),
+        (other, first) => panic!("policies disagree: {other:?} vs first rejected {first:?}"),
+    }
+}
+
+/// A cell parsed as an amount and as a timestamp, encoded, decoded back and compared.
+pub fn pgcopy_values(data: &[u8]) {
+    if let Some(decimal) = Decimal::parse(data) {
+        let mut out = Vec::new();
+        decimal.write(&mut out);
+        let field = copy::field(&out);
+        let value = copy::numeric(field);
+        let text = std::str::from_utf8(data).expect("a decimal is ASCII");
+        let unsigned = text.trim_start_matches(['-', '+']);
+        let (integer, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let integer = integer.trim_start_matches('0');
+        let is_zero = integer.is_empty() && fraction.bytes().all(|b| b == b'0');
+        assert_eq!(value.integer, integer, "integer digits of {text:?}");
+        assert_eq!(value.fraction, fraction, "fraction digits of {text:?}");
+        if !is_zero {
+            assert_eq!(value.negative, text.starts_with('-'), "sign of {text:?}");
+        }
+        // Reading the canonical text again gives the same bytes.
+        let canonical = format!(
+            "{}{}{}{}",
+            if value.negative { "-" } else { "" },
+            if integer.is_empty() { "0" } else { integer },
+            if fraction.is_empty() { "" } else { "." },
+            fraction
+        );
+        let mut again = Vec::new();
+        Decimal::parse(canonical.as_bytes())
+            .expect("canonical text parses")
+            .write(&mut again);
+        assert_eq!(again, out, "{text:?} and {canonical:?} encode differently");
+    }
+    if let Ok(ts) = Timestamp::parse(data) {
+        let micros = ts.pg_micros();
+        let days = micros.div_euclid(86_400_000_000);
+        let in_day = micros.rem_euclid(86_400_000_000);
+        let (year, month, day) = copy::civil_from_days(days + days_from_civil(2000, 1, 1));
+        assert_eq!((year, month, day), (ts.year, ts.month, ts.day));
+        let secs = (in_day / 1_000_000) as u32;
+        assert_eq!(
+            (
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60,
+                (in_day % 1_000_000) as u32
+            ),
+            (ts.hour, ts.minute, ts.second, ts.micros)
+        );
+        assert!((1..=9999).contains(&ts.year), "a 4-digit year");
+    }
+}
+
+/// The gateway's multipart parser over arbitrary bytes, fed in pieces of a size the first byte
+/// picks, with the gateway's fixed boundary and a stream size limit.
+pub fn multipart(data: &[u8]) {
+    let (cfg, body) = config(data);
+    let piece = 1 + usize::from(cfg);
+    let frames: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(piece)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(64 << 10));
+    let mut parts = multer::Multipart::with_constraints(
+        futures_util::stream::iter(frames),
+        "XBOUNDARYX",
+        constraints,
+    );
+    futures_executor::block_on(async {
+        let mut fields = 0usize;
+        let mut field_bytes = 0usize;
+        while let Ok(Some(mut field)) = parts.next_field().await {
+            fields += 1;
+            assert!(
+                fields <= body.len() / 8 + 1,
+                "more fields than the body can hold"
+            );
+            // What the gateway looks at: the name and the file name (only their extension).
+            let _ = (field.name(), field.content_type());
+            if let Some(name) = field.file_name() {
+                let _ = name
+                    .rsplit_once('.')
+                    .map(|(_, ext)| ext.to_ascii_lowercase());
+            }
+            while let Ok(Some(chunk)) = field.chunk().await {
+                field_bytes += chunk.len();
+                assert!(field_bytes <= body.len(), "field bytes out of nothing");
+            }
+        }
+    });
+    // Content-Type headers as clients send them.
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = multer::parse_boundary(text);
+    }
+}
+
+fn tokens() -> &'static (Tokens, String) {
+    static TOKENS: OnceLock<(Tokens, String)> = OnceLock::new();
+    TOKENS.get_or_init(|| {
+        let clock: gateway::auth::Clock = std::sync::Arc::new(|| 2_000_000_000);
+        let tokens = Tokens::new(
+            &Secret::new("fuzz-signing-key-0123456789"),
+            None,
+            3600,
+            clock,
+        );
+        let issued = tokens.issue("fuzz-client").token;
+        (tokens, issued)
+    })
+}
+
+/// The gateway's header parsers on arbitrary values. The input is split at its first two NUL
+/// bytes into an Authorization value, an X-Forwarded-For value and an X-Real-IP value; the
+/// config byte picks the peer and the trusted proxies.
+pub fn request_headers(data: &[u8]) {
+    let (cfg, rest) = config(data);
+    let mut values = rest.splitn(3, |&b| b == 0);
+    let (auth, forwarded, real_ip) = (
+        values.next().unwrap_or_default(),
+        values.next().unwrap_or_default(),
+        values.next().unwrap_or_default(),
+    );
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("authorization", auth),
+        ("x-forwarded-for", forwarded),
+        ("x-real-ip", real_ip),
+    ] {
+        if let Ok(value) = http::HeaderValue::from_bytes(value) {
+            headers.insert(name, value);
+        }
+    }
+    if let Some((id, _secret)) = basic_credentials(&headers) {
+        assert!(!id.contains(':'), "the id ends at the first colon");
+    }
+    let (tokens, issued) = tokens();
+    for token in [bearer(&headers).ok(), std::str::from_utf8(auth).ok()]
+        .into_iter()
+        .flatten()
+    {
+        // Only a token this key signed verifies: a mutated one never names another client.
+        if let Ok(claims) = tokens.verify(token) {
+            assert_eq!(
+                claims.sub, "fuzz-client",
+                "a forged subject verified: {token:?}"
+            );
+            assert!(token.split('.').count() == 3 && issued.split('.').count() == 3);
+        }
+    }
+
+    let peers: [IpAddr; 4] = [
+        [127, 0, 0, 1].into(),
+        [10, 1, 2, 3].into(),
+        [203, 0, 113, 9].into(),
+        "::ffff:10.1.2.3".parse().expect("an IPv6 literal"),
+    ];
+    let peer = peers[usize::from(cfg & 3)];
+    let trusted = match cfg >> 2 & 3 {
+        0 => Vec::new(),
+        1 => TrustedNet::parse_list("10.0.0.0/8").expect("a valid list"),
+        2 => TrustedNet::parse_list("127.0.0.1, 10.0.0.0/8, ::1").expect("a valid list"),
+        _ => TrustedNet::parse_list("0.0.0.0/0").expect("a valid list"),
+    };
+    let ip = client_ip(peer, &headers, &trusted);
+    if !trusted.iter().any(|net| net.contains(peer)) {
+        assert_eq!(
+            ip,
+            peer.to_canonical(),
+            "an untrusted peer chose its own address"
+        );
+    }
+    if let Ok(text) = std::str::from_utf8(rest) {
+        let _ = TrustedNet::parse_list(text);
+    }
+}
