@@ -1,0 +1,431 @@
+//! The Grafana dashboard against the live services: traffic goes through a real gateway (in
+//! process) and a real engine (a child process, so each exports only its own metrics), touching
+//! every metric the dashboard draws; then every metric named by the dashboard's PromQL must be in
+//! the `/metrics` of the job its selector names (`job="gateway"` or `job="engine"`), and the SQL
+//! of its PostgreSQL panels must run against the real schema.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ingest_contract::streams::stream_name;
+use ingest_contract::testkit::{broker, wait_for};
+use rabbitmq_stream_client::types::Message;
+use support::*;
+
+const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+
+/// A metric a PromQL expression selects: its name, and its label equality matchers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Selector {
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    // Aggregations, which may be followed by `by (...)` before their parenthesis.
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+];
+const GROUPING: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// The metric selectors of a PromQL expression: identifiers that are not functions, keywords or
+/// label lists, with the equality matchers of the `{...}` right after them.
+fn selectors(expr: &str) -> Vec<Selector> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    let skip_group = |mut i: usize, open: char, close: char| {
+        let mut depth = 0;
+        while i < chars.len() {
+            if chars[i] == open {
+                depth += 1;
+            } else if chars[i] == close {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            i += 1;
+        }
+        i
+    };
+    let next_non_space = |mut i: usize| {
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' {
+            let quote = c;
+            i += 1;
+            while i < chars.len() && chars[i] != quote {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '[' {
+            i = skip_group(i, '[', ']');
+        } else if c == '$' || c.is_ascii_digit() || c == '.' {
+            // Grafana variables and numbers (durations only appear inside `[...]`).
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let after = next_non_space(i);
+            let next = chars.get(after).copied();
+            if GROUPING.contains(&word.as_str()) {
+                if next == Some('(') {
+                    i = skip_group(after, '(', ')');
+                }
+            } else if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) || next == Some('(') {
+                // A keyword or a function call.
+            } else {
+                let mut labels = BTreeMap::new();
+                if next == Some('{') {
+                    let end = skip_group(after, '{', '}');
+                    let inner: String = chars[after + 1..end - 1].iter().collect();
+                    for matcher in inner.split(',') {
+                        if let Some((label, value)) = matcher.split_once('=') {
+                            let label = label.trim();
+                            // Only equality matchers (`=~`, `!=`, `!~` are skipped).
+                            if value.starts_with('~') || label.ends_with('!') {
+                                continue;
+                            }
+                            labels.insert(
+                                label.to_owned(),
+                                value.trim().trim_matches('"').to_owned(),
+                            );
+                        }
+                    }
+                    i = end;
+                }
+                found.push(Selector { name: word, labels });
+            }
+        } else if c == '{' {
+            i = skip_group(i, '{', '}');
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn selectors_are_extracted_from_promql() {
+    let expr = r#"histogram_quantile(0.99, sum by (le, route) (rate(a_seconds_bucket{job="gateway", status=~"5.."}[$__rate_interval]))) / clamp_min(sum(rate(b_total[5m])) + c, 1e-9) and on(instance) d offset 5m"#;
+    let names: Vec<String> = selectors(expr).into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["a_seconds_bucket", "b_total", "c", "d"]);
+    let first = &selectors(expr)[0];
+    assert_eq!(first.labels.get("job").map(String::as_str), Some("gateway"));
+    assert!(!first.labels.contains_key("status"));
+}
+
+/// Samples of a Prometheus text exposition: metric name -> the label sets seen.
+fn exposition(text: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
+    let mut samples: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, _value) = line.rsplit_once(' ').expect("a sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim_matches('"').to_owned()))
+            .collect();
+        samples.entry(name.to_owned()).or_default().push(labels);
+    }
+    samples
+}
+
+/// `(datasource type, query)` of every target of every panel, rows' nested panels included.
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested);
+        }
+        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let kind = target["datasource"]["type"]
+                .as_str()
+                .or(panel["datasource"]["type"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let query = target["expr"]
+                .as_str()
+                .or(target["rawSql"].as_str())
+                .unwrap_or_else(|| panic!("panel {title:?} has a target without a query"))
+                .to_owned();
+            out.push((title.clone(), kind, query));
+        }
+    }
+    out
+}
+
+/// An engine binary on a known port, killed on drop.
+struct EngineChild(Child);
+
+impl Drop for EngineChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_engine(env: &TestEnv, addr: SocketAddr) -> EngineChild {
+    let args: Vec<String> = env
+        .engine_args(&[])
+        .into_iter()
+        .map(|arg| {
+            if arg.starts_with("--addr=") {
+                format!("--addr={addr}")
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let child = Command::new(ENGINE)
+        .args(&args)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the engine binary should start");
+    EngineChild(child)
+}
+
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_draws_is_exported() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../grafana/dashboards/ingest.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("valid JSON");
+    let queries = dashboard_queries(&dashboard);
+    assert!(queries.len() >= 10, "the dashboard should have its panels");
+
+    let env = TestEnv::new(2).await;
+    // A small burst, so a short burst of requests from one address meets a 429.
+    let gateway = start_gateway(&env, &["--rate-limit-burst=20"]).await;
+    // A gateway whose Redis is unreachable answers rate-limit checks in process.
+    let degraded = start_gateway(&env, &["--redis-url=redis://127.0.0.1:1"]).await;
+    let engine_addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let _engine = spawn_engine(&env, engine_addr);
+    wait_for("engine health", Duration::from_secs(30), || async {
+        reqwest::get(format!("http://{engine_addr}/health"))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+
+    // Loaded and rejected rows.
+    let api = Api::connect(&gateway).await;
+    let folder = api.create(serde_json::json!({})).await;
+    let mut body = original_rows(0, 200, true);
+    body.extend_from_slice(b"31/02/2023 00:00:00,Any text there,1.000,Deposit\r\n");
+    assert_eq!(api.put(&folder, 0, body).await, 200);
+    api.complete(&folder, 1).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(30)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_rejected"], 1, "{status}");
+    // A failed chunk (reject-chunk policy).
+    let failing = api
+        .create(serde_json::json!({"on_error": "reject-chunk"}))
+        .await;
+    let mut body = original_rows(0, 10, true);
+    body.extend_from_slice(b"not,a,valid,row\r\n");
+    assert_eq!(api.put(&failing, 0, body).await, 200);
+    api.complete(&failing, 1).await;
+    let status = api.wait_finished(&failing, Duration::from_secs(30)).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    // An engine error: a message that is no chunk message.
+    let broker_env = broker().connect().await.unwrap();
+    let producer = broker_env
+        .producer()
+        .build(&stream_name(&env.prefix, 0))
+        .await
+        .unwrap();
+    producer
+        .send_with_confirm(Message::builder().body(b"garbage".to_vec()).build())
+        .await
+        .unwrap();
+    let _ = producer.close().await;
+    let engine_metrics = format!("http://{engine_addr}/metrics");
+    wait_for(
+        "the engine to count the bad message",
+        Duration::from_secs(15),
+        || async {
+            get_text(&engine_metrics)
+                .await
+                .contains("ingest_engine_errors_total{stage=\"decode\"}")
+                .then_some(())
+        },
+    )
+    .await;
+    // 429s and auth failures: requests without a token from another address.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut limited = false;
+    for _ in 0..30 {
+        let response = other
+            .get(format!("http://{}/api/auth/verify", gateway.addr))
+            .send()
+            .await
+            .unwrap();
+        limited |= response.status() == 429;
+    }
+    assert!(
+        limited,
+        "the gateway should have refused a request with 429"
+    );
+    // Redis fallback.
+    let status = reqwest::get(format!("http://{}/api/auth/verify", degraded.addr))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+
+    let exports: BTreeMap<&str, _> = [
+        (
+            "gateway",
+            exposition(&get_text(&format!("http://{}/metrics", gateway.addr)).await),
+        ),
+        ("engine", exposition(&get_text(&engine_metrics).await)),
+    ]
+    .into_iter()
+    .collect();
+    // The engine runs in its own process: neither export may be the union of both.
+    assert!(!exports["gateway"].contains_key("ingest_rows_loaded_total"));
+    assert!(!exports["engine"].contains_key("ingest_http_requests_total"));
+
+    let mut checked = BTreeSet::new();
+    let client = env.db.client().await.unwrap();
+    for (title, kind, query) in &queries {
+        match kind.as_str() {
+            "prometheus" => {
+                let found = selectors(query);
+                assert!(!found.is_empty(), "panel {title:?}: no metric in {query}");
+                for selector in found {
+                    let jobs: Vec<&str> = match selector.labels.get("job") {
+                        Some(job) => vec![
+                            exports
+                                .get_key_value(job.as_str())
+                                .unwrap_or_else(|| panic!("panel {title:?}: unknown job {job}"))
+                                .0,
+                        ],
+                        None => exports.keys().copied().collect(),
+                    };
+                    let series: Vec<&BTreeMap<String, String>> = jobs
+                        .iter()
+                        .filter_map(|job| exports[job].get(&selector.name))
+                        .flatten()
+                        .collect();
+                    assert!(
+                        !series.is_empty(),
+                        "panel {title:?}: {} is not exported by {jobs:?}",
+                        selector.name
+                    );
+                    for (label, value) in &selector.labels {
+                        if label == "job" {
+                            continue;
+                        }
+                        assert!(
+                            series.iter().any(|s| s.get(label) == Some(value)),
+                            "panel {title:?}: no {}{{{label}=\"{value}\"}} series",
+                            selector.name
+                        );
+                    }
+                    checked.insert(selector.name);
+                }
+            }
+            "grafana-postgresql-datasource" => {
+                let rows = client
+                    .query(query.as_str(), &[])
+                    .await
+                    .unwrap_or_else(|err| panic!("panel {title:?}: SQL fails: {err}"));
+                // The backlog table lists every partition with its owner.
+                assert_eq!(rows.len(), 2, "panel {title:?}");
+                for row in rows {
+                    let owner: String = row.get("owner");
+                    assert_ne!(owner, "(unowned)", "panel {title:?}");
+                    let waiting: i64 = row.get("chunks_waiting");
+                    assert_eq!(waiting, 0, "panel {title:?}");
+                }
+            }
+            other => panic!("panel {title:?}: unexpected datasource type {other:?}"),
+        }
+    }
+    // Every family the issue asks for is drawn.
+    for wanted in [
+        "ingest_rows_loaded_total",
+        "ingest_rows_rejected_total",
+        "ingest_bytes_loaded_total",
+        "ingest_bytes_received_total",
+        "ingest_chunk_latency_seconds_bucket",
+        "ingest_rate_limited_total",
+        "ingest_engine_errors_total",
+        "ingest_partitions_owned",
+    ] {
+        assert!(
+            checked.contains(wanted),
+            "the dashboard does not draw {wanted}"
+        );
+    }
+
+    degraded.stop().await;
+    gateway.stop().await;
+}

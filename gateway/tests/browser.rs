@@ -1,0 +1,181 @@
+//! The docs pages in a real browser: Debian's headless Chromium (installed when missing) loads
+//! `/api/upload/docs` and `/api/auth/docs` from a real gateway, with every host but the gateway's
+//! unresolvable (no internet), and the rendered DOM must list every operation of the served
+//! OpenAPI document. A screenshot is checked too; `INGEST_UPDATE_SCREENSHOTS=1` (or a missing file)
+//! writes it to `docs/api-docs.png`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ingest_contract::testkit::random_name;
+use support::*;
+
+const WINDOW: (u32, u32) = (1200, 1600);
+
+/// Debian's Chromium, installed with apt when missing (CI runs as root).
+fn chromium_binary() -> PathBuf {
+    // Once per test binary: tests running in parallel must not race apt for its lock.
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let find = || {
+                ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .find(|path| path.is_file())
+            };
+            if let Some(found) = find() {
+                return found;
+            }
+            let install = || {
+                Command::new("apt-get")
+                    .args([
+                        "install",
+                        "-y",
+                        "-q",
+                        "-o",
+                        "DPkg::Lock::Timeout=120",
+                        "chromium",
+                    ])
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !install() {
+                let _ = Command::new("apt-get").args(["update", "-q"]).status();
+                assert!(install(), "apt-get install chromium failed");
+            }
+            find().expect("chromium should be installed now")
+        })
+        .clone()
+}
+
+/// Runs headless Chromium on `url` with a profile of its own; returns its stdout.
+async fn chromium(url: &str, action: &[String]) -> String {
+    let profile = std::env::temp_dir().join(random_name("ingest-chromium-"));
+    let mut command = tokio::process::Command::new(chromium_binary());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            // Only the gateway resolves: the page must not need the internet.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            // Let the page's fetch of openapi.json and its rendering finish before the dump.
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(action)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("chromium should finish within 30 s")
+        .expect("chromium should run");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(output.status.success(), "chromium failed on {url}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `data-operation-id`s of the rendered operations.
+fn rendered_operations(dom: &str) -> BTreeSet<String> {
+    dom.split("data-operation-id=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert_eq!(&png[12..16], b"IHDR");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_pages_render_every_operation_in_chromium() {
+    let gateway = TestGateway::start(&[]).await;
+    let spec: serde_json::Value = gateway
+        .http
+        .get(format!("{}/api/upload/openapi.json", gateway.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected: BTreeSet<String> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flat_map(|ops| ops.values()))
+        .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
+        .collect();
+    for required in [
+        "issueToken",
+        "createUpload",
+        "uploadFile",
+        "putChunk",
+        "uploadStatus",
+    ] {
+        assert!(expected.contains(required), "openapi.json lacks {required}");
+    }
+
+    let shot_dir = std::env::temp_dir().join(random_name("ingest-shot-"));
+    std::fs::create_dir_all(&shot_dir).unwrap();
+    let shot = shot_dir.join("api-docs.png");
+    let upload_url = format!("{}/api/upload/docs", gateway.url);
+    let auth_url = format!("{}/api/auth/docs", gateway.url);
+    let screenshot_args = [
+        format!("--screenshot={}", shot.display()),
+        format!("--window-size={},{}", WINDOW.0, WINDOW.1),
+    ];
+    let dump = ["--dump-dom".to_owned()];
+    let (upload_dom, auth_dom, _) = tokio::join!(
+        chromium(&upload_url, &dump),
+        chromium(&auth_url, &dump),
+        chromium(&upload_url, &screenshot_args),
+    );
+
+    for (url, dom) in [(&upload_url, &upload_dom), (&auth_url, &auth_dom)] {
+        assert_eq!(
+            rendered_operations(dom),
+            expected,
+            "operations shown on {url}"
+        );
+        let title = format!(
+            "{} {}",
+            spec["info"]["title"].as_str().unwrap(),
+            spec["info"]["version"].as_str().unwrap()
+        );
+        assert!(dom.contains(&title), "{url} should show {title:?}");
+        assert!(!dom.contains("Loading…"), "{url} never finished rendering");
+    }
+
+    let png = std::fs::read(&shot).expect("chromium should write the screenshot");
+    assert_eq!(png_size(&png), WINDOW);
+    // A blank page of this size compresses to a few KiB; the rendered list is far larger.
+    assert!(
+        png.len() > 30_000,
+        "screenshot looks blank ({} bytes)",
+        png.len()
+    );
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api-docs.png");
+    if std::env::var_os("INGEST_UPDATE_SCREENSHOTS").is_some() || !kept.exists() {
+        std::fs::copy(&shot, &kept).expect("docs/ should be writable");
+    }
+    let _ = std::fs::remove_dir_all(&shot_dir);
+    gateway.stop().await;
+}

@@ -1,0 +1,679 @@
+//! The deployment files, checked without a Docker engine: docker-compose.yaml (services, ports,
+//! health-gated start order, the configuration contract), the Dockerfile's cached dependency layer,
+//! the Prometheus scrape targets and the Grafana provisioning. `docker compose config -q` validates
+//! the compose file as well where a Compose client is installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::{CommandFactory, Parser};
+use serde_yaml::Value;
+
+/// Every variable of the configuration contract (README, "Configuration"), plus `RUST_LOG`, which
+/// the README names as the log filter.
+const CONTRACT: &[&str] = &[
+    "DATABASE_URL",
+    "REDIS_URL",
+    "RABBITMQ_STREAM_URL",
+    "INGEST_GATEWAY_ADDR",
+    "INGEST_ENGINE_ADDR",
+    "INGEST_UPLOAD_DIR",
+    "INGEST_JWT_SECRET",
+    "INGEST_JWT_PREVIOUS_SECRET",
+    "INGEST_TOKEN_TTL_SECS",
+    "INGEST_BOOTSTRAP_CLIENT",
+    "INGEST_PARTITIONS",
+    "INGEST_STREAM_PREFIX",
+    "INGEST_MAX_CHUNK_BYTES",
+    "INGEST_HEADER_TIMEOUT_MS",
+    "INGEST_BODY_FRAME_TIMEOUT_MS",
+    "INGEST_PUBLISH_TIMEOUT_MS",
+    "INGEST_SHUTDOWN_TIMEOUT_MS",
+    "INGEST_GATEWAY_ID",
+    "INGEST_RATELIMIT_PREFIX",
+    "INGEST_REDIS_TIMEOUT_MS",
+    "INGEST_RATE_LIMIT_PER_SEC",
+    "INGEST_RATE_LIMIT_BURST",
+    "INGEST_TRUSTED_PROXIES",
+    "INGEST_COPY_CONNECTIONS",
+    "INGEST_CONSUMER_GROUP",
+    "INGEST_ENGINE_ID",
+    "INGEST_LEASE_TTL_MS",
+    "INGEST_ARCHIVE_DIR",
+    "INGEST_MAX_LINE_BYTES",
+    "INGEST_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// The stack's services, pinned.
+const SERVICES: &[&str] = &[
+    "postgres",
+    "redis",
+    "rabbitmq",
+    "migrate",
+    "engine-1",
+    "engine-2",
+    "gateway-1",
+    "gateway-2",
+    "nginx",
+    "prometheus",
+    "grafana",
+    "pgadmin",
+];
+const GATEWAYS: &[&str] = &["gateway-1", "gateway-2"];
+const ENGINES: &[&str] = &["engine-1", "engine-2"];
+/// The image the Dockerfile builds; the services using it run our binaries.
+const OUR_IMAGE: &str = "ingest:latest";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the gateway crate should sit in the workspace")
+        .to_owned()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo().join(relative))
+        .unwrap_or_else(|err| panic!("cannot read {relative}: {err}"))
+}
+
+fn yaml(relative: &str) -> Value {
+    let mut value: Value = serde_yaml::from_str(&read(relative))
+        .unwrap_or_else(|err| panic!("{relative} is not valid YAML: {err}"));
+    resolve_merges(&mut value);
+    value
+}
+
+/// Applies YAML merge keys (`<<: *anchor`), innermost first, as Compose does.
+fn resolve_merges(value: &mut Value) {
+    match value {
+        Value::Mapping(map) => {
+            for (_, child) in map.iter_mut() {
+                resolve_merges(child);
+            }
+            if let Some(merged) = map.remove("<<") {
+                let sources = match merged {
+                    Value::Sequence(sources) => sources,
+                    single => vec![single],
+                };
+                for source in sources {
+                    let Value::Mapping(source) = source else {
+                        panic!("a merge key must name a mapping");
+                    };
+                    for (key, child) in source {
+                        if !map.contains_key(&key) {
+                            map.insert(key, child);
+                        }
+                    }
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(resolve_merges),
+        Value::Tagged(tagged) => resolve_merges(&mut tagged.value),
+        _ => {}
+    }
+}
+
+fn str_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, found {other:?}"),
+    }
+}
+
+/// Compose's `${NAME:-default}` with the default taken; every variable must have one, so the stack
+/// starts without a `.env` file.
+fn interpolate(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .unwrap_or_else(|| panic!("unclosed ${{ in {text:?}"))
+            + start;
+        let inner = &rest[start + 2..end];
+        let (_, default) = inner
+            .split_once(":-")
+            .unwrap_or_else(|| panic!("{text:?}: ${{{inner}}} needs a default (`:-`)"));
+        out.push_str(default);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Compose {
+    services: BTreeMap<String, Value>,
+    root: Value,
+}
+
+impl Compose {
+    fn load() -> Self {
+        let root = yaml("docker-compose.yaml");
+        let services = root["services"]
+            .as_mapping()
+            .expect("docker-compose.yaml should have services")
+            .iter()
+            .map(|(name, service)| (str_of(name), service.clone()))
+            .collect();
+        Self { services, root }
+    }
+
+    fn service(&self, name: &str) -> &Value {
+        self.services
+            .get(name)
+            .unwrap_or_else(|| panic!("service {name} is missing"))
+    }
+
+    /// The service's environment with defaults interpolated.
+    fn env(&self, name: &str) -> BTreeMap<String, String> {
+        match &self.service(name)["environment"] {
+            Value::Null => BTreeMap::new(),
+            Value::Mapping(map) => map
+                .iter()
+                .map(|(k, v)| (str_of(k), interpolate(&str_of(v))))
+                .collect(),
+            Value::Sequence(items) => items
+                .iter()
+                .map(|item| {
+                    let item = str_of(item);
+                    let (k, v) = item.split_once('=').unwrap_or((&item, ""));
+                    (k.to_owned(), interpolate(v))
+                })
+                .collect(),
+            other => panic!("{name}: environment should be a mapping, found {other:?}"),
+        }
+    }
+
+    fn ours(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, service)| service["image"].as_str() == Some(OUR_IMAGE))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// `(host address, host port, container port)` of each published port.
+    fn ports(&self, name: &str) -> Vec<(String, u16, u16)> {
+        let Some(ports) = self.service(name)["ports"].as_sequence() else {
+            return Vec::new();
+        };
+        ports
+            .iter()
+            .map(|port| {
+                let port = str_of(port);
+                let parts: Vec<&str> = port.split(':').collect();
+                let [ip, host, container] = parts.as_slice() else {
+                    panic!("{name}: port {port:?} should be IP:HOST:CONTAINER");
+                };
+                let number = |p: &str| {
+                    p.parse::<u16>()
+                        .unwrap_or_else(|_| panic!("{name}: bad port in {port:?}"))
+                };
+                (ip.to_string(), number(host), number(container))
+            })
+            .collect()
+    }
+
+    /// `(source, target)` of each volume mount.
+    fn mounts(&self, name: &str) -> Vec<(String, String)> {
+        let Some(volumes) = self.service(name)["volumes"].as_sequence() else {
+            return Vec::new();
+        };
+        volumes
+            .iter()
+            .map(|volume| {
+                let volume = str_of(volume);
+                let mut parts = volume.split(':');
+                let source = parts.next().unwrap_or_default().to_owned();
+                let target = parts
+                    .next()
+                    .unwrap_or_else(|| panic!("{name}: volume {volume:?} has no target"))
+                    .to_owned();
+                (source, target)
+            })
+            .collect()
+    }
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("{addr:?} should end in :PORT"))
+}
+
+#[test]
+fn compose_has_the_pinned_services_each_health_gated() {
+    let compose = Compose::load();
+    let names: Vec<&str> = compose.services.keys().map(String::as_str).collect();
+    let mut expected = SERVICES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+
+    for (name, service) in &compose.services {
+        // Everything long-running reports its health (the one-shot migration does not).
+        if name != "migrate" {
+            assert!(
+                service["healthcheck"]["test"].is_sequence(),
+                "{name} should have a healthcheck"
+            );
+        }
+        let Some(depends) = service["depends_on"].as_mapping() else {
+            continue;
+        };
+        for (dependency, how) in depends {
+            let dependency = str_of(dependency);
+            let condition = how["condition"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} -> {dependency} needs a condition"));
+            let target = compose.service(&dependency);
+            match condition {
+                "service_healthy" => assert!(
+                    target["healthcheck"].is_mapping(),
+                    "{name} waits for {dependency} to be healthy, which has no healthcheck"
+                ),
+                "service_completed_successfully" => assert_eq!(dependency, "migrate"),
+                "service_started" => {}
+                other => panic!("{name} -> {dependency}: unknown condition {other}"),
+            }
+        }
+    }
+    // The Rust services wait for the migrations and their brokers to be ready.
+    for name in GATEWAYS.iter().chain(ENGINES) {
+        let depends = &compose.service(name)["depends_on"];
+        assert_eq!(
+            depends["migrate"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{name}"
+        );
+        assert_eq!(
+            depends["rabbitmq"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name}"
+        );
+    }
+    for name in GATEWAYS {
+        let depends = &compose.service(name)["depends_on"];
+        assert_eq!(
+            depends["redis"]["condition"].as_str(),
+            Some("service_healthy")
+        );
+        assert_eq!(
+            compose.service("nginx")["depends_on"][*name]["condition"].as_str(),
+            Some("service_healthy")
+        );
+    }
+    let postgres = compose.service("postgres")["image"].as_str().unwrap();
+    let major: u32 = postgres
+        .trim_start_matches("postgres:")
+        .split(['.', '-'])
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("postgres image should name its major version");
+    assert!(major >= 15, "{postgres}");
+    let rabbitmq = compose.service("rabbitmq")["image"].as_str().unwrap();
+    assert!(rabbitmq.starts_with("rabbitmq:4"), "{rabbitmq}");
+}
+
+#[test]
+fn compose_publishes_only_on_loopback() {
+    let compose = Compose::load();
+    let mut published = BTreeMap::new();
+    for name in compose.services.keys() {
+        for (ip, host, container) in compose.ports(name) {
+            assert_eq!(ip, "127.0.0.1", "{name} publishes {host} beyond loopback");
+            assert!(
+                published.insert(host, (name.clone(), container)).is_none(),
+                "host port {host} published twice"
+            );
+        }
+    }
+    let owner = |port: u16| published.get(&port).map(|(name, _)| name.as_str());
+    assert_eq!(owner(8080), Some("nginx"));
+    assert_eq!(owner(3000), Some("grafana"));
+    assert_eq!(owner(5050), Some("pgadmin"));
+    assert_eq!(owner(9090), Some("prometheus"));
+    // Gateways and engines are reached through nginx and Prometheus only.
+    for name in GATEWAYS.iter().chain(ENGINES) {
+        assert!(compose.ports(name).is_empty(), "{name} should not publish");
+    }
+}
+
+#[test]
+fn rust_services_get_only_contract_variables() {
+    let compose = Compose::load();
+    let ours = compose.ours();
+    let mut expected: Vec<String> = GATEWAYS
+        .iter()
+        .chain(ENGINES)
+        .chain(&["migrate"])
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(ours, expected, "services running {OUR_IMAGE}");
+
+    // Built once (by the migration), never pulled by the others.
+    for name in &ours {
+        let service = compose.service(name);
+        if name == "migrate" {
+            assert_eq!(service["build"]["dockerfile"].as_str(), Some("Dockerfile"));
+        } else {
+            assert!(service["build"].is_null(), "{name} should reuse the image");
+            assert_eq!(service["pull_policy"].as_str(), Some("never"), "{name}");
+        }
+    }
+    for name in &ours {
+        let env = compose.env(name);
+        for variable in env.keys() {
+            assert!(
+                CONTRACT.contains(&variable.as_str()),
+                "{name} gets {variable}, which is not in the configuration contract"
+            );
+        }
+    }
+
+    let volumes = compose.root["volumes"].as_mapping().expect("named volumes");
+    assert!(volumes.contains_key("uploads"), "the shared uploads volume");
+    // Gateways and engines agree on what they share.
+    let shared = [
+        "DATABASE_URL",
+        "RABBITMQ_STREAM_URL",
+        "INGEST_UPLOAD_DIR",
+        "INGEST_PARTITIONS",
+        "INGEST_STREAM_PREFIX",
+    ];
+    let reference = compose.env("gateway-1");
+    for name in GATEWAYS.iter().chain(ENGINES) {
+        let env = compose.env(name);
+        for variable in shared {
+            assert_eq!(
+                env.get(variable),
+                reference.get(variable),
+                "{name}: {variable} differs from gateway-1's"
+            );
+            assert!(env.contains_key(variable), "{name} lacks {variable}");
+        }
+        // The upload directory is the one shared volume.
+        let dir = &env["INGEST_UPLOAD_DIR"];
+        assert!(
+            compose
+                .mounts(name)
+                .contains(&("uploads".to_owned(), dir.clone())),
+            "{name} should mount the uploads volume at {dir}"
+        );
+    }
+    let nginx_ip = compose.service("nginx")["networks"]["ingest"]["ipv4_address"]
+        .as_str()
+        .expect("nginx should have a fixed address the gateways trust")
+        .to_owned();
+    for name in GATEWAYS {
+        let env = compose.env(name);
+        assert_eq!(port_of(&env["INGEST_GATEWAY_ADDR"]), 8000, "{name}");
+        assert_eq!(env["INGEST_TRUSTED_PROXIES"], nginx_ip, "{name}");
+        assert_eq!(env["INGEST_MAX_CHUNK_BYTES"], "67108864", "{name}");
+        for required in ["REDIS_URL", "INGEST_JWT_SECRET", "INGEST_BOOTSTRAP_CLIENT"] {
+            assert!(env.contains_key(required), "{name} lacks {required}");
+        }
+    }
+    let engine_ids: BTreeSet<String> = ENGINES
+        .iter()
+        .map(|name| {
+            let env = compose.env(name);
+            assert_eq!(port_of(&env["INGEST_ENGINE_ADDR"]), 9000, "{name}");
+            env["INGEST_ENGINE_ID"].clone()
+        })
+        .collect();
+    assert_eq!(engine_ids.len(), ENGINES.len(), "engine ids must differ");
+}
+
+#[derive(Parser)]
+struct GatewayCli {
+    #[command(flatten)]
+    settings: gateway::GatewaySettings,
+}
+
+/// The gateways' environment goes through the gateway's real settings parser (each variable given
+/// as the flag it is the environment name of), so a misspelt name or a bad value fails here.
+#[test]
+fn gateway_environment_parses_with_the_real_settings() {
+    let compose = Compose::load();
+    let command = GatewayCli::command();
+    let flag_of: BTreeMap<String, String> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_owned();
+            Some((env, arg.get_long()?.to_owned()))
+        })
+        .collect();
+    for name in GATEWAYS.iter().chain(&["migrate"]) {
+        let mut args = vec!["gateway".to_owned()];
+        for (variable, value) in compose.env(name) {
+            if variable == "RUST_LOG" {
+                continue;
+            }
+            let flag = flag_of
+                .get(&variable)
+                .unwrap_or_else(|| panic!("{name}: the gateway does not read {variable}"));
+            args.push(format!("--{flag}={value}"));
+        }
+        let parsed = GatewayCli::try_parse_from(&args)
+            .unwrap_or_else(|err| panic!("{name}: {args:?} does not parse: {err}"));
+        if *name != "migrate" {
+            assert_eq!(parsed.settings.max_chunk_bytes, 64 * 1024 * 1024);
+            assert!(!parsed.settings.trusted_proxies.0.is_empty());
+        }
+    }
+}
+
+/// nginx.conf's upstream is the gateway services on their port.
+#[test]
+fn nginx_fronts_every_gateway() {
+    let compose = Compose::load();
+    assert!(compose.mounts("nginx").contains(&(
+        "./nginx.conf".to_owned(),
+        "/etc/nginx/nginx.conf".to_owned()
+    )));
+    let conf = read("nginx.conf");
+    let upstreams: BTreeSet<String> = conf
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| *line != "upstream gateways {")
+        .take_while(|line| *line != "}")
+        .filter_map(|line| line.strip_prefix("server "))
+        .filter_map(|rest| rest.split([' ', ';']).next())
+        .map(str::to_owned)
+        .collect();
+    let expected: BTreeSet<String> = GATEWAYS.iter().map(|g| format!("{g}:8000")).collect();
+    assert_eq!(upstreams, expected);
+    assert!(conf.contains("listen 8080;"));
+}
+
+/// Prometheus scrapes exactly the gateway and engine services, on the ports they listen on.
+#[test]
+fn prometheus_scrapes_gateways_and_engines() {
+    let compose = Compose::load();
+    assert!(compose.mounts("prometheus").contains(&(
+        "./prometheus/prometheus.yml".to_owned(),
+        "/etc/prometheus/prometheus.yml".to_owned()
+    )));
+    let config = yaml("prometheus/prometheus.yml");
+    let jobs: BTreeMap<String, BTreeSet<String>> = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .map(|job| {
+            let targets = job["static_configs"]
+                .as_sequence()
+                .expect("static_configs")
+                .iter()
+                .flat_map(|c| c["targets"].as_sequence().cloned().unwrap_or_default())
+                .map(|t| str_of(&t))
+                .collect();
+            (str_of(&job["job_name"]), targets)
+        })
+        .collect();
+    let expect = |services: &[&str], variable: &str| -> BTreeSet<String> {
+        services
+            .iter()
+            .map(|s| format!("{s}:{}", port_of(&compose.env(s)[variable])))
+            .collect()
+    };
+    assert_eq!(jobs["gateway"], expect(GATEWAYS, "INGEST_GATEWAY_ADDR"));
+    assert_eq!(jobs["engine"], expect(ENGINES, "INGEST_ENGINE_ADDR"));
+    for (job, targets) in &jobs {
+        for target in targets {
+            let host = target.rsplit_once(':').map(|(h, _)| h).unwrap_or(target);
+            assert!(
+                host == "localhost" || compose.services.contains_key(host),
+                "job {job} scrapes {target}, which is no compose service"
+            );
+        }
+    }
+}
+
+/// Grafana's provisioning: the datasources the dashboard uses exist, and the dashboards folder is
+/// where the compose file mounts the dashboards.
+#[test]
+fn grafana_provisioning_matches_the_dashboard() {
+    let compose = Compose::load();
+    let mounts = compose.mounts("grafana");
+    assert!(mounts.contains(&(
+        "./grafana/provisioning".to_owned(),
+        "/etc/grafana/provisioning".to_owned()
+    )));
+    let dashboards_dir = mounts
+        .iter()
+        .find(|(source, _)| source == "./grafana/dashboards")
+        .map(|(_, target)| target.clone())
+        .expect("grafana should mount ./grafana/dashboards");
+
+    let providers = yaml("grafana/provisioning/dashboards/dashboards.yaml");
+    let paths: Vec<String> = providers["providers"]
+        .as_sequence()
+        .expect("providers")
+        .iter()
+        .map(|p| str_of(&p["options"]["path"]))
+        .collect();
+    assert_eq!(paths, vec![dashboards_dir.clone()]);
+    let home = compose.env("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
+    let home_file = home
+        .strip_prefix(&format!("{dashboards_dir}/"))
+        .expect("the home dashboard should be a provisioned one");
+    assert!(repo().join("grafana/dashboards").join(home_file).is_file());
+
+    let datasources = yaml("grafana/provisioning/datasources/datasources.yaml");
+    let provisioned: BTreeMap<String, String> = datasources["datasources"]
+        .as_sequence()
+        .expect("datasources")
+        .iter()
+        .map(|d| (str_of(&d["uid"]), str_of(&d["type"])))
+        .collect();
+    assert_eq!(
+        provisioned.get("ingest-prometheus").map(String::as_str),
+        Some("prometheus")
+    );
+
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("grafana/dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|err| panic!("{}: invalid JSON: {err}", path.display()));
+        let mut uses = Vec::new();
+        collect_datasources(&dashboard, &mut uses);
+        assert!(!uses.is_empty(), "{}", path.display());
+        for (uid, kind) in uses {
+            assert_eq!(
+                provisioned.get(&uid),
+                Some(&kind),
+                "{} uses datasource {uid} ({kind}), which is not provisioned",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no dashboard in grafana/dashboards");
+}
+
+fn collect_datasources(value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(ds) = map.get("datasource").and_then(|d| d.as_object()) {
+                let field = |k: &str| ds.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+                out.push((field("uid").to_owned(), field("type").to_owned()));
+            }
+            map.values().for_each(|v| collect_datasources(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_datasources(v, out)),
+        _ => {}
+    }
+}
+
+/// The Dockerfile caches a dependency layer built from every workspace member's manifest, then
+/// builds the real sources; its last stage carries the three binaries.
+#[test]
+fn dockerfile_caches_dependencies_for_every_member() {
+    let dockerfile = read("Dockerfile");
+    let manifest = read("Cargo.toml");
+    let members_line = manifest
+        .lines()
+        .find(|line| line.trim_start().starts_with("members"))
+        .expect("the workspace should list its members");
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    assert!(!members.is_empty());
+    let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
+    let position = |wanted: &str| {
+        lines
+            .iter()
+            .position(|line| *line == wanted)
+            .unwrap_or_else(|| panic!("Dockerfile lacks `{wanted}`"))
+    };
+    let dependency_build = lines
+        .iter()
+        .position(|line| line.contains("cargo build --release --locked --bins;"))
+        .expect("a dependency-only build step");
+    for member in &members {
+        let manifest_copy = position(&format!("COPY {member}/Cargo.toml {member}/Cargo.toml"));
+        let source_copy = position(&format!("COPY {member} {member}"));
+        assert!(manifest_copy < dependency_build && dependency_build < source_copy);
+    }
+    assert!(position("COPY Cargo.toml Cargo.lock ./") < dependency_build);
+    // The migrations are compiled into the binaries.
+    assert!(position("COPY db db") > dependency_build);
+    let stages = lines.iter().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "multi-stage build expected");
+    for binary in ["gateway", "engine", "loadgen"] {
+        assert!(dockerfile.contains(&format!("target/release/{binary}")));
+    }
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target"));
+}
+
+/// `docker compose config -q` where a Compose v2 client is installed (no engine needed).
+#[test]
+fn docker_compose_config_validates_where_available() {
+    let available = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !available {
+        println!(
+            "note: `docker compose` is not installed here; skipped `docker compose config -q`"
+        );
+        return;
+    }
+    let out = Command::new("docker")
+        .args(["compose", "-f", "docker-compose.yaml", "config", "-q"])
+        .current_dir(repo())
+        .output()
+        .expect("docker compose should run");
+    assert!(
+        out.status.success(),
+        "docker compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
