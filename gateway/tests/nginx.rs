@@ -117,7 +117,7 @@ impl Nginx {
         let http = reqwest::Client::new();
         let url = format!("{}/nginx-health", self.url);
         let child = &mut self.child;
-        wait_for("nginx to listen", Duration::from_secs(10), || {
+        wait_for("nginx to listen", Duration::from_secs(30), || {
             let exited = child.try_wait().ok().flatten().is_some();
             let request = http.get(&url).send();
             async move {
