@@ -101,6 +101,15 @@ async fn route_request(
     if let Some(response) = docs::serve(&method, &path) {
         return Ok(response);
     }
+    // nginx's auth_request subrequest: an HMAC check, not limited on its own, because the upload
+    // it guards is limited when it arrives, and nginx turns any answer but 2xx/401/403 into 500.
+    if method == Method::GET && segments.as_slice() == ["", "api", "auth", "verify"] {
+        authenticate(state, &request).await?;
+        return Ok(Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new()))
+            .expect("a static response should build"));
+    }
     let class = match segments.as_slice() {
         ["", "api", "auth", ..] => RouteClass::Auth,
         ["", "api", "upload", _] | ["", "api", "upload", _, ..] if method == Method::GET => {
@@ -119,13 +128,6 @@ async fn route_request(
     match (&method, segments.as_slice()) {
         (&Method::POST, ["", "api", "auth", "token"]) => issue_token(state, &request).await,
         (_, ["", "api", "auth", "token"]) => Err(ApiError::MethodNotAllowed),
-        (&Method::GET, ["", "api", "auth", "verify"]) => {
-            authenticate(state, &request).await?;
-            Ok(Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Full::new(Bytes::new()))
-                .expect("a static response should build"))
-        }
         _ => {
             let client_id = authenticate(state, &request).await?;
             limit(state, class, "client", &client_id).await?;

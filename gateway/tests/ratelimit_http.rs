@@ -126,3 +126,29 @@ async fn a_limited_client_is_refused_before_it_sends_its_body() {
     let head = String::from_utf8_lossy(&buffer[..read]);
     assert!(head.starts_with("HTTP/1.1 429"), "{head}");
 }
+
+#[tokio::test]
+async fn token_checks_for_nginx_are_not_rate_limited() {
+    // nginx turns a 429 from its auth_request subrequest into a 500, and the upload it guards
+    // is limited when it arrives anyway.
+    let app = TestGateway::start(&["--rate-limit-per-sec=0.001", "--rate-limit-burst=0"]).await;
+    let token = app.token().await;
+    for _ in 0..5 {
+        let response = app
+            .http
+            .get(format!("{}/api/auth/verify", app.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    let bad = app
+        .http
+        .get(format!("{}/api/auth/verify", app.url))
+        .bearer_auth("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+}
