@@ -1,4 +1,5 @@
-//! The command line: `loadgen generate` and `loadgen upload`, turned into library calls.
+//! The command line: `loadgen generate`, `upload`, `bench` and `plot`, turned into library
+//! calls.
 //!
 //! Flags override the `INGEST_*` environment variables, which override defaults that work
 //! against a gateway on its standard local port. Only `main` parses; everything below takes the
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ingest_contract::settings::{parse_millis, Secret};
 use ingest_contract::telemetry::LogFormat;
 
+use crate::bench::BenchOptions;
 use crate::client::Credentials;
 use crate::generate::DEFAULT_NUM_RECORDS;
 use crate::progress::ProgressMode;
@@ -42,6 +44,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Upload CSV files as one upload, in parallel chunks, and wait until they are loaded.
     Upload(UploadArgs),
+    /// Measure `psql \copy` against the whole pipeline on the same generated rows.
+    Bench(BenchArgs),
+    /// Draw rows/s against rows for pipeline and baseline from the benchmark results.
+    Plot(PlotArgs),
 }
 
 /// `loadgen generate` flags.
@@ -66,13 +72,9 @@ pub struct GenerateArgs {
     pub out: PathBuf,
 }
 
-/// `loadgen upload` flags.
+/// Where the gateway is and who the client is (`upload` and `bench`).
 #[derive(Debug, Args)]
-pub struct UploadArgs {
-    /// CSV files, sent as one upload in this order.
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-
+pub struct GatewayArgs {
     /// The gateway's base URL.
     #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
@@ -84,7 +86,20 @@ pub struct UploadArgs {
     /// API client secret.
     #[arg(long, env = "INGEST_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub client_secret: Secret,
+}
 
+impl GatewayArgs {
+    fn credentials(self) -> Credentials {
+        Credentials {
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+        }
+    }
+}
+
+/// How chunks are cut and sent (`upload` and `bench`).
+#[derive(Debug, Args)]
+pub struct SendArgs {
     /// Target chunk size (chunks end at the first record boundary past it); units as for
     /// `generate --file-size`.
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
@@ -93,6 +108,20 @@ pub struct UploadArgs {
     /// Chunks in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+}
+
+/// `loadgen upload` flags.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// CSV files, sent as one upload in this order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    #[command(flatten)]
+    pub sending: SendArgs,
 
     /// Continue this upload (its folder id): only chunks the gateway lacks are sent. Give the
     /// same files and chunk size as the first time.
@@ -119,13 +148,10 @@ pub struct UploadArgs {
 impl UploadArgs {
     /// The library's options for these flags.
     pub fn into_options(self, progress: ProgressMode) -> UploadOptions {
-        let credentials = Credentials {
-            client_id: self.client_id,
-            client_secret: self.client_secret,
-        };
-        let mut opts = UploadOptions::new(self.url, credentials, self.files);
-        opts.chunk_size = self.chunk_size;
-        opts.concurrency = usize::from(self.concurrency);
+        let url = self.gateway.url.clone();
+        let mut opts = UploadOptions::new(url, self.gateway.credentials(), self.files);
+        opts.chunk_size = self.sending.chunk_size;
+        opts.concurrency = usize::from(self.sending.concurrency);
         opts.resume = self.resume;
         opts.retry = RetryPolicy {
             max_attempts: self.max_attempts,
@@ -137,6 +163,100 @@ impl UploadArgs {
         opts.progress = progress;
         opts
     }
+}
+
+/// `loadgen bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rows to generate and load.
+    #[arg(long, default_value_t = DEFAULT_NUM_RECORDS)]
+    pub rows: u64,
+
+    /// Where the generated files are cached (default `bench/cache/<rows>-rows`); reused when
+    /// they are complete and were made with the same rows, file size and seed.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Size at which a new file starts (the original's 9 MiB).
+    #[arg(long, default_value = "9MiB", value_parser = parse_size)]
+    pub file_size: u64,
+
+    /// Seed of the generated values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// The database the engine loads into; the baseline table is made (and dropped) there.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ingest",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    #[command(flatten)]
+    pub sending: SendArgs,
+
+    /// Pause between status polls while the engine loads, in milliseconds (short: the poll
+    /// decides when the pipeline's clock stops).
+    #[arg(long, default_value = "20", value_parser = parse_millis("--poll-interval-ms"))]
+    pub poll_interval_ms: Duration,
+
+    /// The gateway's process id, to report its CPU time and peak memory.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+
+    /// The engine's process id, likewise.
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+
+    /// Free text naming the configuration, stored with the results (e.g. `copy-connections=3`).
+    #[arg(long, env = "INGEST_BENCH_LABEL")]
+    pub label: Option<String>,
+
+    /// Where the JSON results and the Markdown table go.
+    #[arg(long, default_value = "bench/results")]
+    pub results_dir: PathBuf,
+}
+
+impl BenchArgs {
+    /// The library's options for these flags.
+    pub fn into_options(self, progress: ProgressMode) -> BenchOptions {
+        let url = self.gateway.url.clone();
+        let mut upload = UploadOptions::new(url, self.gateway.credentials(), Vec::new());
+        upload.chunk_size = self.sending.chunk_size;
+        upload.concurrency = usize::from(self.sending.concurrency);
+        upload.poll_interval = self.poll_interval_ms;
+        upload.progress = progress;
+        BenchOptions {
+            rows: self.rows,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("bench/cache/{}-rows", self.rows))),
+            file_size: self.file_size,
+            seed: self.seed,
+            database_url: self.database_url,
+            upload,
+            gateway_pid: self.gateway_pid,
+            engine_pid: self.engine_pid,
+            label: self.label.filter(|l| !l.trim().is_empty()),
+        }
+    }
+}
+
+/// `loadgen plot` flags.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Directory of the benchmark's JSON results.
+    #[arg(long, default_value = "bench/results")]
+    pub results_dir: PathBuf,
+
+    /// The SVG to write.
+    #[arg(long, default_value = "bench/results/throughput.svg")]
+    pub out: PathBuf,
 }
 
 fn parse_secret(value: &str) -> Result<Secret, String> {
@@ -249,5 +369,35 @@ mod tests {
         assert_eq!(args.num_records, 1_000_000);
         assert_eq!(args.file_size, 9 << 20);
         assert_eq!(args.seed, None);
+    }
+
+    #[test]
+    fn bench_flags_become_options() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "bench",
+            "--rows",
+            "5000",
+            "--client-id",
+            "me",
+            "--client-secret",
+            "s3cret",
+            "--concurrency",
+            "4",
+            "--engine-pid",
+            "42",
+        ])
+        .expect("valid flags should parse");
+        let Command::Bench(args) = cli.command else {
+            panic!("expected the bench subcommand");
+        };
+        let opts = args.into_options(ProgressMode::Off);
+        assert_eq!(opts.rows, 5000);
+        assert_eq!(opts.data_dir, PathBuf::from("bench/cache/5000-rows"));
+        assert_eq!(opts.file_size, 9 << 20);
+        assert_eq!(opts.upload.concurrency, 4);
+        assert_eq!(opts.upload.chunk_size, 8 << 20);
+        assert_eq!(opts.upload.poll_interval, Duration::from_millis(20));
+        assert_eq!((opts.gateway_pid, opts.engine_pid), (None, Some(42)));
     }
 }

@@ -12,6 +12,9 @@
 //!   shared bearer token, renewed before expiry; [`retry`]: the retry policy and backoff as pure
 //!   functions.
 //! - [`progress`]: the progress line; [`summary`]: what an upload achieved.
+//! - [`bench`]: `loadgen bench`, the baseline (`COPY csv` over one connection) against the
+//!   whole pipeline on the same cached data, with exactness checks in PostgreSQL and a report;
+//!   [`plot`]: the throughput plot drawn from the benchmark's results.
 //! - [`cli`]: the command line, turned into the options above.
 //!
 //! ```text
@@ -21,9 +24,11 @@
 //! ```
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod generate;
+pub mod plot;
 pub mod progress;
 pub mod retry;
 pub mod split;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use loadgen::cli::{Cli, Command, GenerateArgs, UploadArgs};
+use loadgen::cli::{BenchArgs, Cli, Command, GenerateArgs, PlotArgs, UploadArgs};
 use loadgen::progress::ProgressMode;
 
 #[global_allocator]
@@ -17,6 +17,8 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Upload(args) => upload(args),
+        Command::Bench(args) => bench(args),
+        Command::Plot(args) => plot(args),
     }
 }
 
@@ -52,4 +54,40 @@ fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let results_dir = args.results_dir.clone();
+    let opts = args.into_options(ProgressMode::for_stdout());
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let report = runtime.block_on(loadgen::bench::run_bench(opts))?;
+    println!();
+    print!("{report}");
+    let json = report
+        .write_json(&results_dir)
+        .with_context(|| format!("write the JSON result under {}", results_dir.display()))?;
+    let table = report.append_markdown(&results_dir).with_context(|| {
+        format!(
+            "append to the results table under {}",
+            results_dir.display()
+        )
+    })?;
+    println!("results: {} and {}", json.display(), table.display());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
+    let points = loadgen::plot::plot(&args.results_dir, &args.out)?;
+    for p in &points {
+        println!(
+            "{:>10} rows: pipeline {:>9.0} rows/s, baseline {:>9.0} rows/s",
+            p.rows, p.pipeline_rows_per_sec, p.baseline_rows_per_sec
+        );
+    }
+    println!("wrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! A stand-in for the gateway's upload API, following the contract the real one implements,
-//! with switches to misbehave. It lets the client's orchestration be tested before the real
-//! gateway lands; the end-to-end tests against the real one replace it then.
+//! with switches to misbehave in ways the real gateway cannot be made to on demand (injected
+//! 5xx, a key rotation mid-upload, a 409 conflict). Everything else is tested against the real
+//! gateway in `e2e.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -21,15 +22,13 @@ pub const CLIENT_SECRET: &str = "correct horse";
 /// How the fake misbehaves.
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {
-    /// The first PUT of these chunks gets this status (with `Retry-After: 0` for 429).
+    /// The first PUT of these chunks gets this status.
     pub fail_first_put: HashMap<u64, u16>,
     /// PUTs of this chunk always get 409.
     pub conflict_on: Option<u64>,
     /// After this many authenticated requests every token issued so far is refused (401), as
     /// when the gateway restarts with a new signing key.
     pub rotate_key_after: Option<u32>,
-    /// Whether loading ends in `failed`.
-    pub fail_load: bool,
 }
 
 /// One upload as the fake holds it.
@@ -101,18 +100,6 @@ impl FakeGateway {
 
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("fake state lock")
-    }
-
-    /// Opens an upload directly, as a previous run would have.
-    pub fn insert_upload(&self, folder: &str, expected: u64, chunks: BTreeMap<u64, Bytes>) {
-        self.state().uploads.insert(
-            folder.to_owned(),
-            Upload {
-                expected: Some(expected),
-                chunks,
-                ..Upload::default()
-            },
-        );
     }
 }
 
@@ -193,15 +180,11 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
             }
             if let Some(&status) = state.behaviour.fail_first_put.get(&n) {
                 if state.failed_once.insert(n) {
-                    let mut response = error(
+                    return error(
                         StatusCode::from_u16(status).expect("valid status"),
                         "injected",
                         "injected failure",
                     );
-                    response
-                        .headers_mut()
-                        .insert("retry-after", "0".parse().expect("header value"));
-                    return response;
                 }
             }
             let Some(upload) = state.uploads.get_mut(*folder) else {
@@ -237,30 +220,29 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
             }
         }
         (&Method::GET, ["api", "upload", folder]) => {
-            let fail_load = state.behaviour.fail_load;
             let Some(upload) = state.uploads.get_mut(*folder) else {
                 return error(StatusCode::NOT_FOUND, "not_found", "no such upload");
             };
-            reply(StatusCode::OK, status_of(folder, upload, fail_load))
+            reply(StatusCode::OK, status_of(folder, upload))
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     }
 }
 
-/// Receiving until complete, then processing for one poll, then done (or failed).
-fn status_of(folder: &str, upload: &mut Upload, fail_load: bool) -> Value {
+/// Receiving until complete, then processing for one poll, then done.
+fn status_of(folder: &str, upload: &mut Upload) -> Value {
     let state = match upload.completed {
         None => "receiving",
         Some(_) => {
             upload.polls_after_complete += 1;
-            match (upload.polls_after_complete, fail_load) {
-                (1, _) => "processing",
-                (_, true) => "failed",
-                (_, false) => "done",
+            if upload.polls_after_complete == 1 {
+                "processing"
+            } else {
+                "done"
             }
         }
     };
-    let settled = state == "done" || state == "failed";
+    let settled = state == "done";
     // Rows: lines of each chunk, less a header line at the start of a chunk.
     let rows: u64 = upload
         .chunks
@@ -270,16 +252,6 @@ fn status_of(folder: &str, upload: &mut Upload, fail_load: bool) -> Value {
             lines - u64::from(c.starts_with(b"date,content,amount,type"))
         })
         .sum();
-    let (loaded, rejected, rejected_rows, error) = match (settled, fail_load) {
-        (false, _) => (0, 0, json!([]), Value::Null),
-        (true, false) => (rows, 0, json!([]), Value::Null),
-        (true, true) => (
-            rows - 1,
-            1,
-            json!([{"chunk": 0, "line": 2, "reason": "bad date", "raw": "32/01/2023,x,1,Deposit"}]),
-            json!("chunk 0 could not be loaded"),
-        ),
-    };
     json!({
         "folder": folder,
         "state": state,
@@ -287,11 +259,11 @@ fn status_of(folder: &str, upload: &mut Upload, fail_load: bool) -> Value {
         "chunks_loaded": if settled { upload.chunks.len() } else { 0 },
         "chunks_failed": 0,
         "expected_chunks": upload.expected,
-        "rows_loaded": loaded,
-        "rows_rejected": rejected,
+        "rows_loaded": if settled { rows } else { 0 },
+        "rows_rejected": 0,
         "bytes_received": upload.chunks.values().map(|c| c.len()).sum::<usize>(),
         "received_chunks": upload.chunks.keys().collect::<Vec<_>>(),
-        "rejected_rows": rejected_rows,
-        "error": error,
+        "rejected_rows": [],
+        "error": null,
     })
 }

@@ -1,0 +1,189 @@
+//! What PostgreSQL holds after an upload, checked against what was sent.
+//!
+//! The rows of an upload carry their lineage (`upload_id`, `chunk_no`, `line_no`), so exactness
+//! can be proved from the table alone: the row count matches the generated rows, every planned
+//! chunk is there with exactly its rows, no (chunk, line) pair repeats, and each chunk's line
+//! numbers are contiguous. Content is compared with the baseline table in both directions with
+//! `EXCEPT ALL`, which counts duplicates, so any lost, doubled or altered row shows.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+/// One check and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// What was found (and expected, when it differs).
+    pub detail: String,
+}
+
+impl Check {
+    fn equal<T: PartialEq + std::fmt::Display>(name: &str, actual: T, expected: T) -> Self {
+        let ok = actual == expected;
+        let detail = if ok {
+            actual.to_string()
+        } else {
+            format!("{actual}, expected {expected}")
+        };
+        Self {
+            name: name.to_owned(),
+            ok,
+            detail,
+        }
+    }
+}
+
+/// Chunk latency (received by the gateway -> committed by the engine), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Checks the upload's rows: `planned_rows[n]` is how many data rows chunk `n` holds.
+pub async fn lineage(
+    client: &Client,
+    upload: Uuid,
+    planned_rows: &[u64],
+) -> Result<Vec<Check>, tokio_postgres::Error> {
+    let expected_rows: u64 = planned_rows.iter().sum();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT (chunk_no, line_no)) FROM transactions
+             WHERE upload_id = $1",
+            &[&upload],
+        )
+        .await?;
+    let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
+    let per_chunk = client
+        .query(
+            "SELECT chunk_no, count(*), min(line_no), max(line_no) FROM transactions
+             WHERE upload_id = $1 GROUP BY chunk_no ORDER BY chunk_no",
+            &[&upload],
+        )
+        .await?;
+    let mut wrong_counts = Vec::new();
+    let mut gaps = Vec::new();
+    for chunk in &per_chunk {
+        let (no, count, min, max): (i32, i64, i32, i32) =
+            (chunk.get(0), chunk.get(1), chunk.get(2), chunk.get(3));
+        let planned = usize::try_from(no)
+            .ok()
+            .and_then(|n| planned_rows.get(n).copied());
+        if planned != Some(count as u64) {
+            wrong_counts.push(no);
+        }
+        if i64::from(max) - i64::from(min) + 1 != count {
+            gaps.push(no);
+        }
+    }
+    let with_rows = planned_rows.iter().filter(|&&r| r > 0).count();
+    let ledger = client
+        .query_one(
+            "SELECT state, rows_loaded, rows_rejected FROM uploads WHERE upload_id = $1",
+            &[&upload],
+        )
+        .await?;
+    let (state, loaded, rejected): (String, i64, i64) =
+        (ledger.get(0), ledger.get(1), ledger.get(2));
+    Ok(vec![
+        Check::equal("upload state", state.as_str(), "done"),
+        Check::equal("rows in transactions", rows as u64, expected_rows),
+        Check::equal("rows_loaded", loaded as u64, expected_rows),
+        Check::equal("rows_rejected", rejected, 0),
+        Check::equal("duplicate (chunk, line)", rows - distinct, 0),
+        Check::equal("chunks with rows", per_chunk.len(), with_rows),
+        Check::equal(
+            "chunks with wrong row count",
+            describe(&wrong_counts),
+            describe(&[]),
+        ),
+        Check::equal("chunks with line gaps", describe(&gaps), describe(&[])),
+    ])
+}
+
+/// Compares the upload's rows with the baseline table, both ways.
+pub async fn same_content(
+    client: &Client,
+    upload: Uuid,
+    baseline_table: &str,
+) -> Result<Vec<Check>, tokio_postgres::Error> {
+    let pipeline = "SELECT date, content, amount, type FROM transactions WHERE upload_id = $1";
+    let baseline = format!("SELECT date, content, amount, type FROM {baseline_table}");
+    let only_pipeline: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM ({pipeline} EXCEPT ALL {baseline}) d"),
+            &[&upload],
+        )
+        .await?
+        .get(0);
+    let only_baseline: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM ({baseline} EXCEPT ALL {pipeline}) d"),
+            &[&upload],
+        )
+        .await?
+        .get(0);
+    Ok(vec![
+        Check::equal("pipeline EXCEPT ALL baseline", only_pipeline, 0),
+        Check::equal("baseline EXCEPT ALL pipeline", only_baseline, 0),
+    ])
+}
+
+/// The p50 and p99 of `committed_at - received_at` over the upload's chunks.
+pub async fn chunk_latency(
+    client: &Client,
+    upload: Uuid,
+) -> Result<Option<Latency>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT percentile_disc(ARRAY[0.5, 0.99]::float8[]) WITHIN GROUP
+                 (ORDER BY extract(epoch FROM committed_at - received_at)::float8)
+             FROM chunks WHERE upload_id = $1 AND committed_at IS NOT NULL",
+            &[&upload],
+        )
+        .await?;
+    let quantiles: Option<Vec<f64>> = row.get(0);
+    Ok(match quantiles.as_deref() {
+        Some(&[p50, p99]) => Some(Latency {
+            p50_ms: p50 * 1e3,
+            p99_ms: p99 * 1e3,
+        }),
+        _ => None,
+    })
+}
+
+/// A short list of chunk numbers, `none` when empty.
+fn describe(chunks: &[i32]) -> String {
+    match chunks {
+        [] => "none".to_owned(),
+        [a, b, c, d, ..] if chunks.len() > 4 => {
+            format!("{a}, {b}, {c}, {d} and {} more", chunks.len() - 4)
+        }
+        _ => chunks
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_say_what_differs() {
+        let ok = Check::equal("rows", 5, 5);
+        assert!(ok.ok);
+        assert_eq!(ok.detail, "5");
+        let bad = Check::equal("rows", 4, 5);
+        assert!(!bad.ok);
+        assert_eq!(bad.detail, "4, expected 5");
+        assert_eq!(describe(&[]), "none");
+        assert_eq!(describe(&[3, 7]), "3, 7");
+        assert_eq!(describe(&[1, 2, 3, 4, 5, 6]), "1, 2, 3, 4 and 2 more");
+    }
+}
