@@ -340,7 +340,11 @@ async fn every_metric_the_dashboard_draws_is_exported() {
     let mut limited = false;
     for _ in 0..12 {
         let response = other
-            .get(format!("http://{}/api/auth/verify", gateway.addr))
+            .get(format!(
+                "http://{}/api/upload/{}",
+                gateway.addr,
+                uuid::Uuid::new_v4()
+            ))
             .send()
             .await
             .unwrap();
@@ -351,10 +355,14 @@ async fn every_metric_the_dashboard_draws_is_exported() {
         "the gateway should have refused a request with 429"
     );
     // Redis fallback.
-    let status = reqwest::get(format!("http://{}/api/auth/verify", degraded.addr))
-        .await
-        .unwrap()
-        .status();
+    let status = reqwest::get(format!(
+        "http://{}/api/upload/{}",
+        degraded.addr,
+        uuid::Uuid::new_v4()
+    ))
+    .await
+    .unwrap()
+    .status();
     assert_eq!(status, 401);
 
     let exports: BTreeMap<&str, _> = [
