@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "chunk_file_removal",
         include_str!("../../db/migrations/0002_chunk_file_removal.sql"),
     ),
+    (
+        3,
+        "chunk_announced",
+        include_str!("../../db/migrations/0003_chunk_announced.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -35,7 +35,7 @@ pub async fn run(
     settings: EngineSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let control = db::prepare(&settings.shared.database_url).await?;
+    let mut control = db::prepare(&settings.shared.database_url).await?;
     let owner = settings
         .engine_id
         .clone()
@@ -81,7 +81,7 @@ pub async fn run(
     supervise(
         &shared,
         &leases,
-        &control,
+        &mut control,
         settings.lease_ttl / 3,
         shutdown,
         settings.shutdown_timeout,
@@ -113,7 +113,7 @@ async fn connect_broker(
 async fn supervise(
     shared: &Arc<Shared>,
     leases: &Leases,
-    control: &tokio_postgres::Client,
+    control: &mut tokio_postgres::Client,
     every: Duration,
     shutdown: impl Future<Output = ()>,
     deadline: Duration,
@@ -131,6 +131,17 @@ async fn supervise(
         running.retain(|_, r| !r.task.is_finished());
         stopping.retain(|_, task| !task.is_finished());
         let releasable: BTreeSet<i32> = leases_not_running(&running, &stopping, leases.partitions);
+        if control.is_closed() {
+            // PostgreSQL restarted or the connection broke: without a new one no lease is ever
+            // renewed again and every processor stays stopped.
+            match db::connect(&shared.database_url).await {
+                Ok(client) => *control = client,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot reconnect the lease connection");
+                    continue;
+                }
+            }
+        }
         let beat = match leases.beat(control, &releasable).await {
             Ok(beat) => beat,
             Err(err) => {

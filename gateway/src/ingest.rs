@@ -224,6 +224,7 @@ async fn commit(
             "{err}; nothing was stored, retry later"
         )));
     }
+    state.uploads.mark_announced(&message).await;
     Ok((message, duplicate))
 }
 

@@ -15,6 +15,7 @@ pub mod docs;
 pub mod errors;
 pub mod expiry;
 pub mod ingest;
+pub mod orphans;
 pub mod publish;
 pub mod ratelimit;
 pub mod server;

@@ -16,6 +16,7 @@ use crate::app::{handle, AppState};
 use crate::auth::{system_clock, Clock, Tokens};
 use crate::clients::ApiClients;
 use crate::expiry;
+use crate::orphans;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
 use crate::settings::{GatewaySettings, DEV_JWT_SECRET};
@@ -112,6 +113,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let _expiry = expiry::spawn(&state);
+    let _orphans = orphans::spawn(&state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     tokio::pin!(shutdown);
     loop {

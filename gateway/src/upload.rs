@@ -237,6 +237,26 @@ impl Uploads {
         Ok(deleted == 1)
     }
 
+    /// Records that the broker confirmed the chunk's message. Chunks a killed gateway never
+    /// announced are published again by [`crate::orphans`]; if this update fails, that sweep
+    /// publishes the chunk once more, which the engine's ledger makes harmless.
+    pub async fn mark_announced(&self, message: &ChunkMessage) {
+        let marked = async {
+            let db = self.pool.get().await?;
+            db.execute(
+                "UPDATE chunks SET announced_at = now()
+                 WHERE upload_id = $1 AND chunk_no = $2 AND announced_at IS NULL",
+                &[&message.upload_id, &message.chunk_no],
+            )
+            .await?;
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        if let Err(err) = marked {
+            tracing::debug!(error = %err, "could not mark a chunk announced");
+        }
+    }
+
     /// Declares the number of chunks; the upload is done at once if they are all loaded already.
     pub async fn complete(&self, upload: &Upload, chunks: i32) -> Result<String, ApiError> {
         if !(0..=1_000_000).contains(&chunks) {

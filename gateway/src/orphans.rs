@@ -1,0 +1,236 @@
+//! What killed or cancelled requests leave behind, found and dealt with periodically.
+//!
+//! A chunk is written to `<upload>/.<nonce>.part`, renamed to `<upload>/<nonce>.csv`, recorded
+//! in the ledger, then announced (published, and `announced_at` set once the broker confirmed).
+//! A gateway killed between those steps (or a request dropped there) leaves:
+//!
+//! - a temporary file: removed once untouched for twice the body frame deadline, since a live
+//!   writer gets a frame, or fails and removes its file, within one deadline (removing one being
+//!   renamed right now only fails that request, which the client retries);
+//! - a chunk file no ledger row names: removed once ten frame deadlines old (the rename and the
+//!   ledger row are milliseconds apart unless PostgreSQL stalls that long);
+//! - a stored chunk never announced: no engine would ever load it, and a resuming client does
+//!   not send it again since the gateway has it. It is published once it is twice the publish
+//!   deadline old; a live request that is that slow gets its message sent twice, which the
+//!   engine's ledger makes harmless.
+//!
+//! Every gateway sweeps: a file already gone is not an error, a message sent twice is harmless.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Pool;
+use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
+
+use ingest_contract::chunk::ChunkMessage;
+
+use crate::app::AppState;
+use crate::publish::{PublishError, Publisher};
+
+/// How many unannounced chunks one sweep publishes.
+const ANNOUNCE_BATCH: i64 = 500;
+
+/// Why a sweep stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OrphanError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("listing the upload directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Starts a running gateway's periodic sweep; it stops when the handle is dropped.
+pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
+    let orphans = Orphans {
+        pool: state.pool.clone(),
+        publisher: state.publisher.clone(),
+        upload_dir: state.settings.shared.upload_dir.clone(),
+        frame_timeout: state.settings.body_frame_timeout,
+        publish_timeout: state.settings.publish_timeout,
+    };
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut ticks =
+            tokio::time::interval(orphans.frame_timeout.max(Duration::from_millis(100)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match orphans.announce().await {
+                Ok(0) => {}
+                Ok(chunks) => tracing::info!(chunks, "announced chunks a killed request had not"),
+                Err(err) => tracing::warn!(error = %err, "announcing stored chunks failed"),
+            }
+            match orphans.sweep().await {
+                Ok(0) => {}
+                Ok(files) => tracing::info!(files, "removed files of killed requests"),
+                Err(err) => tracing::warn!(error = %err, "orphan file sweep failed"),
+            }
+        }
+    }))
+}
+
+/// Finds what killed requests left behind.
+pub struct Orphans {
+    pub pool: Pool,
+    pub publisher: Arc<Publisher>,
+    pub upload_dir: PathBuf,
+    pub frame_timeout: Duration,
+    pub publish_timeout: Duration,
+}
+
+/// An old file in an upload's directory.
+struct Candidate {
+    upload_id: Uuid,
+    path: PathBuf,
+    /// `<upload>/<name>`, as the ledger's `stored_path` names chunk files.
+    relative: String,
+    temporary: bool,
+}
+
+impl Orphans {
+    /// Publishes stored chunks whose message was never confirmed; returns how many.
+    pub async fn announce(&self) -> Result<u64, OrphanError> {
+        let age = (self.publish_timeout * 2).as_secs_f64();
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(
+                "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256, c.has_header,
+                        u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
+                 FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
+                 WHERE c.state = 'stored' AND c.announced_at IS NULL
+                   AND c.received_at < now() - make_interval(secs => $1)
+                 ORDER BY c.received_at LIMIT $2",
+                &[&age, &ANNOUNCE_BATCH],
+            )
+            .await?;
+        for row in &rows {
+            let bytes: i64 = row.get(3);
+            let message = ChunkMessage {
+                upload_id: row.get(0),
+                chunk_no: row.get(1),
+                path: row.get(2),
+                bytes: bytes as u64,
+                sha256: row.get(4),
+                has_header: row.get(5),
+                dataset: row.get(6),
+                received_at_ms: row.get(7),
+            };
+            // The broker being down stops the sweep; the next one tries again.
+            self.publisher.publish(&message).await?;
+            self.pool
+                .get()
+                .await?
+                .execute(
+                    "UPDATE chunks SET announced_at = now() WHERE upload_id = $1 AND chunk_no = $2",
+                    &[&message.upload_id, &message.chunk_no],
+                )
+                .await?;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// One sweep of the upload directory; returns how many files it removed.
+    pub async fn sweep(&self) -> Result<u64, OrphanError> {
+        let (dir, part_age, chunk_age) = (
+            self.upload_dir.clone(),
+            self.frame_timeout * 2,
+            self.frame_timeout * 10,
+        );
+        let candidates = tokio::task::spawn_blocking(move || old_files(&dir, part_age, chunk_age))
+            .await
+            .map_err(std::io::Error::other)??;
+        let mut removed = 0;
+        let mut chunks: Vec<&Candidate> = Vec::new();
+        for candidate in &candidates {
+            if candidate.temporary {
+                removed += u64::from(remove(&candidate.path).await);
+            } else {
+                chunks.push(candidate);
+            }
+        }
+        if chunks.is_empty() {
+            return Ok(removed);
+        }
+        let db = self.pool.get().await?;
+        for candidate in chunks {
+            let recorded = db
+                .query_opt(
+                    "SELECT 1 FROM chunks WHERE upload_id = $1 AND stored_path = $2",
+                    &[&candidate.upload_id, &candidate.relative],
+                )
+                .await?;
+            if recorded.is_none() {
+                removed += u64::from(remove(&candidate.path).await);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Temporary files older than `part_age` and chunk files older than `chunk_age`.
+fn old_files(
+    upload_dir: &Path,
+    part_age: Duration,
+    chunk_age: Duration,
+) -> std::io::Result<Vec<Candidate>> {
+    let mut found = Vec::new();
+    let uploads = match std::fs::read_dir(upload_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(err) => return Err(err),
+    };
+    let now = SystemTime::now();
+    for upload in uploads.flatten() {
+        let name = upload.file_name();
+        let Some(upload_id) = name.to_str().and_then(|n| Uuid::parse_str(n).ok()) else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(upload.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            let temporary = file_name.starts_with('.') && file_name.ends_with(".part");
+            let chunk = !file_name.starts_with('.') && file_name.ends_with(".csv");
+            let age = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok())
+                .unwrap_or_default();
+            if (temporary && age > part_age) || (chunk && age > chunk_age) {
+                found.push(Candidate {
+                    upload_id,
+                    path: file.path(),
+                    relative: format!("{upload_id}/{file_name}"),
+                    temporary,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Removes a file, then its directory if that was the last file; true if the file was there.
+async fn remove(path: &Path) -> bool {
+    let removed = match tokio::fs::remove_file(path).await {
+        Ok(()) => true,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+        Err(err) => {
+            tracing::warn!(error = %err, path = %path.display(), "could not remove an orphan file");
+            false
+        }
+    };
+    if let Some(dir) = path.parent() {
+        // Fails harmlessly while the upload still has files.
+        let _ = tokio::fs::remove_dir(dir).await;
+    }
+    removed
+}
