@@ -35,7 +35,7 @@ impl Check {
     }
 }
 
-/// Chunk latency (received by the gateway -> committed by the engine), in milliseconds.
+/// Chunk latency from the ledger (`committed_at - received_at`), in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Latency {
     pub p50_ms: f64,

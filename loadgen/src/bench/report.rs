@@ -124,8 +124,8 @@ impl BenchReport {
 
 const MARKDOWN_HEADER: &str = "# Benchmark results\n\n\
 One row per `loadgen bench` run (appended by the run; JSON beside this file). Times in seconds; \
-ratio = pipeline time / baseline time; chunk latency = received by the gateway -> committed by \
-the engine; CPU = seconds used during the pipeline run; RSS = peak resident MiB; load = the \
+ratio = pipeline time / baseline time; chunk latency = `committed_at - received_at` of the \
+upload's chunks in the ledger; CPU = seconds used during the pipeline run; RSS = peak resident MiB; load = the \
 machine's 1-minute load average at the start (other work makes timings noisy).\n\n\
 | when (UTC) | label | load | rows | MB | baseline s | baseline rows/s | pipeline s | pipeline rows/s \
 | ratio | chunk p50 ms | chunk p99 ms | gateway CPU s | gateway RSS MiB | engine CPU s \
@@ -172,7 +172,7 @@ impl fmt::Display for BenchReport {
         match self.chunk_latency {
             Some(l) => writeln!(
                 f,
-                "chunk latency (received -> committed): p50 {:.0} ms, p99 {:.0} ms",
+                "chunk latency (ledger committed_at - received_at): p50 {:.0} ms, p99 {:.0} ms",
                 l.p50_ms, l.p99_ms
             )?,
             None => writeln!(f, "chunk latency: no committed chunks")?,
