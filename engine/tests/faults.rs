@@ -14,8 +14,11 @@
 //! the upload's status and chunk ledger agree with the tables, and no chunk file is left.
 //!
 //! Short mode (CI) uploads 150,000 rows in 64 KiB chunks. The long mode (`bench/faults`) runs
-//! the same tests on release builds with `FAULTS_ROWS=1000000`. Fault moments are random;
-//! each test prints its seed, and `FAULTS_SEED` replays one.
+//! the same tests on release builds with `FAULTS_ROWS=1000000` (`FAULTS_CHUNK_BYTES` sets the
+//! chunk size). Fault moments are random; each test prints its seed, and `FAULTS_SEED` replays
+//! one. `FAULTS_RABBITMQ_STREAM_URL` points the tests that do not restart a broker of their own
+//! at another one than the shared broker; `FAULTS_LOG` is the children's `RUST_LOG` (`warn`).
+//! A failed test keeps its process logs and names their directory.
 
 #[path = "faults/mod.rs"]
 mod harness;
