@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ingest_contract::settings::Secret;
-use ingest_contract::testkit::wait_for;
+use ingest_contract::testkit::{files_under, wait_for};
 use loadgen::api::UploadState;
 use loadgen::client::Credentials;
 use loadgen::retry::RetryPolicy;
@@ -233,19 +233,6 @@ pub async fn wait_no_files(stack: &Stack) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// The sum of a gateway's Prometheus samples named `name` whose labels satisfy `labels`.

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
+pub use ingest_contract::testkit::files_under;
 use ingest_contract::testkit::{random_name, wait_for, TestDb};
 use tokio::sync::oneshot;
 
@@ -297,22 +298,6 @@ pub fn original_rows(start: u64, rows: u64, header: bool) -> Vec<u8> {
         ));
     }
     out.into_bytes()
-}
-
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Rows of an upload in `transactions`, and how many (chunk, line) pairs repeat.

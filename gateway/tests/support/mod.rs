@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use gateway::GatewaySettings;
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::stream_name;
+pub use ingest_contract::testkit::files_under;
 use ingest_contract::testkit::{broker, random_name, TestDb};
 use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::sync::oneshot;
@@ -245,22 +246,6 @@ impl TestGateway {
     pub async fn stream_messages(&self, partitions: u16, count: usize) -> Vec<ChunkMessage> {
         read_streams(&self.prefix, partitions, count).await
     }
-}
-
-pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Reads the partition streams from the start until `count` messages arrived (10 s deadline).
