@@ -111,9 +111,21 @@ async fn shutdown_lets_an_in_flight_upload_finish() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..100]).await.unwrap();
     let db_url = app.db.url.clone();
+    let addr = app.addr;
     let stopping = tokio::spawn(app.stop());
-    // The server is draining; the rest of the body still arrives and is answered.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the gateway stops accepting it is draining; the rest of the body still arrives and is
+    // answered.
+    ingest_contract::testkit::wait_for(
+        "the gateway to stop accepting",
+        Duration::from_secs(10),
+        || async move {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     stream.write_all(&body[100..]).await.unwrap();
     let mut answer = String::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
