@@ -1,8 +1,9 @@
 //! Test harness shared by every crate's integration tests.
 //!
 //! Each test owns its resources: a database of its own built from the real migrations (dropped
-//! when the [`TestDb`] is dropped; leftovers of crashed runs older than an hour are swept), random
-//! stream prefixes and Redis key prefixes. Tests run in parallel without seeing each other. Waiting
+//! when the [`TestDb`] is dropped; leftovers of crashed runs older than an hour are swept), partition
+//! streams under a random prefix (deleted when the [`TestStreams`] is dropped) and Redis key
+//! prefixes. Tests run in parallel without seeing each other. Waiting
 //! is done by polling with a deadline ([`wait_for`]), never by fixed sleeps.
 //!
 //! The services are the local ones (`scripts/services` makes sure they run); the admin database
@@ -40,6 +41,53 @@ pub fn random_name(prefix: &str) -> String {
         .map(|c| (c as char).to_ascii_lowercase())
         .collect();
     format!("{prefix}{suffix}")
+}
+
+/// Partition streams of a test's own (a random prefix), deleted from the broker when dropped:
+/// every stream a broker keeps holds open files, and a broker that runs out of them stops
+/// working for every test on the machine.
+pub struct TestStreams {
+    pub prefix: String,
+    pub partitions: u16,
+}
+
+impl TestStreams {
+    pub fn new(prefix: &str, partitions: u16) -> Self {
+        Self {
+            prefix: random_name(prefix),
+            partitions,
+        }
+    }
+}
+
+impl Drop for TestStreams {
+    fn drop(&mut self) {
+        delete_streams(broker(), &self.prefix, self.partitions);
+    }
+}
+
+/// Deletes the partition streams `prefix-0..partitions` from `broker`, ignoring the ones that do
+/// not exist. Blocking: it runs on a thread with a runtime of its own, so it can be called from
+/// `Drop` inside or outside an async context.
+pub fn delete_streams(broker: BrokerAddress, prefix: &str, partitions: u16) {
+    let streams: Vec<String> = (0..partitions)
+        .map(|partition| crate::streams::stream_name(prefix, partition))
+        .collect();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let connect = tokio::time::timeout(Duration::from_secs(5), broker.connect());
+            let environment = connect.await.ok()?.ok()?;
+            for stream in &streams {
+                let _ = environment.delete_stream(stream).await;
+            }
+            Some(())
+        })
+    })
+    .join();
 }
 
 /// A database of the test's own, migrated, dropped on drop.

@@ -100,7 +100,8 @@ async fn main() -> anyhow::Result<()> {
         baseline.as_secs_f64()
     );
 
-    let prefix = testkit::random_name("load-bench-");
+    let streams = testkit::TestStreams::new("load-bench-", PARTITIONS);
+    let prefix = streams.prefix.clone();
     let settings = EngineArgs::parse_from([
         "engine".to_owned(),
         format!("--database-url={}", test_db.url),

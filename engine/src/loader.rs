@@ -388,9 +388,11 @@ async fn finish_chunk(
     error: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     let (rows, rejected) = (rows as i64, rejected as i64);
+    // clock_timestamp(), not now(): now() is the transaction's start, before the COPY, and would
+    // make chunk latencies and the benchmark's end time look better than they are.
     tx.execute(
         "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
-                committed_at = now()
+                committed_at = clock_timestamp()
          WHERE upload_id = $1 AND chunk_no = $2",
         &[
             &message.upload_id,
@@ -420,7 +422,7 @@ async fn finish_chunk(
             completed_at = CASE
                 WHEN expected_chunks IS NOT NULL
                      AND chunks_loaded + $2 + chunks_failed + $3 >= expected_chunks
-                    THEN coalesce(completed_at, now())
+                    THEN coalesce(completed_at, clock_timestamp())
                 ELSE completed_at END
          WHERE upload_id = $1",
         &[&message.upload_id, &loaded, &failed, &rows, &rejected],

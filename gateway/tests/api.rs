@@ -398,8 +398,8 @@ async fn a_restarted_gateway_publishes_its_next_chunk() {
             .status(),
         200
     );
-    let (db, dir, prefix) = app.stop().await;
-    let app = TestGateway::start_on(db, dir, prefix, &["--gateway-id=restart-test"]).await;
+    let (db, dir, streams) = app.stop().await;
+    let app = TestGateway::start_on(db, dir, streams, &["--gateway-id=restart-test"]).await;
     assert_eq!(
         app.put_chunk(&token, &folder, 1, b"01/01/2023 00:00:02,a,1,Deposit\n")
             .await

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use ingest_contract::testkit::{random_name, wait_for, TestDb};
+use ingest_contract::testkit::{random_name, wait_for, TestDb, TestStreams};
 use support::*;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
@@ -113,8 +113,8 @@ fn streamed_rows(total: usize) -> reqwest::Body {
 async fn twenty_concurrent_60_mib_uploads_stay_under_100_mib_rss() {
     let db = TestDb::new().await.unwrap();
     let dir = std::env::temp_dir().join(random_name("ingest-rss-"));
-    let prefix = random_name("rss-");
-    let gateway = GatewayProcess::spawn(&db, &dir, &prefix).await;
+    let streams = TestStreams::new("rss-", 2);
+    let gateway = GatewayProcess::spawn(&db, &dir, &streams.prefix).await;
     let http = reqwest::Client::new();
     let (token, folder) = token_and_folder(&http, &gateway.url).await;
     let uploads = (0..20).map(|n| {
@@ -137,8 +137,8 @@ async fn twenty_concurrent_60_mib_uploads_stay_under_100_mib_rss() {
 async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
     let db = TestDb::new().await.unwrap();
     let dir = std::env::temp_dir().join(random_name("ingest-kill-"));
-    let prefix = random_name("kill-");
-    let mut gateway = GatewayProcess::spawn(&db, &dir, &prefix).await;
+    let streams = TestStreams::new("kill-", 2);
+    let mut gateway = GatewayProcess::spawn(&db, &dir, &streams.prefix).await;
     let http = reqwest::Client::new();
     let (token, folder) = token_and_folder(&http, &gateway.url).await;
     // A body that sends 1 MiB and then stalls: the gateway is mid-upload when it dies.
@@ -187,7 +187,7 @@ async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
         .get(0);
     assert_eq!(ledger, 0, "no ledger row, so no engine can load it");
     // After a restart, a new upload's chunk is the first and only message on the streams.
-    let gateway = GatewayProcess::spawn(&db, &dir, &prefix).await;
+    let gateway = GatewayProcess::spawn(&db, &dir, &streams.prefix).await;
     let (token, folder) = token_and_folder(&http, &gateway.url).await;
     let ok = http
         .put(format!("{}/api/upload/{folder}/chunks/0", gateway.url))
@@ -197,7 +197,7 @@ async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let messages = read_streams(&prefix, 2, 2).await;
+    let messages = read_streams(&streams.prefix, 2, 2).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].upload_id.to_string(), folder);
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ingest_contract::settings::Secret;
-use ingest_contract::testkit::{broker, wait_for};
+use ingest_contract::testkit::wait_for;
 use loadgen::api::UploadState;
 use loadgen::bench::checks;
 use loadgen::client::{ApiError, Credentials};
@@ -46,20 +46,12 @@ fn options(gateway: &Running, files: Vec<PathBuf>, chunk_size: u64) -> UploadOpt
     opts
 }
 
-/// Stops what the test started and deletes its partition streams, which would otherwise pile up
-/// in the broker (each open stream holds file descriptors there).
-async fn finish(env: &TestEnv, gateway: Running, engine: Option<Running>) {
+/// Stops what the test started (the streams go with the `TestEnv`).
+async fn finish(gateway: Running, engine: Option<Running>) {
     if let Some(engine) = engine {
         engine.stop().await;
     }
     gateway.stop().await;
-    let broker = broker().connect().await.expect("broker");
-    for n in 0..env.partitions {
-        let stream = format!("{}-{n}", env.prefix);
-        if let Err(err) = broker.delete_stream(&stream).await {
-            eprintln!("could not delete stream {stream}: {err}");
-        }
-    }
 }
 
 /// Rows per planned chunk: what the table must hold, chunk by chunk.
@@ -146,7 +138,7 @@ async fn a_generated_upload_is_loaded_exactly() {
     assert!(summary.chunk_reports.iter().all(|c| c.attempts == 1));
     assert_exact(&env, &summary.folder, &files, chunk_size).await;
     env.wait_no_files().await;
-    finish(&env, gateway, Some(engine)).await;
+    finish(gateway, Some(engine)).await;
 }
 
 /// The upload the gateway holds (the test's database has only this one) once it has received
@@ -206,7 +198,7 @@ async fn resume_after_the_client_is_killed_finishes_with_exact_counts() {
     );
     assert_eq!((summary.rows_loaded, summary.rows_rejected), (ROWS, 0));
     assert_exact(&env, &folder, &files, chunk_size).await;
-    finish(&env, gateway, Some(engine)).await;
+    finish(gateway, Some(engine)).await;
 }
 
 #[tokio::test]
@@ -235,7 +227,7 @@ async fn a_tiny_rate_limit_is_waited_out() {
         .count();
     assert!(retried > 0, "the limit should have answered 429: {summary}");
     assert_exact(&env, &summary.folder, &files, chunk_size).await;
-    finish(&env, gateway, Some(engine)).await;
+    finish(gateway, Some(engine)).await;
 }
 
 #[tokio::test]
@@ -253,7 +245,7 @@ async fn resume_refuses_files_that_split_differently() {
     assert!(matches!(err, UploadError::ResumeMismatch { .. }), "{err}");
     let status = api.status(&folder).await;
     assert_eq!(status["chunks_received"], 0, "nothing was sent: {status}");
-    finish(&env, gateway, None).await;
+    finish(gateway, None).await;
 }
 
 #[tokio::test]
@@ -270,7 +262,7 @@ async fn wrong_credentials_are_fatal() {
         matches!(err, UploadError::Api(ApiError::BadCredentials)),
         "{err}"
     );
-    finish(&env, gateway, None).await;
+    finish(gateway, None).await;
 }
 
 /// Appends a row with an impossible date (the 32nd) to the last file.
@@ -306,5 +298,5 @@ async fn rejected_rows_are_reported_and_reject_chunk_fails_the_upload() {
     assert_eq!(summary.state, UploadState::Failed, "{summary}");
     assert!(!summary.succeeded());
     assert!(summary.to_string().contains("failed"), "{summary}");
-    finish(&env, gateway, Some(engine)).await;
+    finish(gateway, Some(engine)).await;
 }

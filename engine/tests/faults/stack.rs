@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use ingest_contract::testkit::{random_name, wait_for, TestDb};
+use ingest_contract::streams::BrokerAddress;
+use ingest_contract::testkit::{delete_streams, random_name, wait_for, TestDb};
 
 use super::services::free_port;
 
@@ -137,41 +138,14 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.delete_streams();
+        if let Ok(broker) = BrokerAddress::parse(&self.broker_url) {
+            delete_streams(broker, &self.prefix, self.partitions);
+        }
         if std::thread::panicking() {
             eprintln!("fault test failed: logs are in {}", self.work.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.work);
         }
-    }
-}
-
-impl Stack {
-    /// Deletes the partition streams: every stream a broker keeps holds file descriptors, and
-    /// a broker that runs out of them stops working for every test.
-    fn delete_streams(&self) {
-        let Ok(broker) = ingest_contract::streams::BrokerAddress::parse(&self.broker_url) else {
-            return;
-        };
-        let streams: Vec<String> = (0..self.partitions)
-            .map(|p| ingest_contract::streams::stream_name(&self.prefix, p))
-            .collect();
-        // Drop runs outside async context guarantees: a runtime of our own on a thread.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let connect = tokio::time::timeout(Duration::from_secs(5), broker.connect());
-                let environment = connect.await.ok()?.ok()?;
-                for stream in &streams {
-                    let _ = environment.delete_stream(stream).await;
-                }
-                Some(())
-            })
-        })
-        .join();
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 pub use ingest_contract::testkit::files_under;
-use ingest_contract::testkit::{random_name, wait_for, TestDb};
+use ingest_contract::testkit::{random_name, wait_for, TestDb, TestStreams};
 use tokio::sync::oneshot;
 
 pub const CLIENT_ID: &str = "e2e-client";
@@ -22,15 +22,18 @@ pub struct TestEnv {
     pub upload_dir: PathBuf,
     pub prefix: String,
     pub partitions: u16,
+    _streams: TestStreams,
 }
 
 impl TestEnv {
     pub async fn new(partitions: u16) -> Self {
+        let streams = TestStreams::new("e2e-chunks-", partitions);
         Self {
             db: TestDb::new().await.expect("test database"),
             upload_dir: std::env::temp_dir().join(random_name("ingest-e2e-")),
-            prefix: random_name("e2e-chunks-"),
+            prefix: streams.prefix.clone(),
             partitions,
+            _streams: streams,
         }
     }
 

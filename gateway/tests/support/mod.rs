@@ -12,7 +12,7 @@ use gateway::GatewaySettings;
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::stream_name;
 pub use ingest_contract::testkit::files_under;
-use ingest_contract::testkit::{broker, random_name, TestDb};
+use ingest_contract::testkit::{broker, random_name, TestDb, TestStreams};
 use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::sync::oneshot;
 
@@ -61,6 +61,7 @@ pub struct TestGateway {
     pub db: TestDb,
     pub upload_dir: PathBuf,
     pub prefix: String,
+    streams: TestStreams,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -70,13 +71,20 @@ impl TestGateway {
     pub async fn start(extra: &[&str]) -> Self {
         let db = TestDb::new().await.expect("test database");
         let upload_dir = std::env::temp_dir().join(random_name("ingest-gw-"));
-        let prefix = random_name("test-chunks-");
-        Self::start_on(db, upload_dir, prefix, extra).await
+        // More streams than any test's `--partitions`, so all of them are deleted at the end.
+        let streams = TestStreams::new("test-chunks-", 8);
+        Self::start_on(db, upload_dir, streams, extra).await
     }
 
     /// Starts a gateway on existing resources (to restart one).
-    pub async fn start_on(db: TestDb, upload_dir: PathBuf, prefix: String, extra: &[&str]) -> Self {
-        let settings = settings(&db, &upload_dir, &prefix, extra);
+    pub async fn start_on(
+        db: TestDb,
+        upload_dir: PathBuf,
+        streams: TestStreams,
+        extra: &[&str],
+    ) -> Self {
+        let settings = settings(&db, &upload_dir, &streams.prefix, extra);
+        assert!(settings.shared.partitions <= streams.partitions);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -88,7 +96,8 @@ impl TestGateway {
             url: format!("http://{addr}"),
             db,
             upload_dir,
-            prefix,
+            prefix: streams.prefix.clone(),
+            streams,
             http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
@@ -111,11 +120,11 @@ impl TestGateway {
     }
 
     /// Stops the gateway and hands back its resources.
-    pub async fn stop(self) -> (TestDb, PathBuf, String) {
+    pub async fn stop(self) -> (TestDb, PathBuf, TestStreams) {
         let Self {
             db,
             upload_dir,
-            prefix,
+            streams,
             stop,
             task,
             ..
@@ -126,7 +135,7 @@ impl TestGateway {
         if let Some(task) = task {
             task.await.unwrap().unwrap();
         }
-        (db, upload_dir, prefix)
+        (db, upload_dir, streams)
     }
 
     pub async fn token(&self) -> String {
