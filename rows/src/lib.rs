@@ -1,0 +1,11 @@
+//! Rows of a CSV chunk, apart from any service: what the engine does between reading a chunk
+//! file and handing bytes to `COPY`. Kept free of async, database and broker code so the fuzz
+//! targets and benchmarks build it in seconds.
+//!
+//! - [`dataset`]: the description of a dataset's columns that drives validation and encoding.
+//! - [`validate`]: tokenizes a chunk with simd-csv and checks every row against the dataset.
+//! - [`pgcopy`]: encodes validated rows in PostgreSQL's binary COPY format.
+
+pub mod dataset;
+pub mod pgcopy;
+pub mod validate;
