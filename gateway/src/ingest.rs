@@ -5,7 +5,11 @@
 //! to a temporary file ([`crate::store`]), rename it into place, record it in the ledger, publish
 //! its message, and answer 2xx only after the broker confirmed. Any refusal leaves nothing on
 //! disk, in the ledger or in the stream.
+//!
+//! A body must keep coming (`BodyTimer`): each piece within `INGEST_BODY_FRAME_TIMEOUT_MS`
+//! of the last, and all of it within `INGEST_BODY_DEADLINE_SECS`, or the answer is 408.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -20,6 +24,7 @@ use ingest_contract::chunk::ChunkMessage;
 
 use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError};
+use crate::settings::GatewaySettings;
 use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
 use crate::upload::{header_of, Recorded, StoredFacts, Upload};
 
@@ -47,7 +52,7 @@ pub async fn receive_chunk(
         .await
         .map_err(store_error)?;
     let mut body = request.into_body();
-    let stored = pump(&mut body, sink, state.settings.body_frame_timeout).await?;
+    let stored = pump(&mut body, sink, BodyTimer::start(&state.settings)).await?;
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
     metrics::histogram!("ingest_chunk_store_seconds").record(started.elapsed().as_secs_f64());
     Ok(json_response(
@@ -76,7 +81,7 @@ pub async fn receive_multipart(
         })?;
     let expect_md5 = expected_md5(headers)?;
     let header_line = dataset_header(upload)?.to_owned();
-    let frame_timeout = state.settings.body_frame_timeout;
+    let timer = BodyTimer::start(&state.settings);
     let frames =
         http_body_util::BodyStream::new(request.into_body()).filter_map(|frame| async move {
             match frame {
@@ -84,7 +89,7 @@ pub async fn receive_multipart(
                 Err(err) => Some(Err(err)),
             }
         });
-    let frames = with_frame_timeout(frames, frame_timeout);
+    let frames = with_body_timer(frames, timer);
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new().whole_stream(state.settings.max_chunk_bytes + 64 * 1024),
     );
@@ -228,14 +233,39 @@ async fn commit(
     Ok((message, duplicate))
 }
 
-/// Forwards body frames to the writer, with a deadline for each frame.
+/// How long a body may take: each frame within the idle timeout, all of them before the deadline.
+/// The deadline is what stops a client that trickles a byte just inside every frame timeout.
+#[derive(Debug, Clone, Copy)]
+struct BodyTimer {
+    frame_timeout: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl BodyTimer {
+    /// Starts the body's clock now.
+    fn start(settings: &GatewaySettings) -> Self {
+        Self {
+            frame_timeout: settings.body_frame_timeout,
+            deadline: tokio::time::Instant::now()
+                + Duration::from_secs(settings.body_deadline_secs),
+        }
+    }
+
+    /// Waits for the next frame until the frame timeout or the deadline, whichever comes first.
+    async fn next<F: Future>(&self, frame: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+        let by = (tokio::time::Instant::now() + self.frame_timeout).min(self.deadline);
+        tokio::time::timeout_at(by, frame).await
+    }
+}
+
+/// Forwards body frames to the writer, within the body's timer.
 async fn pump(
     body: &mut Incoming,
     sink: ChunkSink,
-    frame_timeout: Duration,
+    timer: BodyTimer,
 ) -> Result<StoredChunk, ApiError> {
     loop {
-        match tokio::time::timeout(frame_timeout, body.frame()).await {
+        match timer.next(body.frame()).await {
             Err(_) => {
                 sink.abort().await;
                 return Err(ApiError::Timeout);
@@ -259,15 +289,16 @@ async fn pump(
     sink.finish().await.map_err(store_error)
 }
 
-fn with_frame_timeout<S>(
+/// The body frames multer reads, within the body's timer (a timeout ends the stream with an error).
+fn with_body_timer<S>(
     frames: S,
-    timeout: Duration,
+    timer: BodyTimer,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
 where
     S: futures_util::Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static,
 {
     futures_util::stream::unfold(Box::pin(frames), move |mut frames| async move {
-        match tokio::time::timeout(timeout, frames.next()).await {
+        match timer.next(frames.next()).await {
             Err(_) => Some((
                 Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,

@@ -56,6 +56,12 @@ pub struct GatewaySettings {
     #[arg(long = "body-frame-timeout-ms", env = "INGEST_BODY_FRAME_TIMEOUT_MS", default_value = "30000", value_parser = parse_millis("INGEST_BODY_FRAME_TIMEOUT_MS"))]
     pub body_frame_timeout: Duration,
 
+    /// How long a whole chunk body may take to arrive, in seconds, however steadily its pieces
+    /// come: a client trickling bytes cannot hold a connection and a writer for ever. The
+    /// default lets a 64 MiB chunk through at about 220 KiB/s.
+    #[arg(long, env = "INGEST_BODY_DEADLINE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_deadline_secs: u64,
+
     /// How long the broker may take to confirm a chunk message, in milliseconds.
     #[arg(long = "publish-timeout-ms", env = "INGEST_PUBLISH_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis("INGEST_PUBLISH_TIMEOUT_MS"))]
     pub publish_timeout: Duration,

@@ -27,6 +27,7 @@
 //! | body shorter than `Content-Length`, then EOF | 400 or closed |
 //! | slow headers | 408 or closed |
 //! | stalled raw body, stalled multipart body | 408 |
+//! | trickled raw or multipart body (each byte inside the frame timeout) | 408 at the body deadline |
 //! | multipart without `file` / two `file` fields | 422 / 400 |
 //! | multipart filename with `../` and `.csv` | 200, stored under a UUID inside the upload dir |
 //! | multipart filename with `../` and no `.csv`, other names | 400; `.xlsx` 415 |
@@ -177,7 +178,49 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8], close_write: bool) -> V
         }
         received.extend_from_slice(&buffer[..n]);
     }
-    let text = String::from_utf8_lossy(&received);
+    statuses(&received)
+}
+
+/// Sends `head`, then `body` one byte every `every` (a slowloris upload), until the connection
+/// closes or `limit` passes; returns what the gateway answered meanwhile.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    body: &[u8],
+    every: Duration,
+    limit: Duration,
+) -> String {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(head).await.unwrap();
+    let body = body.to_vec();
+    let sender = tokio::spawn(async move {
+        for byte in body {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+        // Hold the connection open: the body is never finished.
+        std::future::pending::<()>().await;
+    });
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, reader.read(&mut buffer)).await {
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buffer[..n]);
+    }
+    sender.abort();
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// The status codes of the HTTP/1.1 responses in `received`.
+fn statuses(received: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(received);
     text.match_indices("HTTP/1.1 ")
         .filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok())
         .collect()
@@ -775,6 +818,59 @@ async fn stalled_raw_and_multipart_bodies_time_out() {
         let started = std::time::Instant::now();
         assert_eq!(raw(t.app.addr, &request, false).await, vec![408]);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    t.assert_nothing_stored(1).await;
+}
+
+#[tokio::test]
+async fn trickled_raw_and_multipart_bodies_hit_the_body_deadline() {
+    // A byte every 100 ms never trips the 2 s frame timeout: only the 1 s total deadline ends it.
+    let t = target(&["--body-frame-timeout-ms=2000", "--body-deadline-secs=1"]).await;
+    let head = |route: &str, content_type: &str| {
+        format!(
+            "{route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: 100000\r\n\r\n",
+            t.token
+        )
+        .into_bytes()
+    };
+    let put = (
+        head(
+            &format!("PUT /api/upload/{}/chunks/0", t.folder),
+            "text/csv",
+        ),
+        csv_with_header(3),
+    );
+    let post = (
+        head(
+            &format!("POST /api/upload/{}", t.folder),
+            "multipart/form-data; boundary=XBOUNDARYX",
+        ),
+        multipart_body(
+            "XBOUNDARYX",
+            &[("file", Some("a.csv"), &csv_with_header(3))],
+        ),
+    );
+    for (head, body) in [put, post] {
+        let started = std::time::Instant::now();
+        let every = Duration::from_millis(100);
+        // Without a total deadline the client could go on for ever; give up on the gateway at 8 s.
+        let answer = trickle(t.app.addr, &head, &body, every, Duration::from_secs(8)).await;
+        assert_eq!(
+            statuses(answer.as_bytes()),
+            vec![408],
+            "after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            answer.contains(r#"{"error":{"code":"timeout","#),
+            "{answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "held open for {:?}",
+            started.elapsed()
+        );
     }
     t.assert_nothing_stored(1).await;
 }
