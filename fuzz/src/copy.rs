@@ -2,8 +2,8 @@
 //! PostgreSQL accepts for its column (as `COPY ... FROM STDIN (FORMAT binary)` would).
 
 use bytes::Bytes;
-use engine::pgcopy::{days_from_civil, SIGNATURE};
-use engine::validate::Lineage;
+use ingest_rows::pgcopy::{days_from_civil, SIGNATURE};
+use ingest_rows::validate::Lineage;
 
 /// What a decoded tuple tells about its row.
 #[derive(Debug)]

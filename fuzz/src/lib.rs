@@ -1,7 +1,7 @@
 //! The bodies of the fuzz targets, as plain functions: each takes arbitrary bytes, drives one
 //! hostile-input path of the gateway or the engine, and panics when an invariant breaks.
 //!
-//! - [`csv_chunk`] checks `engine::validate::load_chunk` (tokenizing, validation, PGCOPY encoding)
+//! - [`csv_chunk`] checks `ingest_rows::validate::load_chunk` (tokenizing, validation, PGCOPY encoding)
 //!   under both error policies: loaded + rejected = data rows, the COPY stream is well framed
 //!   and every field in it is a value PostgreSQL accepts, no formula cell is loaded, lines are
 //!   physical and in order, and the two policies agree.
@@ -9,27 +9,28 @@
 //!   compared with the text they came from.
 //! - [`multipart`] checks `multer::Multipart` over arbitrary bytes and splits, as the gateway
 //!   drives it: it ends, and never yields more field bytes than it was given.
-//! - [`request_headers`] checks the gateway's header parsers: Basic and Bearer credentials, token
-//!   verification (no forged token ever verifies), and the client IP behind forwarding headers
-//!   (an untrusted peer can never choose its rate-limit key).
+//! - `request_headers` (feature `gateway`) checks the gateway's header parsers: Basic and Bearer
+//!   credentials, token verification (no forged token ever verifies), and the client IP behind
+//!   forwarding headers (an untrusted peer can never choose its rate-limit key).
 //!
-//! The targets in `fuzz_targets/` are one line each; `scripts/fuzz` runs them, and `cargo test`
-//! in this crate replays the seed corpus through the same functions on a stable toolchain.
+//! The first three depend only on `ingest-rows` and `multer`, so they build in well under a
+//! minute; `request_headers` needs the whole gateway crate and builds only with `--features
+//! gateway`. The targets in `fuzz_targets/` are one line each; `scripts/fuzz` runs them, and
+//! `cargo test` in this crate replays the seed corpus through the same functions on a stable
+//! toolchain.
 
 mod copy;
-
-use std::net::IpAddr;
-use std::sync::OnceLock;
+#[cfg(feature = "gateway")]
+mod headers;
 
 use bytes::Bytes;
-use engine::dataset::Dataset;
-use engine::pgcopy::{days_from_civil, Decimal, Timestamp};
-use engine::validate::{load_chunk, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
-use gateway::auth::{basic_credentials, bearer, Tokens};
-use gateway::client_ip::{client_ip, TrustedNet};
-use ingest_contract::settings::Secret;
+use ingest_rows::dataset::Dataset;
+use ingest_rows::pgcopy::{days_from_civil, Decimal, Timestamp};
+use ingest_rows::validate::{load_chunk, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
 
 pub use copy::decode_copy;
+#[cfg(feature = "gateway")]
+pub use headers::request_headers;
 
 const LINEAGE: Lineage = Lineage {
     upload_id: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef),
@@ -37,7 +38,7 @@ const LINEAGE: Lineage = Lineage {
 };
 
 /// Splits off the first byte as a configuration byte.
-fn config(data: &[u8]) -> (u8, &[u8]) {
+pub(crate) fn config(data: &[u8]) -> (u8, &[u8]) {
     data.split_first()
         .map_or((0, data), |(first, rest)| (*first, rest))
 }
@@ -236,85 +237,5 @@ pub fn multipart(data: &[u8]) {
     // Content-Type headers as clients send them.
     if let Ok(text) = std::str::from_utf8(body) {
         let _ = multer::parse_boundary(text);
-    }
-}
-
-fn tokens() -> &'static (Tokens, String) {
-    static TOKENS: OnceLock<(Tokens, String)> = OnceLock::new();
-    TOKENS.get_or_init(|| {
-        let clock: gateway::auth::Clock = std::sync::Arc::new(|| 2_000_000_000);
-        let tokens = Tokens::new(
-            &Secret::new("fuzz-signing-key-0123456789"),
-            None,
-            3600,
-            clock,
-        );
-        let issued = tokens.issue("fuzz-client").token;
-        (tokens, issued)
-    })
-}
-
-/// The gateway's header parsers on arbitrary values. The input is split at its first two NUL
-/// bytes into an Authorization value, an X-Forwarded-For value and an X-Real-IP value; the
-/// config byte picks the peer and the trusted proxies.
-pub fn request_headers(data: &[u8]) {
-    let (cfg, rest) = config(data);
-    let mut values = rest.splitn(3, |&b| b == 0);
-    let (auth, forwarded, real_ip) = (
-        values.next().unwrap_or_default(),
-        values.next().unwrap_or_default(),
-        values.next().unwrap_or_default(),
-    );
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in [
-        ("authorization", auth),
-        ("x-forwarded-for", forwarded),
-        ("x-real-ip", real_ip),
-    ] {
-        if let Ok(value) = http::HeaderValue::from_bytes(value) {
-            headers.insert(name, value);
-        }
-    }
-    if let Some((id, _secret)) = basic_credentials(&headers) {
-        assert!(!id.contains(':'), "the id ends at the first colon");
-    }
-    let (tokens, issued) = tokens();
-    for token in [bearer(&headers).ok(), std::str::from_utf8(auth).ok()]
-        .into_iter()
-        .flatten()
-    {
-        // Only a token this key signed verifies: a mutated one never names another client.
-        if let Ok(claims) = tokens.verify(token) {
-            assert_eq!(
-                claims.sub, "fuzz-client",
-                "a forged subject verified: {token:?}"
-            );
-            assert!(token.split('.').count() == 3 && issued.split('.').count() == 3);
-        }
-    }
-
-    let peers: [IpAddr; 4] = [
-        [127, 0, 0, 1].into(),
-        [10, 1, 2, 3].into(),
-        [203, 0, 113, 9].into(),
-        "::ffff:10.1.2.3".parse().expect("an IPv6 literal"),
-    ];
-    let peer = peers[usize::from(cfg & 3)];
-    let trusted = match cfg >> 2 & 3 {
-        0 => Vec::new(),
-        1 => TrustedNet::parse_list("10.0.0.0/8").expect("a valid list"),
-        2 => TrustedNet::parse_list("127.0.0.1, 10.0.0.0/8, ::1").expect("a valid list"),
-        _ => TrustedNet::parse_list("0.0.0.0/0").expect("a valid list"),
-    };
-    let ip = client_ip(peer, &headers, &trusted);
-    if !trusted.iter().any(|net| net.contains(peer)) {
-        assert_eq!(
-            ip,
-            peer.to_canonical(),
-            "an untrusted peer chose its own address"
-        );
-    }
-    if let Ok(text) = std::str::from_utf8(rest) {
-        let _ = TrustedNet::parse_list(text);
     }
 }
