@@ -6,7 +6,8 @@
 //! - [`processor`]: consumes one partition stream from the offset committed in PostgreSQL.
 //! - [`loader`]: loads one chunk in one transaction: ledger claim, COPY, rejected rows, counters,
 //!   stream offset; [`partitions`] creates monthly partitions ahead of the rows; [`cleanup`]
-//!   removes chunk files after their commit and sweeps what a crash left behind.
+//!   removes chunk files after their commit and sweeps what a crash left behind; [`rejected`]
+//!   COPYs the bad rows into `rejected_rows`.
 //! - [`dataset`], [`validate`], [`pgcopy`]: the rows of a chunk, from the `ingest-rows` crate.
 
 pub mod cleanup;
@@ -15,6 +16,7 @@ pub mod lease;
 pub mod loader;
 pub mod partitions;
 pub mod processor;
+pub mod rejected;
 pub mod server;
 pub mod settings;
 

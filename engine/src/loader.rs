@@ -21,7 +21,9 @@ use ingest_contract::chunk::ChunkMessage;
 use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
 use crate::partitions::{first_row_month, MonthPartitions};
-use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, RejectedRow};
+use crate::rejected;
+use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
+use ingest_rows::rejects::{RejectedCopy, RejectedStream};
 
 /// How many encoded buffers (about 1 MiB each) may wait for the COPY.
 const COPY_QUEUE: usize = 4;
@@ -103,8 +105,8 @@ impl Loader {
                 ))),
                 Some(ref dataset) => self.copy(&tx, &path, dataset, message, policy).await?,
             };
-            let report = match parsed {
-                Ok(report) => report,
+            let (report, rejects) = match parsed {
+                Ok(parsed) => parsed,
                 Err(err) => {
                     drop(tx);
                     let reason = self
@@ -122,8 +124,10 @@ impl Loader {
                 self.partitions.create(client, &missing).await?;
                 continue;
             }
-            insert_rejected(&tx, message, &report.rejected).await?;
-            let rejected = report.rejected.len() as u64;
+            if let Some(rejects) = rejects {
+                rejected::copy(&tx, rejects).await?;
+            }
+            let rejected = report.rows_rejected;
             finish_chunk(&tx, message, "loaded", report.rows_loaded, rejected, None).await?;
             commit_offset(&tx, position).await?;
             tx.commit().await?;
@@ -189,22 +193,28 @@ impl Loader {
         dataset: &Dataset,
         message: &ChunkMessage,
         policy: ErrorPolicy,
-    ) -> Result<Result<ChunkReport, ChunkError>, LoadError> {
+    ) -> Result<Result<(ChunkReport, Option<RejectedStream>), ChunkError>, LoadError> {
         let (sender, mut buffers) = mpsc::channel::<Bytes>(COPY_QUEUE);
         let parser = {
             let path = path.to_owned();
             let dataset = dataset.clone();
             let limits = self.limits.clone();
-            let lineage = Lineage {
-                upload_id: message.upload_id,
-                chunk_no: message.chunk_no,
-            };
+            let lineage = lineage(message);
+            let mut rejects = rejected::collector(&self.upload_dir, lineage);
             tokio::task::spawn_blocking(move || {
                 let file = std::fs::File::open(&path)?;
                 let input = std::io::BufReader::with_capacity(256 * 1024, file);
-                validate::load_chunk(input, &dataset, lineage, policy, &limits, &mut |buffer| {
-                    sender.blocking_send(buffer).is_ok()
-                })
+                let report = validate::load_chunk_into(
+                    input,
+                    &dataset,
+                    lineage,
+                    policy,
+                    &limits,
+                    &mut |buffer| sender.blocking_send(buffer).is_ok(),
+                    &mut |row| rejects.push(&row),
+                )?;
+                let rejects = rejects.finish().map_err(ChunkError::Rejects)?;
+                Ok((report, rejects))
             })
         };
         // COPY starts with the first buffer: a chunk with no loadable row sends nothing.
@@ -242,10 +252,15 @@ impl Loader {
             ChunkError::RejectedChunk(first) => {
                 // Count and keep the chunk's bad rows, so loaded + rejected = data rows holds.
                 let counted = match dataset {
-                    Some(dataset) => count_rows(path, dataset, message, &self.limits).await,
+                    Some(dataset) => {
+                        count_rows(path, dataset, message, &self.limits, &self.upload_dir).await
+                    }
                     None => None,
                 };
-                let (data_rows, rejected) = counted.unwrap_or((0, vec![first.clone()]));
+                let (data_rows, rejected) = match counted {
+                    Some(counted) => counted,
+                    None => (0, self.only(&first, message)),
+                };
                 Failure {
                     reason: format!("line {}: {}", first.line_no, first.reason),
                     rows_rejected: data_rows,
@@ -255,12 +270,12 @@ impl Loader {
             ChunkError::Io(err) if err.kind() == std::io::ErrorKind::NotFound => Failure {
                 reason: "chunk file is missing".into(),
                 rows_rejected: 0,
-                rejected: Vec::new(),
+                rejected: None,
             },
             other => Failure {
                 reason: other.to_string(),
                 rows_rejected: 0,
-                rejected: Vec::new(),
+                rejected: None,
             },
         }
     }
@@ -279,7 +294,9 @@ impl Loader {
             tx.commit().await?;
             return Ok(Outcome::Skipped);
         }
-        insert_rejected(&tx, message, &failure.rejected).await?;
+        if let Some(rejects) = failure.rejected {
+            rejected::copy(&tx, rejects).await?;
+        }
         finish_chunk(
             &tx,
             message,
@@ -298,6 +315,13 @@ impl Loader {
         })
     }
 
+    /// `row` alone as the chunk's rejected rows (when the chunk could not be read again).
+    fn only(&self, row: &validate::RejectedRow, message: &ChunkMessage) -> Option<RejectedStream> {
+        let mut rejects: RejectedCopy = rejected::collector(&self.upload_dir, lineage(message));
+        rejects.push(row).ok()?;
+        rejects.finish().ok().flatten()
+    }
+
     async fn remove_file(&self, client: &Client, message: &ChunkMessage, path: &Path) {
         let files = ChunkFiles {
             archive_dir: self.archive_dir.as_deref(),
@@ -311,7 +335,7 @@ impl Loader {
 struct Failure {
     reason: String,
     rows_rejected: u64,
-    rejected: Vec<RejectedRow>,
+    rejected: Option<RejectedStream>,
 }
 
 /// Locks the chunk's ledger row if it still waits to be loaded, after checking the lease.
@@ -346,37 +370,6 @@ async fn claim(
         on_error: row.get(1),
         dataset: row.get(2),
     }))
-}
-
-async fn insert_rejected(
-    tx: &Transaction<'_>,
-    message: &ChunkMessage,
-    rejected: &[RejectedRow],
-) -> Result<(), tokio_postgres::Error> {
-    if rejected.is_empty() {
-        return Ok(());
-    }
-    let lines: Vec<i32> = rejected.iter().map(|r| r.line_no).collect();
-    let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
-    // PostgreSQL text cannot hold NUL; the raw text is for people, so show it escaped.
-    let raws: Vec<String> = rejected
-        .iter()
-        .map(|r| r.raw.replace('\0', "\\0"))
-        .collect();
-    tx.execute(
-        "INSERT INTO rejected_rows (upload_id, chunk_no, line_no, reason, raw_line)
-         SELECT $1, $2, * FROM unnest($3::int4[], $4::text[], $5::text[])
-         ON CONFLICT DO NOTHING",
-        &[
-            &message.upload_id,
-            &message.chunk_no,
-            &lines,
-            &reasons,
-            &raws,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 async fn finish_chunk(
@@ -452,34 +445,41 @@ async fn count_rows(
     dataset: &Dataset,
     message: &ChunkMessage,
     limits: &Limits,
-) -> Option<(u64, Vec<RejectedRow>)> {
+    upload_dir: &Path,
+) -> Option<(u64, Option<RejectedStream>)> {
     let (path, dataset, limits) = (path.to_owned(), dataset.clone(), limits.clone());
-    let lineage = Lineage {
-        upload_id: message.upload_id,
-        chunk_no: message.chunk_no,
-    };
+    let lineage = lineage(message);
+    let mut rejects = rejected::collector(upload_dir, lineage);
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(path).ok()?;
         let input = std::io::BufReader::new(file);
-        validate::load_chunk(
+        let report = validate::load_chunk_into(
             input,
             &dataset,
             lineage,
             ErrorPolicy::RejectRows,
             &limits,
             &mut |_| true,
+            &mut |row| rejects.push(&row),
         )
-        .ok()
-        .map(|report| (report.data_rows, report.rejected))
+        .ok()?;
+        Some((report.data_rows, rejects.finish().ok()?))
     })
     .await
     .ok()
     .flatten()
 }
 
+fn lineage(message: &ChunkMessage) -> Lineage {
+    Lineage {
+        upload_id: message.upload_id,
+        chunk_no: message.chunk_no,
+    }
+}
+
 fn record_metrics(message: &ChunkMessage, report: &ChunkReport, started: Instant) {
     metrics::counter!("ingest_rows_loaded_total").increment(report.rows_loaded);
-    metrics::counter!("ingest_rows_rejected_total").increment(report.rejected.len() as u64);
+    metrics::counter!("ingest_rows_rejected_total").increment(report.rows_rejected);
     metrics::counter!("ingest_bytes_loaded_total").increment(report.bytes);
     metrics::counter!("ingest_chunks_total", "outcome" => "loaded").increment(1);
     let now_ms = std::time::SystemTime::now()
@@ -492,7 +492,7 @@ fn record_metrics(message: &ChunkMessage, report: &ChunkReport, started: Instant
         upload_id = %message.upload_id,
         chunk = message.chunk_no,
         rows = report.rows_loaded,
-        rejected = report.rejected.len(),
+        rejected = report.rows_rejected,
         took_ms = started.elapsed().as_millis() as u64,
         "chunk loaded"
     );

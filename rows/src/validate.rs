@@ -1,8 +1,9 @@
 //! Validating a CSV chunk against its [`Dataset`] and encoding the good rows for binary COPY.
 //!
-//! [`load_chunk`] reads the whole chunk into memory (chunks are bounded by the gateway), checks
-//! that it is text at all, tokenizes it with simd-csv's `ZeroCopyReader`, validates each record
-//! and encodes it straight from the tokenizer's byte slices into ~1 MiB COPY buffers.
+//! [`load_chunk`] streams the chunk (memory is the tokenizer's read-ahead and a window of about
+//! 1 MiB, whatever the chunk's size), checks that it is text at all as the bytes pass, tokenizes
+//! it with simd-csv's `ZeroCopyReader`, validates each record and encodes it straight from the
+//! tokenizer's byte slices into ~1 MiB COPY buffers.
 //!
 //! # Policies
 //!
@@ -24,7 +25,9 @@
 //!   not text, and are not affected; neither is `- note` or `-5 apples`.
 //! - **Not CSV at all.** NUL bytes, a UTF-16 byte order mark, the magic number of a known binary
 //!   format (ELF, PNG, ZIP/xlsx, PDF, gzip...), or more than 10% of bytes that are not UTF-8 fail
-//!   the chunk with [`ChunkError::NotCsv`] before anything is sent. A UTF-8 BOM is skipped.
+//!   the chunk with [`ChunkError::NotCsv`]: binary data as soon as its bytes are read (the rows
+//!   read so far go with it, nothing of the chunk loads), too much invalid UTF-8 at the end. A
+//!   UTF-8 BOM is skipped.
 //!   Isolated invalid UTF-8 only rejects the rows it appears in.
 //! - **Nothing to load.** When no row passes (empty chunk, header only, every row rejected),
 //!   nothing at all goes through the sink: the caller runs COPY only if `rows_loaded > 0`.
@@ -43,26 +46,14 @@ use simd_csv::{ZeroCopyByteRecord, ZeroCopyReaderBuilder};
 
 use crate::dataset::{unquote, Dataset};
 use crate::pgcopy;
+use crate::scan::{Tap, UTF8_BOM};
 
 /// A buffer is sent once it holds this much.
 const FLUSH_AT: usize = 1 << 20;
 /// Room for one more row after `FLUSH_AT`, so buffers never reallocate.
 const BUFFER_CAPACITY: usize = FLUSH_AT + (128 << 10);
-/// simd-csv's read buffer over the in-memory chunk.
+/// simd-csv's read buffer: how far the tokenizer reads ahead.
 const READ_BUFFER: usize = 256 << 10;
-const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
-/// Binary formats people upload by mistake, by their first bytes.
-const MAGIC: &[(&[u8], &str)] = &[
-    (b"\x7fELF", "an ELF executable"),
-    (b"\x89PNG", "a PNG image"),
-    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)"),
-    (b"%PDF", "a PDF document"),
-    (b"\x1f\x8b", "gzip data"),
-    (b"\x28\xb5\x2f\xfd", "zstd data"),
-    (b"GIF8", "a GIF image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\xd0\xcf\x11\xe0", "an OLE document (an .xls workbook?)"),
-];
 
 /// What to do with a chunk that has bad rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,12 +122,14 @@ pub struct RejectedRow {
 /// What [`load_chunk`] did with a chunk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChunkReport {
-    /// Records other than a leading header; `rows_loaded + rejected.len()` under `RejectRows`.
+    /// Records other than a leading header; `rows_loaded + rows_rejected` under `RejectRows`.
     pub data_rows: u64,
     /// Rows encoded and sent.
     pub rows_loaded: u64,
-    /// Rows refused, in line order.
+    /// Rows refused, in line order ([`load_chunk`]; [`load_chunk_into`] hands them out instead).
     pub rejected: Vec<RejectedRow>,
+    /// How many rows were refused.
+    pub rows_rejected: u64,
     /// (year, month 1-12) of the partition column of loaded rows.
     pub months: BTreeSet<(i32, u32)>,
     /// Size of the chunk read, in bytes.
@@ -158,25 +151,46 @@ pub enum ChunkError {
     /// The sink's receiver went away.
     #[error("the COPY stream was closed by its receiver")]
     SinkClosed,
+    /// The rejected rows could not be kept.
+    #[error("keeping the rejected rows: {0}")]
+    Rejects(io::Error),
 }
 
 /// Tokenizes `input` with simd-csv, validates every record against `dataset`, and sends the
 /// rows that pass as PostgreSQL binary COPY data (signature and header first, trailer last), in
 /// buffers of about 1 MiB, through `sink`, for [`Dataset::copy_statement`]. `sink` returns false
 /// when its receiver is gone. Sends nothing when no row passes. Runs synchronously: call it on
-/// a blocking thread.
+/// a blocking thread. The rejected rows are collected in [`ChunkReport::rejected`].
 pub fn load_chunk<R: Read>(
-    mut input: R,
+    input: R,
     dataset: &Dataset,
     lineage: Lineage,
     policy: ErrorPolicy,
     limits: &Limits,
     sink: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<ChunkReport, ChunkError> {
-    let mut data = Vec::new();
-    input.read_to_end(&mut data)?;
-    let all_utf8 = sniff(&data)?;
-    let mut out = Vec::with_capacity(BUFFER_CAPACITY.min(data.len() * 2 + 64));
+    let mut rejected = Vec::new();
+    let mut report = load_chunk_into(input, dataset, lineage, policy, limits, sink, &mut |row| {
+        rejected.push(row);
+        Ok(())
+    })?;
+    report.rejected = rejected;
+    Ok(report)
+}
+
+/// [`load_chunk`] handing each rejected row to `reject` instead of keeping it: a chunk can hold
+/// millions of them (see [`crate::rejects`]).
+pub fn load_chunk_into<R: Read>(
+    input: R,
+    dataset: &Dataset,
+    lineage: Lineage,
+    policy: ErrorPolicy,
+    limits: &Limits,
+    sink: &mut dyn FnMut(Bytes) -> bool,
+    reject: &mut dyn FnMut(RejectedRow) -> io::Result<()>,
+) -> Result<ChunkReport, ChunkError> {
+    let (tap, seen) = Tap::new(input);
+    let mut out = Vec::with_capacity(BUFFER_CAPACITY);
     pgcopy::write_header(&mut out);
     let mut loader = Loader {
         dataset,
@@ -184,12 +198,10 @@ pub fn load_chunk<R: Read>(
         policy,
         limits,
         sink,
-        all_utf8,
+        reject,
+        all_utf8: false,
         out,
-        report: ChunkReport {
-            bytes: data.len() as u64,
-            ..ChunkReport::default()
-        },
+        report: ChunkReport::default(),
         last_month: None,
     };
 
@@ -197,80 +209,66 @@ pub fn load_chunk<R: Read>(
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(READ_BUFFER)
-        .from_reader(data.as_slice());
-    let (mut prev_end, mut newlines) = (0, 0);
-    while let Some(record) = reader.read_byte_record().map_err(io::Error::from)? {
+        .from_reader(tap);
+    let (mut prev_end, mut newlines) = (0u64, 0usize);
+    loop {
+        let record = reader.read_byte_record().map_err(io::Error::from)?;
+        let mut seen = seen.borrow_mut();
+        if let Some(why) = &seen.not_csv {
+            return Err(ChunkError::NotCsv(why.clone()));
+        }
+        let Some(record) = record else {
+            seen.finish();
+            if let Some(why) = seen.not_csv.take() {
+                return Err(ChunkError::NotCsv(why));
+            }
+            loader.report.bytes = seen.read;
+            break;
+        };
         // simd-csv skips a BOM and empty lines before a record without saying so: find where
         // the record really starts to number its line.
-        let start = record_start(&data, prev_end);
-        debug_assert!(data[start..].starts_with(record.as_slice()));
-        newlines += count_newlines(&data[prev_end..start]);
-        let line_no = i32::try_from(newlines + 1).expect("sniff should bound the chunk size");
+        let window = seen.since(prev_end);
+        let skipped = record_start(window, prev_end == 0);
+        let start = prev_end + skipped as u64;
+        debug_assert!(window[skipped..].starts_with(record.as_slice()));
+        newlines += count_newlines(&window[..skipped]);
+        let line_no = i32::try_from(newlines + 1).expect("the tap bounds the chunk size");
+        let len = record.as_slice().len();
         // A chunk cut between CR and LF ends in a bare CR: treat it as a line ending.
-        let at_eof = start + record.as_slice().len() == data.len();
+        let at_eof = seen.eof && start + len as u64 == seen.read;
         let row = Row {
             record: &record,
             trailing_cr: at_eof && record.as_slice().ends_with(b"\r"),
             // One scan per record instead of one per cell: most records have no quotes at all.
             has_quotes: record.as_slice().contains(&b'"'),
         };
-        let (has_quotes, len) = (row.has_quotes, record.as_slice().len());
+        let has_quotes = row.has_quotes;
         let first = prev_end == 0;
+        loader.all_utf8 = seen.all_utf8();
         // A first record equal to the header is the optional header, not a data row.
         if !(first && row.is_header(dataset, false)) {
             loader.row(&row, line_no, first)?;
         }
-        let end = usize::try_from(reader.position()).expect("the chunk is in memory");
+        let end = reader.position();
+        let consumed = usize::try_from(end - prev_end).expect("the record is in the window");
         // Without quotes a record holds no newline but its terminator's.
-        let counted_from = if has_quotes { start } else { start + len };
-        newlines += count_newlines(&data[counted_from..end]);
+        let counted_from = if has_quotes { skipped } else { skipped + len };
+        newlines += count_newlines(&window[counted_from..consumed]);
+        seen.release(end);
         prev_end = end;
     }
     loader.finish()
 }
 
-/// Fails chunks that are not CSV text; returns whether the whole chunk is valid UTF-8.
-fn sniff(data: &[u8]) -> Result<bool, ChunkError> {
-    let not_csv = |why: String| Err(ChunkError::NotCsv(why));
-    if data.len() >= i32::MAX as usize {
-        return not_csv("larger than 2 GiB".to_owned());
-    }
-    if data.starts_with(b"\xff\xfe") || data.starts_with(b"\xfe\xff") {
-        return not_csv("UTF-16 text (byte order mark); expected UTF-8".to_owned());
-    }
-    let body = data.strip_prefix(UTF8_BOM).unwrap_or(data);
-    if let Some((_, what)) = MAGIC.iter().find(|(magic, _)| body.starts_with(magic)) {
-        return not_csv(format!("looks like {what}"));
-    }
-    // `contains` is a memchr; finding the offset is only worth it for the message.
-    if data.contains(&0) {
-        let at = data.iter().position(|&b| b == 0).unwrap_or_default();
-        return not_csv(format!("NUL byte at offset {at}: binary data"));
-    }
-    let mut invalid = 0;
-    let mut rest = data;
-    while let Err(err) = std::str::from_utf8(rest) {
-        let bad = err.error_len().unwrap_or(rest.len() - err.valid_up_to());
-        invalid += bad;
-        rest = &rest[err.valid_up_to() + bad..];
-    }
-    if invalid * 10 > data.len() {
-        return not_csv(format!(
-            "not UTF-8 text ({invalid} of {} bytes invalid)",
-            data.len()
-        ));
-    }
-    Ok(invalid == 0)
-}
-
 /// Where the record simd-csv returned after `prev_end` starts: after a BOM at the start and
 /// after the CRs and LFs it skips (empty lines, and the leading CR it trims from records).
-fn record_start(data: &[u8], prev_end: usize) -> usize {
-    let mut at = prev_end;
-    if at == 0 && data.starts_with(UTF8_BOM) {
-        at = UTF8_BOM.len();
-    }
-    at + data[at..]
+fn record_start(window: &[u8], at_start: bool) -> usize {
+    let bom = if at_start && window.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
+    bom + window[bom..]
         .iter()
         .take_while(|&&b| b == b'\n' || b == b'\r')
         .count()
@@ -325,6 +323,7 @@ struct Loader<'a> {
     policy: ErrorPolicy,
     limits: &'a Limits,
     sink: &'a mut dyn FnMut(Bytes) -> bool,
+    reject: &'a mut dyn FnMut(RejectedRow) -> io::Result<()>,
     all_utf8: bool,
     out: Vec<u8>,
     report: ChunkReport,
@@ -404,8 +403,8 @@ impl Loader<'_> {
         match self.policy {
             ErrorPolicy::RejectChunk => Err(ChunkError::RejectedChunk(row)),
             ErrorPolicy::RejectRows => {
-                self.report.rejected.push(row);
-                Ok(())
+                self.report.rows_rejected += 1;
+                (self.reject)(row).map_err(ChunkError::Rejects)
             }
         }
     }
