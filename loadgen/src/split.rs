@@ -5,7 +5,8 @@
 //! and changes nothing), and only a newline outside quotes ends a record. A quoted field holding
 //! CRLF or LF is therefore never cut. A chunk ends after the `\n` of the first record that brings
 //! it to at least the chunk size, so every chunk but the last is at least that big and at most
-//! one record bigger.
+//! one record bigger. [`split_file`] knows the file's size and evens the chunks out: the fewest
+//! chunks of at most the chunk size, all about the same size.
 //!
 //! The first record of a file is its header. It stays in the file's first chunk, together with
 //! at least one data row, and no later chunk starts with it. A stray quote in the middle of an
@@ -56,14 +57,28 @@ pub struct SplitError {
     pub source: io::Error,
 }
 
-/// Splits a file into chunks of about `chunk_size` bytes (see the module docs).
+/// Splits a file into chunks of at most about `chunk_size` bytes, all of about the same size
+/// (see [`even_target`] and the module docs).
 pub fn split_file(path: &Path, chunk_size: u64) -> Result<Vec<ChunkRange>, SplitError> {
     File::open(path)
-        .and_then(|file| split_reader(file, chunk_size))
+        .and_then(|file| {
+            let target = even_target(file.metadata()?.len(), chunk_size);
+            split_reader(file, target)
+        })
         .map_err(|source| SplitError {
             path: path.to_owned(),
             source,
         })
+}
+
+/// The chunk size that cuts `file_size` bytes into as few chunks of at most `chunk_size` as
+/// possible, all of the same size. A 9 MiB file cut at 8 MiB would be an 8 MiB and a 1 MiB
+/// chunk; chunks go round-robin to the partitions, so every other partition would get the big
+/// ones and do nearly all the work. Two of 4.5 MiB keep the partitions even.
+pub fn even_target(file_size: u64, chunk_size: u64) -> u64 {
+    let chunk_size = chunk_size.max(1);
+    let chunks = file_size.div_ceil(chunk_size).max(1);
+    file_size.div_ceil(chunks).max(1)
 }
 
 /// Splits everything `reader` yields into chunks of about `chunk_size` bytes.
@@ -214,6 +229,32 @@ mod tests {
         let data = b"h\na,\"x\r\ny\ny\"\"\nz\"\nb\n";
         let chunks = split(data, 1);
         assert_eq!(chunks, vec![(0, 17, 1), (17, 2, 1)]);
+    }
+
+    #[test]
+    fn files_are_cut_into_even_chunks() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(even_target(9 * MIB, 8 * MIB), 9 * MIB / 2);
+        assert_eq!(even_target(8 * MIB, 8 * MIB), 8 * MIB);
+        assert_eq!(even_target(17 * MIB, 8 * MIB), 17 * MIB / 3 + 1);
+        assert_eq!(even_target(10, 8 * MIB), 10);
+        assert_eq!(even_target(0, 8 * MIB), 1);
+
+        let dir = std::env::temp_dir().join(format!("split-even-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nine.csv");
+        let row = "01/01/2023 00:00:00,text,1.000,Deposit\r\n";
+        let mut data = String::from("date,content,amount,type\r\n");
+        while data.len() < 9 * MIB as usize {
+            data.push_str(row);
+        }
+        std::fs::write(&path, &data).unwrap();
+        let chunks = split_file(&path, 8 * MIB).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(chunks.len(), 2);
+        let (a, b) = (chunks[0].len, chunks[1].len);
+        assert!(a.abs_diff(b) <= 2 * row.len() as u64, "{a} vs {b}");
+        assert_eq!(a + b, data.len() as u64);
     }
 
     #[test]
