@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "chunk_announced",
         include_str!("../../db/migrations/0003_chunk_announced.sql"),
     ),
+    (
+        4,
+        "chunk_backlog",
+        include_str!("../../db/migrations/0004_chunk_backlog.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

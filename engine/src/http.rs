@@ -17,11 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use ingest_contract::streams::BrokerAddress;
 
+use crate::lag::PartitionLag;
+
 /// What the probes look at.
 pub struct Probe {
     pub database_url: String,
     pub broker: BrokerAddress,
     pub metrics: PrometheusHandle,
+    /// The owned partitions' backlog, rendered after the recorder's metrics.
+    pub lag: Arc<PartitionLag>,
 }
 
 /// Serves the probes until `stop` fires.
@@ -55,11 +59,7 @@ async fn respond(
             r#"{"status":"ok"}"#.to_owned(),
         ),
         "/ready" => ready(&probe).await,
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            probe.metrics.render(),
-        ),
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", metrics(&probe)),
         _ => (
             StatusCode::NOT_FOUND,
             "application/json",
@@ -73,6 +73,16 @@ async fn respond(
         http::HeaderValue::from_static(content_type),
     );
     Ok(response)
+}
+
+/// The recorder's metrics, then the per-partition backlog (see [`crate::lag`]).
+fn metrics(probe: &Probe) -> String {
+    let mut body = probe.metrics.render();
+    if !body.is_empty() && !body.ends_with('\n') {
+        body.push('\n');
+    }
+    probe.lag.render(&mut body);
+    body
 }
 
 async fn ready(probe: &Probe) -> (StatusCode, &'static str, String) {

@@ -12,6 +12,7 @@
 
 pub mod cleanup;
 pub mod http;
+pub mod lag;
 pub mod lease;
 pub mod loader;
 pub mod partitions;

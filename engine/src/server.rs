@@ -16,6 +16,7 @@ use ingest_contract::{db, streams, telemetry};
 use crate::cleanup;
 use crate::dataset::Dataset;
 use crate::http::{self, Probe};
+use crate::lag::PartitionLag;
 use crate::lease::Leases;
 use crate::loader::Loader;
 use crate::partitions::MonthPartitions;
@@ -64,10 +65,12 @@ pub async fn run(
         copy_slots: Semaphore::new(usize::from(settings.copy_connections)),
     });
     let stop_http = CancellationToken::new();
+    let lag = Arc::new(PartitionLag::new(settings.lease_ttl));
     let probe = Arc::new(Probe {
         database_url: settings.shared.database_url.clone(),
         broker: settings.shared.rabbitmq_stream_url.clone(),
         metrics: telemetry::install_metrics(),
+        lag: lag.clone(),
     });
     tracing::info!(addr = %listener.local_addr()?, engine = %owner, "engine listening");
     let http_task = tokio::spawn(http::serve(listener, probe, stop_http.clone()));
@@ -81,6 +84,7 @@ pub async fn run(
     supervise(
         &shared,
         &leases,
+        &lag,
         &mut control,
         settings.lease_ttl / 3,
         shutdown,
@@ -109,10 +113,12 @@ async fn connect_broker(
     Ok(environment)
 }
 
-/// The heartbeat loop: renews leases and keeps one processor running per owned partition.
+/// The heartbeat loop: renews leases, keeps one processor running per owned partition and
+/// refreshes the owned partitions' backlog for `/metrics`.
 async fn supervise(
     shared: &Arc<Shared>,
     leases: &Leases,
+    lag: &PartitionLag,
     control: &mut tokio_postgres::Client,
     every: Duration,
     shutdown: impl Future<Output = ()>,
@@ -187,6 +193,7 @@ async fn supervise(
             });
             running.insert(partition, Running { cancel, task });
         }
+        lag.refresh(control, &beat.owned).await;
     }
     tracing::info!("shutting down: stopping partition processors");
     for r in running.values() {

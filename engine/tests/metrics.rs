@@ -445,6 +445,8 @@ async fn every_metric_the_dashboard_draws_is_exported() {
         "ingest_rate_limited_total",
         "ingest_engine_errors_total",
         "ingest_partitions_owned",
+        "ingest_partition_backlog_chunks",
+        "ingest_partition_oldest_waiting_seconds",
     ] {
         assert!(
             checked.contains(wanted),
