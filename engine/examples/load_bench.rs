@@ -162,6 +162,19 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     let engine_time = started.elapsed();
+    // When each chunk committed, by partition: shows whether the partitions shared the work.
+    let commits = client
+        .query(
+            "SELECT partition, chunk_no,
+                    extract(epoch FROM committed_at - min(committed_at) OVER ())::float8
+             FROM chunks WHERE upload_id = $1 ORDER BY committed_at",
+            &[&upload],
+        )
+        .await?;
+    for row in &commits {
+        let (partition, chunk, at): (i32, i32, f64) = (row.get(0), row.get(1), row.get(2));
+        println!("  chunk {chunk} on partition {partition} committed at +{at:.3} s");
+    }
     let loaded: i64 = client
         .query_one(
             "SELECT count(*) FROM transactions WHERE upload_id = $1",
