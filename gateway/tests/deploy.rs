@@ -28,6 +28,8 @@ const CONTRACT: &[&str] = &[
     "INGEST_MAX_CHUNK_BYTES",
     "INGEST_HEADER_TIMEOUT_MS",
     "INGEST_BODY_FRAME_TIMEOUT_MS",
+    "INGEST_BODY_DEADLINE_SECS",
+    "INGEST_UPLOAD_TTL_SECS",
     "INGEST_PUBLISH_TIMEOUT_MS",
     "INGEST_SHUTDOWN_TIMEOUT_MS",
     "INGEST_GATEWAY_ID",
@@ -428,6 +430,51 @@ fn rust_services_get_only_contract_variables() {
         })
         .collect();
     assert_eq!(engine_ids.len(), ENGINES.len(), "engine ids must differ");
+}
+
+/// The variables named in the README's configuration table.
+fn readme_variables() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let table = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Configuration section");
+    table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .filter_map(|line| line.split(" |").next())
+        .flat_map(|cell| cell.split(", "))
+        .filter_map(|name| name.strip_prefix('`')?.strip_suffix('`'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every setting the gateway reads from the environment is documented and in the contract the
+/// compose file is checked against.
+#[test]
+fn every_gateway_variable_is_in_the_readme_and_the_contract() {
+    let documented = readme_variables();
+    for arg in GatewayCli::command().get_arguments() {
+        let Some(variable) = arg.get_env().and_then(|env| env.to_str()) else {
+            continue;
+        };
+        assert!(
+            documented.contains(variable),
+            "{variable} is missing from the README's configuration table"
+        );
+        assert!(
+            CONTRACT.contains(&variable),
+            "{variable} is missing from CONTRACT"
+        );
+    }
+    for variable in CONTRACT.iter().filter(|v| **v != "RUST_LOG") {
+        assert!(
+            documented.contains(*variable),
+            "{variable} is not in the README"
+        );
+    }
 }
 
 #[derive(Parser)]

@@ -52,6 +52,8 @@ use crate::scan::{Tap, UTF8_BOM};
 const FLUSH_AT: usize = 1 << 20;
 /// Room for one more row after `FLUSH_AT`, so buffers never reallocate.
 const BUFFER_CAPACITY: usize = FLUSH_AT + (128 << 10);
+/// The first buffer's starting size; it grows like any `Vec` if the chunk is bigger.
+const FIRST_BUFFER_CAPACITY: usize = 64 << 10;
 /// simd-csv's read buffer: how far the tokenizer reads ahead.
 const READ_BUFFER: usize = 256 << 10;
 
@@ -190,7 +192,9 @@ pub fn load_chunk_into<R: Read>(
     reject: &mut dyn FnMut(RejectedRow) -> io::Result<()>,
 ) -> Result<ChunkReport, ChunkError> {
     let (tap, seen) = Tap::new(input);
-    let mut out = Vec::with_capacity(BUFFER_CAPACITY);
+    // Small at first: most chunks in tests and many real ones are far below one buffer, and the
+    // full size is reserved once the first buffer fills.
+    let mut out = Vec::with_capacity(FIRST_BUFFER_CAPACITY);
     pgcopy::write_header(&mut out);
     let mut loader = Loader {
         dataset,
