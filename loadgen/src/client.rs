@@ -125,13 +125,14 @@ impl ApiClient {
         decode("create upload", &answer.body)
     }
 
-    /// `PUT /api/upload/{folder}/chunks/{index}` with its Content-MD5; returns the attempts made.
+    /// `PUT /api/upload/{folder}/chunks/{index}` with its SHA-256 (hex); returns the attempts
+    /// made.
     pub async fn put_chunk(
         &self,
         folder: &str,
         index: u64,
         body: Bytes,
-        content_md5: &str,
+        sha256_hex: &str,
     ) -> Result<u32, ApiError> {
         let url = self.url(&format!("api/upload/{folder}/chunks/{index}"));
         let what = format!("chunk {index}");
@@ -139,7 +140,7 @@ impl ApiClient {
             .execute(&what, Auth::Bearer, |http| {
                 http.put(url.clone())
                     .header(CONTENT_TYPE, "text/csv")
-                    .header("Content-MD5", content_md5)
+                    .header("X-Checksum-SHA256", sha256_hex)
                     .body(body.clone())
             })
             .await?;

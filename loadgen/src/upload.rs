@@ -14,10 +14,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use md5::{Digest, Md5};
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::api::{CreateUpload, UploadState, UploadStatus};
@@ -295,7 +294,7 @@ async fn send_chunk(
     chunk: PlannedChunk,
 ) -> Result<ChunkReport, UploadError> {
     let (index, range) = (chunk.index, chunk.range);
-    let (body, md5) = tokio::task::spawn_blocking(move || {
+    let (body, sha256) = tokio::task::spawn_blocking(move || {
         read_chunk(&chunk).map_err(|source| UploadError::ReadChunk {
             index: chunk.index,
             path: chunk.path.to_path_buf(),
@@ -304,7 +303,7 @@ async fn send_chunk(
     })
     .await??;
     let sent = Instant::now();
-    let attempts = client.put_chunk(folder, index, body, &md5).await?;
+    let attempts = client.put_chunk(folder, index, body, &sha256).await?;
     Ok(ChunkReport {
         index,
         bytes: range.len,
@@ -314,7 +313,9 @@ async fn send_chunk(
     })
 }
 
-/// The chunk's bytes and their Content-MD5 (base64 of the MD5 digest).
+/// The chunk's bytes and their SHA-256 (hex) for `X-Checksum-SHA256`. SHA-256, not MD5: the
+/// gateway hashes the stored bytes with SHA-256 anyway and checks against that, and with the
+/// CPU's SHA extensions it is several times faster than MD5 on both sides.
 pub fn read_chunk(chunk: &PlannedChunk) -> io::Result<(Bytes, String)> {
     let mut file = File::open(chunk.path.as_path())?;
     file.seek(SeekFrom::Start(chunk.range.offset))?;
@@ -323,8 +324,8 @@ pub fn read_chunk(chunk: &PlannedChunk) -> io::Result<(Bytes, String)> {
     let mut body = vec![0u8; len];
     // A file that shrank since it was split fails here instead of sending a short chunk.
     file.read_exact(&mut body)?;
-    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
-    Ok((Bytes::from(body), md5))
+    let sha256 = hex::encode(Sha256::digest(&body));
+    Ok((Bytes::from(body), sha256))
 }
 
 /// Declares the chunk count (unless already done) and waits for a final state. Returns the

@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use md5::{Digest, Md5};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 pub const CLIENT_ID: &str = "loadgen-test";
 pub const CLIENT_SECRET: &str = "correct horse";
@@ -170,9 +170,13 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
             let Ok(n) = n.parse::<u64>() else {
                 return error(StatusCode::BAD_REQUEST, "chunk", "bad chunk number");
             };
-            let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
-            if header("content-md5") != md5 || header("content-type") != "text/csv" {
-                return error(StatusCode::BAD_REQUEST, "checksum", "Content-MD5 mismatch");
+            let sha256 = hex::encode(Sha256::digest(&body));
+            if header("x-checksum-sha256") != sha256 || header("content-type") != "text/csv" {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "checksum",
+                    "X-Checksum-SHA256 mismatch",
+                );
             }
             state.puts.push(n);
             if state.behaviour.conflict_on == Some(n) {
