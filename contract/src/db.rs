@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "chunk_backlog",
         include_str!("../../db/migrations/0004_chunk_backlog.sql"),
     ),
+    (
+        5,
+        "transaction_id_cache",
+        include_str!("../../db/migrations/0005_transaction_id_cache.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -59,6 +59,21 @@ pub async fn create_table(client: &Client, rows: u64) -> Result<String, Baseline
              CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;"
         ))
         .await?;
+    for (suffix, from, to) in data_months(client, rows).await? {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table}_{suffix} PARTITION OF {table} FOR VALUES FROM ('{from}') TO ('{to}')"
+            ))
+            .await?;
+    }
+    Ok(table)
+}
+
+/// The months the generated data covers, as (`YYYY_MM`, first day, first day of the next).
+pub async fn data_months(
+    client: &Client,
+    rows: u64,
+) -> Result<Vec<(String, String, String)>, BaselineError> {
     let last_second = rows.saturating_sub(1);
     let months = client
         .query(
@@ -72,16 +87,10 @@ pub async fn create_table(client: &Client, rows: u64) -> Result<String, Baseline
             &[],
         )
         .await?;
-    for month in months {
-        let (suffix, from, to): (String, String, String) =
-            (month.get(0), month.get(1), month.get(2));
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE {table}_{suffix} PARTITION OF {table} FOR VALUES FROM ('{from}') TO ('{to}')"
-            ))
-            .await?;
-    }
-    Ok(table)
+    Ok(months
+        .iter()
+        .map(|month| (month.get(0), month.get(1), month.get(2)))
+        .collect())
 }
 
 /// Copies every file into `table`, one COPY per file, and times it.
