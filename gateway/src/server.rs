@@ -71,8 +71,9 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
         settings.publish_timeout,
     );
     // The broker may be down at start: uploads answer 503 until it is back.
-    if let Err(err) = publisher.connect().await {
-        tracing::warn!(error = %err, "stream broker not reachable yet");
+    match publisher.connect().await {
+        Ok(_) => publisher.warm_up().await,
+        Err(err) => tracing::warn!(error = %err, "stream broker not reachable yet"),
     }
     let limiter = RateLimiter::new(settings.rate_limits()).await;
     Ok(Arc::new(AppState {
