@@ -6,7 +6,7 @@
 //!
 //! | case | expected |
 //! | --- | --- |
-//! | formula cells `=`, `+`, `@`, `-`+letter, tab, CR (quoted too) | rejected: `content: starts with a spreadsheet formula character` |
+//! | formula cells `=`, `+`, `@`, `-`+letter, `-` with `|` or `(`, tab, CR (quoted too) | rejected: `content: starts with a spreadsheet formula character` |
 //! | formula cells under `reject-chunk` | chunk failed, nothing loaded, every row counted rejected |
 //! | `31/02/2023` | rejected: `date: "31/02/2023 00:00:00" is not a valid date` |
 //! | amount `1e309` | rejected: `amount: not a decimal` |

@@ -136,6 +136,8 @@ fn cases() -> Vec<(&'static str, String, Outcome)> {
             outcome(0, vec![r(2, r#"type: "deposit" is not one of Deposit, Withdrawal"#), r(3, "type: missing value")])),
         ("formula cells", contents(&["=SUM(A1:A9)", "+1", "@cmd", "-cmd", "\"\tx\"", "\"=1\"", "-5 apples", "- note", "a=b"]),
             outcome(3, (2..=7).map(|l| r(l, FORMULA)).collect())),
+        ("formula after a minus", contents(&["-2+3+cmd|' /C calc'!A0", "-1+HYPERLINK(x)", "-5 apples", "-0.5 off"]),
+            outcome(2, vec![r(2, FORMULA), r(3, FORMULA)])),
         ("unterminated quote", rows(&[HEADER, GOOD, &line(d, "\"unterminated", "1", "Deposit"), GOOD, GOOD]),
             outcome(1, vec![r(3, "unterminated quoted field (expected 4 columns, found 2)")])),
         ("stray quote", rows(&[HEADER, &line(d, "ab\"c", "1", "Deposit"), GOOD]),

@@ -278,6 +278,9 @@ pub(crate) fn unquote(cell: &[u8]) -> Result<Cell<'_>, &'static str> {
 fn starts_like_formula(text: &[u8]) -> bool {
     match text {
         [b'=' | b'+' | b'@' | b'\t' | b'\r', ..] => true,
+        // `-2+3+cmd|' /C calc'!A0` (DDE) and `-1+HYPERLINK(...)`: a formula after a minus needs a
+        // pipe or a call; plain text such as `-5 apples` or `- note` has neither.
+        [b'-', rest @ ..] if rest.iter().any(|b| matches!(b, b'|' | b'(')) => true,
         [b'-', next, ..] if next.is_ascii() => next.is_ascii_alphabetic(),
         [b'-', rest @ ..] => std::str::from_utf8(rest)
             .ok()

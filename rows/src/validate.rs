@@ -19,9 +19,10 @@
 //! - **Empty cells.** An unquoted empty cell is NULL (allowed only in nullable columns), a quoted
 //!   empty cell (`""`) is the empty string, as with PostgreSQL's CSV COPY the original used.
 //! - **Formula injection.** A text cell starting with `=`, `+`, `@`, a tab or a carriage return,
-//!   or with `-` followed by a letter, is rejected (`content: starts with a spreadsheet formula
-//!   character`): spreadsheets would run it as a formula when the data is exported and opened,
-//!   and silently escaping it would change the data. Numbers such as `-614.568` are decimals,
+//!   with `-` followed by a letter, or with `-` and holding a `|` or `(` (`-2+3+cmd|...`), is
+//!   rejected (`content: starts with a spreadsheet formula character`): spreadsheets would run
+//!   it as a formula when the data is exported and opened, and silently escaping it would change
+//!   the data. Numbers such as `-614.568` are decimals,
 //!   not text, and are not affected; neither is `- note` or `-5 apples`.
 //! - **Not CSV at all.** NUL bytes, a UTF-16 byte order mark, the magic number of a known binary
 //!   format (ELF, PNG, ZIP/xlsx, PDF, gzip...), or more than 10% of bytes that are not UTF-8 fail
