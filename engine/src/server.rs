@@ -36,14 +36,12 @@ pub async fn run(
     settings: EngineSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut control = db::prepare(&settings.shared.database_url).await?;
+    let (mut control, environment, partitions) = start_up(&settings).await?;
+    let partitions = Arc::new(partitions);
     let owner = settings
         .engine_id
         .clone()
         .unwrap_or_else(|| format!("engine-{}", uuid::Uuid::new_v4().simple()));
-    let environment = connect_broker(&settings).await?;
-    let table = Dataset::transactions().table;
-    let partitions = Arc::new(MonthPartitions::load(&control, &table).await?);
     if let Some(archive) = &settings.archive_dir {
         tokio::fs::create_dir_all(archive).await?;
     }
@@ -98,6 +96,40 @@ pub async fn run(
     let _ = http_task.await;
     tracing::info!("engine stopped");
     Ok(())
+}
+
+/// How long start-up is retried before the engine gives up (a wrong URL or password fails after
+/// this, a database or broker restarting while the engine starts does not end it).
+const START_UP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Migrates the database, makes the streams and loads the partition cache, retrying with backoff.
+async fn start_up(
+    settings: &EngineSettings,
+) -> anyhow::Result<(
+    tokio_postgres::Client,
+    rabbitmq_stream_client::Environment,
+    MonthPartitions,
+)> {
+    let deadline = tokio::time::Instant::now() + START_UP_PATIENCE;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let control = db::prepare(&settings.shared.database_url).await?;
+            let environment = connect_broker(settings).await?;
+            let table = Dataset::transactions().table;
+            let partitions = MonthPartitions::load(&control, &table).await?;
+            anyhow::Ok((control, environment, partitions))
+        };
+        match attempt.await {
+            Ok(started) => return Ok(started),
+            Err(err) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "engine start-up failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err.context("engine start-up kept failing")),
+        }
+    }
 }
 
 async fn connect_broker(
