@@ -138,7 +138,7 @@ impl fmt::Display for BenchReport {
         let mb = self.bytes as f64 / 1e6;
         writeln!(
             f,
-            "loadgen bench: {} rows, {mb:.1} MB in {} files, {} chunks of {:.1} MiB, concurrency {}, {} cores, load {}{}",
+            "loadgen bench: {} rows, {mb:.1} MB in {} files, {} chunks of at most {:.1} MiB, concurrency {}, {} cores, load {}{}",
             thousands(self.rows),
             self.files,
             self.chunks,
