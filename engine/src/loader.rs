@@ -200,21 +200,17 @@ impl Loader {
             let dataset = dataset.clone();
             let limits = self.limits.clone();
             let lineage = lineage(message);
-            let mut rejects = rejected::collector(&self.upload_dir, lineage);
+            let upload_dir = self.upload_dir.clone();
             tokio::task::spawn_blocking(move || {
-                let file = std::fs::File::open(&path)?;
-                let input = std::io::BufReader::with_capacity(256 * 1024, file);
-                let report = validate::load_chunk_into(
-                    input,
+                validate_file(
+                    &path,
                     &dataset,
                     lineage,
                     policy,
                     &limits,
-                    &mut |buffer| sender.blocking_send(buffer).is_ok(),
-                    &mut |row| rejects.push(&row),
-                )?;
-                let rejects = rejects.finish().map_err(ChunkError::Rejects)?;
-                Ok((report, rejects))
+                    &upload_dir,
+                    &mut |b| sender.blocking_send(b).is_ok(),
+                )
             })
         };
         // COPY starts with the first buffer: a chunk with no loadable row sends nothing.
@@ -448,26 +444,46 @@ async fn count_rows(
     upload_dir: &Path,
 ) -> Option<(u64, Option<RejectedStream>)> {
     let (path, dataset, limits) = (path.to_owned(), dataset.clone(), limits.clone());
-    let lineage = lineage(message);
-    let mut rejects = rejected::collector(upload_dir, lineage);
+    let (lineage, upload_dir) = (lineage(message), upload_dir.to_owned());
     tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(path).ok()?;
-        let input = std::io::BufReader::new(file);
-        let report = validate::load_chunk_into(
-            input,
+        let policy = ErrorPolicy::RejectRows;
+        validate_file(
+            &path,
             &dataset,
             lineage,
-            ErrorPolicy::RejectRows,
+            policy,
             &limits,
+            &upload_dir,
             &mut |_| true,
-            &mut |row| rejects.push(&row),
         )
-        .ok()?;
-        Some((report.data_rows, rejects.finish().ok()?))
+        .ok()
+        .map(|(report, rejects)| (report.data_rows, rejects))
     })
     .await
     .ok()
     .flatten()
+}
+
+/// Validates the chunk file at `path`, sending the COPY buffers to `sink` and keeping the
+/// rejected rows as a COPY stream of their own. Blocking.
+fn validate_file(
+    path: &Path,
+    dataset: &Dataset,
+    lineage: Lineage,
+    policy: ErrorPolicy,
+    limits: &Limits,
+    upload_dir: &Path,
+    sink: &mut dyn FnMut(Bytes) -> bool,
+) -> Result<(ChunkReport, Option<RejectedStream>), ChunkError> {
+    let file = std::fs::File::open(path)?;
+    let input = std::io::BufReader::with_capacity(256 * 1024, file);
+    let mut rejects = rejected::collector(upload_dir, lineage);
+    let report =
+        validate::load_chunk_into(input, dataset, lineage, policy, limits, sink, &mut |row| {
+            rejects.push(&row)
+        })?;
+    let rejects = rejects.finish().map_err(ChunkError::Rejects)?;
+    Ok((report, rejects))
 }
 
 fn lineage(message: &ChunkMessage) -> Lineage {

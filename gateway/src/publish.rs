@@ -104,17 +104,8 @@ impl Publisher {
     pub async fn warm_up(&self) {
         let created = (0..self.partitions).map(|partition| async move {
             let mut slot = self.slots[usize::from(partition)].lock().await;
-            if slot.producer.is_some() {
-                return;
-            }
-            match self.create_producer(partition).await {
-                Ok(producer) => {
-                    slot.producer = Some(producer);
-                    slot.next = 0;
-                }
-                Err(err) => {
-                    tracing::warn!(partition, error = %err, "producer not ready; made on first use")
-                }
+            if let Err(err) = self.ensure_producer(&mut slot, partition).await {
+                tracing::warn!(partition, error = %err, "producer not ready; made on first use");
             }
         });
         futures_util::future::join_all(created).await;
@@ -144,10 +135,7 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let confirmed = {
             let mut slot = self.slots[usize::from(partition)].lock().await;
-            if slot.producer.as_ref().is_none_or(|(p, _)| p.is_closed()) {
-                slot.producer = Some(self.create_producer(partition).await?);
-                slot.next = 0;
-            }
+            self.ensure_producer(&mut slot, partition).await?;
             let id = {
                 let (_, epoch) = slot.producer.as_ref().expect("producer was just ensured");
                 (epoch << 32) | u64::from(slot.next)
@@ -180,6 +168,15 @@ impl Publisher {
             Ok(Err(_)) => Err(PublishError::Broker("producer closed".into())),
             Err(_) => Err(PublishError::Timeout(self.timeout)),
         }
+    }
+
+    /// Gives the slot a working producer, with its counter back at 0, if it has none.
+    async fn ensure_producer(&self, slot: &mut Slot, partition: u16) -> Result<(), PublishError> {
+        if slot.producer.as_ref().is_none_or(|(p, _)| p.is_closed()) {
+            slot.producer = Some(self.create_producer(partition).await?);
+            slot.next = 0;
+        }
+        Ok(())
     }
 
     async fn create_producer(

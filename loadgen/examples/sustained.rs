@@ -236,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (rows_loaded, rows_in_table) = totals(&db).await?;
     let expected_rows = warmup.rows_acknowledged + tally.rows_acknowledged;
-    delete_streams(&args).await;
+    delete_streams(&args);
 
     let report = Report {
         args: &args,
@@ -440,19 +440,14 @@ async fn totals(db: &tokio_postgres::Client) -> anyhow::Result<(u64, u64)> {
     Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
 }
 
-async fn delete_streams(args: &Args) {
+fn delete_streams(args: &Args) {
     let Some(prefix) = &args.stream_prefix else {
         return;
     };
     let Ok(broker) = ingest_contract::streams::BrokerAddress::parse(&args.broker_url) else {
         return;
     };
-    if let Ok(environment) = broker.connect().await {
-        for p in 0..args.partitions {
-            let stream = ingest_contract::streams::stream_name(prefix, p);
-            let _ = environment.delete_stream(&stream).await;
-        }
-    }
+    ingest_contract::testkit::delete_streams(broker, prefix, args.partitions);
 }
 
 struct Report<'a> {
