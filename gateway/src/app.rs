@@ -22,6 +22,7 @@ use crate::auth::{self, Tokens};
 use crate::client_ip::client_ip;
 use crate::clients::ApiClients;
 use crate::errors::{json_response, ApiError};
+use crate::metrics as names;
 use crate::publish::Publisher;
 use crate::ratelimit::{RateLimiter, RouteClass};
 use crate::settings::GatewaySettings;
@@ -56,9 +57,8 @@ pub async fn handle(
         Err(err) => err.into_response(),
     };
     let status = response.status().as_u16().to_string();
-    metrics::counter!("ingest_http_requests_total", "route" => route, "status" => status)
-        .increment(1);
-    metrics::histogram!("ingest_http_request_duration_seconds", "route" => route)
+    metrics::counter!(names::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route)
         .record(started.elapsed().as_secs_f64());
     Ok(response)
 }
@@ -86,6 +86,7 @@ async fn route_request(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    check_host(&request)?;
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let segments: Vec<&str> = path.split('/').collect();
@@ -147,8 +148,9 @@ async fn upload_routes(
         (&Method::POST, ["", "api", "upload"] | ["", "api", "upload", ""]) => {
             let new = read_json::<NewUpload>(request).await?.unwrap_or_default();
             let upload = state.uploads.create(client_id, new).await?;
+            // 200, not 201: the original answered 200 and its own client test asserts it.
             Ok(json_response(
-                StatusCode::CREATED,
+                StatusCode::OK,
                 &json!({"folder": upload.upload_id, "dataset": upload.dataset, "state": upload.state,
                         "expected_chunks": upload.expected_chunks}),
             ))
@@ -192,6 +194,21 @@ async fn upload_routes(
     }
 }
 
+/// RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without exactly one `Host`
+/// (nginx enforces it at the edge, but the gateway is also run bare).
+fn check_host(request: &Request<Incoming>) -> Result<(), ApiError> {
+    if request.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    match request.headers().get_all(http::header::HOST).iter().count() {
+        1 => Ok(()),
+        0 => Err(ApiError::BadRequest(
+            "HTTP/1.1 requests need a Host header".into(),
+        )),
+        _ => Err(ApiError::BadRequest("more than one Host header".into())),
+    }
+}
+
 /// Parses a folder id; anything but a UUID is simply not found (never a path).
 async fn find_upload(state: &AppState, client_id: &str, folder: &str) -> Result<Upload, ApiError> {
     let upload_id = Uuid::parse_str(folder).map_err(|_| ApiError::NotFound)?;
@@ -203,7 +220,7 @@ async fn limit(state: &AppState, class: RouteClass, kind: &str, id: &str) -> Res
     if decision.allowed {
         Ok(())
     } else {
-        metrics::counter!("ingest_rate_limited_total", "class" => class_label(class), "kind" => kind.to_owned())
+        metrics::counter!(names::RATE_LIMITED, "class" => class_label(class), "kind" => kind.to_owned())
             .increment(1);
         Err(ApiError::RateLimited(decision.headers()))
     }
@@ -220,7 +237,18 @@ fn class_label(class: RouteClass) -> &'static str {
 async fn authenticate(state: &AppState, request: &Request<Incoming>) -> Result<String, ApiError> {
     let verified = auth::bearer(request.headers()).and_then(|token| state.tokens.verify(token));
     match verified {
-        Ok(claims) => Ok(claims.sub),
+        Ok(claims) => {
+            // A valid signature is not enough: the client must still exist and be enabled.
+            let enabled = state.clients.is_enabled(&claims.sub).await.map_err(|err| {
+                tracing::warn!(error = %err, "cannot check whether a client is enabled");
+                ApiError::Unavailable("cannot check the client now; retry later".into())
+            })?;
+            if !enabled {
+                metrics::counter!(names::AUTH_FAILURES, "reason" => "client_disabled").increment(1);
+                return Err(ApiError::Unauthorized("client is disabled or unknown"));
+            }
+            Ok(claims.sub)
+        }
         Err(err) => {
             let reason = match err {
                 auth::TokenError::Missing => "missing",
@@ -228,7 +256,7 @@ async fn authenticate(state: &AppState, request: &Request<Incoming>) -> Result<S
                 auth::TokenError::NotYetValid => "not_yet_valid",
                 auth::TokenError::Invalid => "invalid",
             };
-            metrics::counter!("ingest_auth_failures_total", "reason" => reason).increment(1);
+            metrics::counter!(names::AUTH_FAILURES, "reason" => reason).increment(1);
             Err(ApiError::Unauthorized(match err {
                 auth::TokenError::Missing => "not authenticated",
                 auth::TokenError::Expired => "token expired",
@@ -244,7 +272,7 @@ async fn issue_token(
     request: &Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let Some((id, secret)) = auth::basic_credentials(request.headers()) else {
-        metrics::counter!("ingest_auth_failures_total", "reason" => "no_credentials").increment(1);
+        metrics::counter!(names::AUTH_FAILURES, "reason" => "no_credentials").increment(1);
         return Err(ApiError::Unauthorized(
             "client credentials required (HTTP Basic)",
         ));
@@ -255,7 +283,7 @@ async fn issue_token(
         .await
         .map_err(|err| ApiError::Internal(err.into()))?;
     if !valid {
-        metrics::counter!("ingest_auth_failures_total", "reason" => "bad_credentials").increment(1);
+        metrics::counter!(names::AUTH_FAILURES, "reason" => "bad_credentials").increment(1);
         return Err(ApiError::Unauthorized("invalid client credentials"));
     }
     Ok(json_response(

@@ -1,4 +1,13 @@
 //! API clients: ids with argon2-hashed secrets in PostgreSQL (`api_clients`).
+//!
+//! A token names its client in `sub`; every authenticated request asks [`ApiClients::is_enabled`]
+//! whether that client still exists and is enabled. The answer is cached for
+//! [`ENABLED_CACHE_TTL`] per gateway, so a disabled (or deleted) client's live tokens stop
+//! working within that time on every gateway, at one small query per client per period.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -33,10 +42,17 @@ pub struct ClientInfo {
     pub disabled: bool,
 }
 
+/// How long a gateway trusts its last answer to "is this client enabled?".
+pub const ENABLED_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Past this many cached answers the cache starts afresh (tokens of unknown clients could
+/// otherwise grow it without bound: their `sub` is whatever a key holder signed).
+const ENABLED_CACHE_MAX: usize = 10_000;
+
 /// The API clients stored in PostgreSQL.
 #[derive(Clone)]
 pub struct ApiClients {
     pool: Pool,
+    enabled: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -48,7 +64,10 @@ fn valid_id(id: &str) -> bool {
 
 impl ApiClients {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            enabled: Arc::default(),
+        }
     }
 
     /// Creates the client or replaces its secret (and re-enables it).
@@ -110,17 +129,41 @@ impl ApiClients {
         .map_err(|err| ClientsError::Hash(err.to_string()))
     }
 
-    /// Whether `client_id` exists and is enabled (checked on every authenticated request, so a
-    /// disabled client's live tokens stop working).
+    /// Whether `client_id` exists and is enabled, as of at most [`ENABLED_CACHE_TTL`] ago.
+    /// Checked on every authenticated request, so a disabled or deleted client's live tokens
+    /// stop working.
     pub async fn is_enabled(&self, client_id: &str) -> Result<bool, ClientsError> {
+        if let Some(enabled) = self.cached(client_id) {
+            return Ok(enabled);
+        }
         let db = self.pool.get().await?;
-        Ok(db
+        let enabled = db
             .query_opt(
                 "SELECT 1 FROM api_clients WHERE client_id = $1 AND disabled_at IS NULL",
                 &[&client_id],
             )
             .await?
-            .is_some())
+            .is_some();
+        let mut cache = self
+            .enabled
+            .lock()
+            .expect("the client cache lock is never poisoned");
+        if cache.len() >= ENABLED_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(client_id.to_owned(), (enabled, Instant::now()));
+        Ok(enabled)
+    }
+
+    fn cached(&self, client_id: &str) -> Option<bool> {
+        let cache = self
+            .enabled
+            .lock()
+            .expect("the client cache lock is never poisoned");
+        cache
+            .get(client_id)
+            .filter(|(_, at)| at.elapsed() < ENABLED_CACHE_TTL)
+            .map(|(enabled, _)| *enabled)
     }
 
     pub async fn list(&self) -> Result<Vec<ClientInfo>, ClientsError> {

@@ -1,5 +1,9 @@
 //! Expiry of stale uploads: an upload still `receiving` with no activity (its creation or its
-//! last chunk) for `INGEST_UPLOAD_TTL_SECS` is failed with error `expired`.
+//! last chunk) for `INGEST_UPLOAD_TTL_SECS` is failed with error `expired` — unless it lost
+//! nothing: an upload without a declared count whose received chunks are all loaded is settled
+//! `done` instead ([`crate::settle`]), whatever the settle period. What expires is an upload
+//! that received no chunk at all, one still missing declared chunks, or one whose chunks still
+//! wait for an engine after the whole TTL.
 //!
 //! Its chunks that no engine loaded yet are failed in the same transaction (so an engine that
 //! gets their messages later skips them), then their files are removed, with any temporary
@@ -103,7 +107,7 @@ impl Expiry {
             total.chunks += batch.chunks;
             total.files += batch.files;
             if batch.uploads < BATCH as u64 {
-                metrics::counter!("ingest_uploads_expired_total").increment(total.uploads);
+                metrics::counter!(crate::metrics::UPLOADS_EXPIRED).increment(total.uploads);
                 return Ok(total);
             }
         }
@@ -112,6 +116,7 @@ impl Expiry {
     async fn expire_batch(&self) -> Result<Expired, ExpiryError> {
         let ttl = self.ttl.as_secs_f64();
         let mut db = self.pool.get().await?;
+        crate::settle::settle_idle(&db, self.ttl).await?;
         let tx = db.transaction().await?;
         let uploads: Vec<Uuid> = tx
             .query(
@@ -119,6 +124,8 @@ impl Expiry {
                      SELECT u.upload_id FROM uploads u
                      WHERE u.state = 'receiving'
                        AND u.created_at < now() - make_interval(secs => $1)
+                       AND NOT (u.expected_chunks IS NULL AND u.chunks_received > 0
+                                AND u.chunks_loaded + u.chunks_failed >= u.chunks_received)
                        AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
                                        AND c.received_at >= now() - make_interval(secs => $1))
                      ORDER BY u.created_at

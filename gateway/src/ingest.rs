@@ -54,7 +54,7 @@ pub async fn receive_chunk(
     let mut body = request.into_body();
     let stored = pump(&mut body, sink, BodyTimer::start(&state.settings)).await?;
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
-    metrics::histogram!("ingest_chunk_store_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
     Ok(json_response(
         StatusCode::OK,
         &json!({"message": "Chunk stored", "folder": upload.upload_id, "chunk": message.chunk_no,
@@ -159,7 +159,7 @@ pub async fn receive_multipart(
         }
     };
     let (message, duplicate) = commit(state, upload, None, stored).await?;
-    metrics::histogram!("ingest_chunk_store_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
     Ok(json_response(
         StatusCode::OK,
         &json!({"message": "File uploaded successfully", "folder": upload.upload_id,
@@ -216,7 +216,7 @@ async fn commit(
             return Err(err);
         }
     };
-    metrics::counter!("ingest_bytes_received_total").increment(message.bytes);
+    metrics::counter!(crate::metrics::BYTES_RECEIVED).increment(message.bytes);
     if let Err(err) = publisher.publish(&message).await {
         tracing::warn!(error = %err, upload_id = %message.upload_id, chunk = message.chunk_no, "publish failed");
         if !duplicate && state.uploads.forget_chunk(&message).await? {
@@ -313,7 +313,7 @@ where
 }
 
 fn accepting(upload: &Upload, chunk_no: Option<i32>) -> Result<(), ApiError> {
-    if upload.state == "done" || upload.state == "failed" {
+    if !upload.accepts_chunks() {
         return Err(ApiError::Conflict(format!(
             "upload is {}; it takes no more chunks",
             upload.state

@@ -39,7 +39,7 @@ enum ClientCommand {
     },
     /// List clients.
     List,
-    /// Disable a client: its secret and live tokens stop working.
+    /// Disable a client: its secret stops working at once, its live tokens within two seconds.
     Disable { client_id: String },
 }
 

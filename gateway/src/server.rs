@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hyper::service::service_fn;
@@ -20,6 +21,7 @@ use crate::orphans;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
 use crate::settings::{GatewaySettings, DEV_JWT_SECRET};
+use crate::settle::Settle;
 use crate::upload::Uploads;
 
 /// Prepares the database (created and migrated if needed) and returns a connection pool.
@@ -79,10 +81,17 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
     Ok(Arc::new(AppState {
         tokens,
         clients,
-        uploads: Uploads::new(pool.clone()),
+        uploads: Uploads::new(
+            pool.clone(),
+            Duration::from_secs(settings.upload_settle_secs),
+        ),
         publisher,
         limiter,
-        metrics: telemetry::install_metrics(),
+        metrics: {
+            let handle = telemetry::install_metrics();
+            crate::metrics::register();
+            handle
+        },
         pool,
         settings,
     }))
@@ -114,6 +123,11 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let _expiry = expiry::spawn(&state);
+    let _settle = Settle::new(
+        state.pool.clone(),
+        Duration::from_secs(state.settings.upload_settle_secs),
+    )
+    .run_periodically();
     let _orphans = orphans::spawn(&state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     tokio::pin!(shutdown);

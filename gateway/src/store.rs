@@ -93,6 +93,37 @@ impl StoredChunk {
     }
 }
 
+/// Creates `path` inside the upload directory `dir`, making the directory if needed.
+///
+/// Engines and the expiry sweep remove an upload's directory when its last file is gone, so the
+/// directory can vanish between `create_dir_all` and the file's creation (ENOENT), or during
+/// `create_dir_all` itself (EEXIST from a directory that is no longer there). Both are retried:
+/// once the file exists the directory is not empty, and `remove_dir` leaves it alone.
+async fn create_in_upload_dir(dir: &Path, path: &Path) -> io::Result<File> {
+    const ATTEMPTS: usize = 20;
+    let mut last_error = None;
+    for _ in 0..ATTEMPTS {
+        if let Err(err) = tokio::fs::create_dir_all(dir).await {
+            if err.kind() != io::ErrorKind::AlreadyExists {
+                return Err(err);
+            }
+            last_error = Some(err);
+            continue;
+        }
+        let created = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await;
+        match created {
+            Ok(file) => return Ok(file.into_std().await),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => last_error = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("upload directory kept vanishing")))
+}
+
 /// The async end of a chunk being written.
 pub struct ChunkSink {
     frames: mpsc::Sender<Bytes>,
@@ -102,10 +133,9 @@ pub struct ChunkSink {
 impl ChunkSink {
     /// Creates `<dir>/.<nonce>.part` and starts its writer thread.
     pub async fn start(dir: PathBuf, rules: ChunkRules) -> Result<Self, StoreError> {
-        tokio::fs::create_dir_all(&dir).await?;
         let nonce = Uuid::new_v4();
         let temp_path = dir.join(format!(".{}.part", nonce.simple()));
-        let file = tokio::fs::File::create(&temp_path).await?.into_std().await;
+        let file = create_in_upload_dir(&dir, &temp_path).await?;
         let (frames, receiver) = mpsc::channel(QUEUE_FRAMES);
         let writer = tokio::task::spawn_blocking(move || {
             let result = write_chunk(file, receiver, &rules);

@@ -29,7 +29,21 @@ pub struct Upload {
     pub dataset: String,
     pub state: String,
     pub expected_chunks: Option<i32>,
+    /// Ended by the settle rule ([`crate::settle`]), not by a declared count or expiry: a
+    /// further chunk reopens it.
+    pub settled: bool,
 }
+
+impl Upload {
+    /// Whether a chunk may still be added (a settled upload is reopened by one).
+    pub fn accepts_chunks(&self) -> bool {
+        matches!(self.state.as_str(), "receiving" | "processing") || self.settled
+    }
+}
+
+/// Settled: ended without a declared count and without expiring (see [`crate::settle`]).
+const SETTLED_SQL: &str =
+    "(expected_chunks IS NULL AND state IN ('done', 'failed') AND error IS NULL)";
 
 /// The datasets the engine knows (configurable datasets come later).
 pub const DATASETS: &[(&str, &str)] = &[("transactions", "date,content,amount,type")];
@@ -58,11 +72,13 @@ pub enum Recorded {
 #[derive(Clone)]
 pub struct Uploads {
     pool: Pool,
+    /// `INGEST_UPLOAD_SETTLE_SECS`, shown in statuses.
+    settle_after: std::time::Duration,
 }
 
 impl Uploads {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, settle_after: std::time::Duration) -> Self {
+        Self { pool, settle_after }
     }
 
     pub async fn create(&self, client_id: &str, new: NewUpload) -> Result<Upload, ApiError> {
@@ -102,6 +118,7 @@ impl Uploads {
             dataset,
             state: "receiving".into(),
             expected_chunks: new.expected_chunks,
+            settled: false,
         })
     }
 
@@ -110,8 +127,10 @@ impl Uploads {
         let db = self.pool.get().await?;
         let row = db
             .query_opt(
-                "SELECT dataset, state, expected_chunks FROM uploads
-                 WHERE upload_id = $1 AND client_id = $2",
+                &format!(
+                    "SELECT dataset, state, expected_chunks, {SETTLED_SQL} FROM uploads
+                     WHERE upload_id = $1 AND client_id = $2"
+                ),
                 &[&upload_id, &client_id],
             )
             .await?
@@ -121,6 +140,7 @@ impl Uploads {
             dataset: row.get(0),
             state: row.get(1),
             expected_chunks: row.get(2),
+            settled: row.get(3),
         })
     }
 
@@ -134,6 +154,23 @@ impl Uploads {
     ) -> Result<Recorded, ApiError> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
+        // The upload's row lock orders this against the settle and expiry sweeps: a chunk is
+        // never added to an upload that expired meanwhile, and one added to an upload that
+        // settled meanwhile reopens it (below).
+        let current = tx
+            .query_one(
+                &format!(
+                    "SELECT state, {SETTLED_SQL} FROM uploads WHERE upload_id = $1 FOR UPDATE"
+                ),
+                &[&upload.upload_id],
+            )
+            .await?;
+        let (state, settled): (String, bool) = (current.get(0), current.get(1));
+        if !matches!(state.as_str(), "receiving" | "processing") && !settled {
+            return Err(ApiError::Conflict(format!(
+                "upload is {state}; it takes no more chunks"
+            )));
+        }
         let chunk_no = match chunk_no {
             Some(n) => n,
             None => tx
@@ -187,14 +224,18 @@ impl Uploads {
             }));
         }
         // Chunks declared by number move the arrival counter past them, so a multipart chunk
-        // sent later never takes a number already used.
+        // sent later never takes a number already used. A settled upload is reopened.
         tx.execute(
-            "UPDATE uploads SET chunks_received = chunks_received + 1,
+            &format!(
+                "UPDATE uploads SET chunks_received = chunks_received + 1,
                     bytes_received = bytes_received + $2,
                     next_chunk_no = greatest(next_chunk_no, $3 + 1),
-                    state = CASE WHEN state = 'receiving' AND expected_chunks = chunks_received + 1
-                                 THEN 'processing' ELSE state END
-             WHERE upload_id = $1",
+                    state = CASE WHEN {SETTLED_SQL} THEN 'receiving'
+                                 WHEN state = 'receiving' AND expected_chunks = chunks_received + 1
+                                 THEN 'processing' ELSE state END,
+                    completed_at = CASE WHEN {SETTLED_SQL} THEN NULL ELSE completed_at END
+                 WHERE upload_id = $1"
+            ),
             &[&upload.upload_id, &(stored.bytes as i64), &chunk_no],
         )
         .await?;
@@ -263,17 +304,21 @@ impl Uploads {
             return Err(ApiError::BadRequest("chunks must be 0 to 1000000".into()));
         }
         let db = self.pool.get().await?;
+        // A settled upload may still declare its count (the rule below ends it the same way).
         let row = db
             .query_opt(
-                "UPDATE uploads SET expected_chunks = $2,
+                &format!(
+                    "UPDATE uploads SET expected_chunks = $2,
                     state = CASE
                         WHEN chunks_loaded + chunks_failed >= $2
                             THEN CASE WHEN chunks_failed > 0 THEN 'failed' ELSE 'done' END
                         ELSE 'processing' END,
-                    completed_at = CASE WHEN chunks_loaded + chunks_failed >= $2 THEN now() END
+                    completed_at = CASE WHEN chunks_loaded + chunks_failed >= $2
+                                        THEN coalesce(completed_at, now()) END
                  WHERE upload_id = $1 AND (expected_chunks IS NULL OR expected_chunks = $2)
-                   AND state IN ('receiving', 'processing')
-                 RETURNING state",
+                   AND (state IN ('receiving', 'processing') OR {SETTLED_SQL})
+                 RETURNING state"
+                ),
                 &[&upload.upload_id, &chunks],
             )
             .await?;
@@ -296,9 +341,13 @@ impl Uploads {
             .query_one(
                 "SELECT state, dataset, on_error, expected_chunks, chunks_received, chunks_loaded,
                         chunks_failed, bytes_received, rows_loaded, rows_rejected, error,
-                        created_at::text, completed_at::text
+                        created_at::text, completed_at::text,
+                        CASE WHEN expected_chunks IS NULL AND state = 'receiving'
+                             THEN ((SELECT max(received_at) FROM chunks c
+                                    WHERE c.upload_id = uploads.upload_id)
+                                   + make_interval(secs => $2))::text END
                  FROM uploads WHERE upload_id = $1",
-                &[&upload.upload_id],
+                &[&upload.upload_id, &self.settle_after.as_secs_f64()],
             )
             .await?;
         let chunks = db
@@ -334,6 +383,14 @@ impl Uploads {
             error: error.or(first_chunk_error),
             created_at: row.get(11),
             completed_at: row.get(12),
+            completion: if row.get::<_, Option<i32>>(3).is_some() {
+                Completion::Declared
+            } else {
+                Completion::Settle {
+                    idle_secs: self.settle_after.as_secs(),
+                    settles_at: row.get(13),
+                }
+            },
             received_chunks: chunks.iter().map(|c| c.get(0)).collect(),
             rejected_rows: rejected
                 .iter()
@@ -374,8 +431,25 @@ pub struct UploadStatus {
     pub error: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// How this upload ends.
+    pub completion: Completion,
     pub received_chunks: Vec<i32>,
     pub rejected_rows: Vec<RejectedRow>,
+}
+
+/// How an upload ends, as its status shows it.
+#[derive(Debug, Serialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum Completion {
+    /// `done` when the declared number of chunks is loaded (`/complete` or `expected_chunks`).
+    Declared,
+    /// No count declared: `done` once every received chunk is loaded and none arrived for
+    /// `idle_secs` ([`crate::settle`]); `settles_at` is the earliest moment, while receiving
+    /// with nothing pending.
+    Settle {
+        idle_secs: u64,
+        settles_at: Option<String>,
+    },
 }
 
 /// One rejected row in a status.

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::time::Duration;
 use support::*;
 
 #[tokio::test]
@@ -271,13 +272,15 @@ async fn authentication_refusals() {
 
     // Another client's folder is not found.
     let folder = app.create_upload(&token).await;
-    let other = gateway::auth::Tokens::new(
-        &ingest_contract::settings::Secret::new("test-signing-key-0123456789"),
-        None,
-        3600,
-        gateway::auth::system_clock(),
-    )
-    .issue("someone-else");
+    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
+    gateway::clients::ApiClients::new(pool)
+        .upsert(
+            "someone-else",
+            &ingest_contract::settings::Secret::new("someone-else-secret"),
+        )
+        .await
+        .unwrap();
+    let other = signed_token("someone-else");
     let peek = app.status_raw(&other.token, &folder).await;
     assert_eq!(peek, 404);
     assert_eq!(app.status_raw(&token, "../../etc/passwd").await, 404);
@@ -416,4 +419,202 @@ async fn a_restarted_gateway_publishes_its_next_chunk() {
     let mut chunk_nos: Vec<i32> = messages.iter().map(|m| m.chunk_no).collect();
     chunk_nos.sort();
     assert_eq!(chunk_nos, vec![0, 1, 2]);
+}
+
+/// A token for `client_id` signed with the test gateway's key, whatever the database says.
+fn signed_token(client_id: &str) -> gateway::auth::IssuedToken {
+    gateway::auth::Tokens::new(
+        &ingest_contract::settings::Secret::new("test-signing-key-0123456789"),
+        None,
+        3600,
+        gateway::auth::system_clock(),
+    )
+    .issue(client_id)
+}
+
+#[tokio::test]
+async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
+    let app = TestGateway::start(&[]).await;
+    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
+    let clients = gateway::clients::ApiClients::new(pool);
+    let secret = ingest_contract::settings::Secret::new("revoked-secret-123");
+    clients.upsert("soon-revoked", &secret).await.unwrap();
+    let token: serde_json::Value = app
+        .http
+        .post(format!("{}/api/auth/token", app.url))
+        .basic_auth("soon-revoked", Some(secret.expose()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let folder = app.create_upload(&token).await;
+    assert_eq!(app.status_raw(&token, &folder).await, 200);
+
+    // `gateway client disable` does this; the live token stops working within the cache period.
+    clients.disable("soon-revoked").await.unwrap();
+    let disabled_at = std::time::Instant::now();
+    ingest_contract::testkit::wait_for(
+        "the disabled client's token to be refused",
+        gateway::clients::ENABLED_CACHE_TTL + Duration::from_secs(3),
+        || async { (app.status_raw(&token, &folder).await == 401).then_some(()) },
+    )
+    .await;
+    println!("refused {:?} after disable", disabled_at.elapsed());
+    // And stays refused everywhere: creating, uploading, nginx's verify.
+    let create = app
+        .http
+        .post(format!("{}/api/upload", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 401);
+    let body: serde_json::Value = create.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "client is disabled or unknown");
+    let verify = app
+        .http
+        .get(format!("{}/api/auth/verify", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 401);
+
+    // A validly signed token naming no client at all: 401, not a foreign-key 500.
+    let ghost = signed_token("never-existed");
+    let client = app.db.client().await.unwrap();
+    let uploads_before: i64 = client
+        .query_one("SELECT count(*) FROM uploads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let response = app
+        .http
+        .post(format!("{}/api/upload", app.url))
+        .bearer_auth(&ghost.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let uploads_after: i64 = client
+        .query_one("SELECT count(*) FROM uploads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(uploads_before, uploads_after);
+}
+
+#[tokio::test]
+async fn an_http11_request_without_host_is_refused_with_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestGateway::start(&[]).await;
+    let token = app.token().await;
+    let ask = |request: String| {
+        let addr = app.addr;
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let without_host = ask(format!(
+        "POST /api/upload HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(without_host.starts_with("HTTP/1.1 400"), "{without_host}");
+    let two_hosts = ask(format!(
+        "POST /api/upload HTTP/1.1\r\nHost: a\r\nHost: b\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+    let client = app.db.client().await.unwrap();
+    let uploads: i64 = client
+        .query_one("SELECT count(*) FROM uploads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(uploads, 0, "a refused request creates nothing");
+    // With a Host, and HTTP/1.0 without one (Host is an HTTP/1.1 requirement), it is served.
+    let with_host = ask(format!(
+        "POST /api/upload HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(with_host.starts_with("HTTP/1.1 200"), "{with_host}");
+    let http10 = ask(format!(
+        "POST /api/upload HTTP/1.0\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    ))
+    .await;
+    assert!(
+        http10.starts_with("HTTP/1.0 200") || http10.starts_with("HTTP/1.1 200"),
+        "{http10}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_list_every_counter_at_zero_from_the_first_scrape() {
+    // A gateway process of its own: in-process gateways share this test binary's recorder.
+    let db = ingest_contract::testkit::TestDb::new().await.unwrap();
+    let streams = ingest_contract::testkit::TestStreams::new("metrics-", 2);
+    let upload_dir = tempfile_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            format!("--database-url={}", db.url),
+            format!("--addr=127.0.0.1:{port}"),
+            format!("--upload-dir={}", upload_dir.display()),
+            format!("--stream-prefix={}", streams.prefix),
+            "--partitions=2".into(),
+            "--jwt-secret=test-signing-key-0123456789".into(),
+            format!(
+                "--ratelimit-prefix={}:",
+                ingest_contract::testkit::random_name("rl")
+            ),
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let metrics = ingest_contract::testkit::wait_for(
+        "the gateway's first scrape",
+        Duration::from_secs(30),
+        || async {
+            let response = http.get(&url).send().await.ok()?;
+            response.text().await.ok()
+        },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    for series in [
+        "ingest_rate_limited_total{class=\"status\",kind=\"ip\"} 0",
+        "ingest_rate_limited_total{class=\"upload\",kind=\"client\"} 0",
+        "ingest_ratelimit_fallback_total 0",
+        "ingest_auth_failures_total{reason=\"client_disabled\"} 0",
+        "ingest_auth_failures_total{reason=\"bad_credentials\"} 0",
+        "ingest_bytes_received_total 0",
+        "ingest_uploads_expired_total 0",
+        "ingest_uploads_settled_total 0",
+        "ingest_chunk_store_seconds_count 0",
+        "ingest_http_request_duration_seconds_count{route=\"upload_chunk\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+    let _ = std::fs::remove_dir_all(upload_dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(ingest_contract::testkit::random_name("ingest-metrics-"))
 }

@@ -345,6 +345,12 @@ async fn a_folder_that_is_not_a_uuid_is_not_found_on_every_route() {
 #[tokio::test]
 async fn another_clients_folder_is_not_found_on_every_route() {
     let t = target(&[]).await;
+    // A real, enabled client (a token naming no client is refused before any lookup).
+    let pool = gateway::server::database_pool(&t.app.db.url).await.unwrap();
+    gateway::clients::ApiClients::new(pool)
+        .upsert("other-client", &Secret::new("other-client-secret"))
+        .await
+        .unwrap();
     let other = t.token_for("other-client", None);
     let http = &t.app.http;
     let put = t.app.http.put(t.url("/chunks/0")).bearer_auth(&other);

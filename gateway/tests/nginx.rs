@@ -254,7 +254,7 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(response.status(), 200);
     let folder = response.json::<serde_json::Value>().await.unwrap()["folder"]
         .as_str()
         .unwrap()

@@ -229,7 +229,7 @@ impl Api {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201);
+        assert_eq!(response.status(), 200);
         let json: serde_json::Value = response.json().await.unwrap();
         json["folder"].as_str().unwrap().to_owned()
     }

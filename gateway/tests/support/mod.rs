@@ -159,7 +159,7 @@ impl TestGateway {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201);
+        assert_eq!(response.status(), 200);
         let body: serde_json::Value = response.json().await.unwrap();
         body["folder"].as_str().unwrap().to_owned()
     }

@@ -164,7 +164,7 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
                 ..Upload::default()
             };
             state.uploads.insert(folder.clone(), upload);
-            reply(StatusCode::CREATED, json!({"folder": folder}))
+            reply(StatusCode::OK, json!({"folder": folder}))
         }
         (&Method::PUT, ["api", "upload", folder, "chunks", n]) => {
             let Ok(n) = n.parse::<u64>() else {
