@@ -88,7 +88,7 @@ pub struct GatewaySettings {
     pub ratelimit_prefix: String,
 
     /// Redis answer deadline for a rate-limit check before the in-process limiter takes over, in ms.
-    #[arg(long = "redis-timeout-ms", env = "INGEST_REDIS_TIMEOUT_MS", default_value = "10", value_parser = parse_millis("INGEST_REDIS_TIMEOUT_MS"))]
+    #[arg(long = "redis-timeout-ms", env = "INGEST_REDIS_TIMEOUT_MS", default_value = "50", value_parser = parse_millis("INGEST_REDIS_TIMEOUT_MS"))]
     pub redis_timeout: Duration,
 
     /// Requests per second per client IP and per API client, on each route class.

@@ -371,8 +371,8 @@ async fn outage_falls_back_to_local_limits_and_recovers() {
     assert!(limiter.is_degraded());
     assert_eq!(
         passes(&during),
-        6,
-        "the in-process limiter still limits, from its own state"
+        4,
+        "the in-process limiter continues the budget: 6 - 2 spent in redis, not a fresh 6"
     );
 
     // A fresh server has neither the key nor the script (NOSCRIPT is handled).
@@ -385,43 +385,103 @@ async fn outage_falls_back_to_local_limits_and_recovers() {
     let after: Vec<Decision> = join_all((0..10).map(|_| check())).await;
     assert_eq!(
         passes(&after),
-        5,
-        "the probe took 1 of 6 from the new redis, local state is unused"
+        0,
+        "the new redis has a fresh budget, but this limiter counted the outage's requests"
     );
     let exists: i64 = plain_client(&redis.url())
         .await
         .exists(&key)
         .await
         .expect("exists");
-    assert_eq!(exists, 1);
+    assert_eq!(exists, 1, "checks are counted in redis again");
+}
+
+/// How many of `n` concurrent checks of one key pass.
+async fn passed(limiter: &RateLimiter, n: usize) -> usize {
+    let checks = (0..n).map(|_| limiter.check(RouteClass::Upload, "ip", "192.0.2.7"));
+    passes(&join_all(checks).await)
 }
 
 #[tokio::test]
-async fn slow_redis_times_out_and_is_probed_at_most_once_per_second() {
+async fn during_an_outage_each_limiter_continues_from_the_shared_budget_it_last_saw() {
+    // Two gateways on one redis; a client spends 4 of the 6 it has (burst 5), 3 through the first.
+    let mut redis = OwnRedis::start().await;
+    let settings = settings(&redis.url(), SMALL);
+    let first = RateLimiter::new(settings.clone()).await;
+    let second = RateLimiter::new(settings).await;
+    assert_eq!(passed(&first, 3).await, 3);
+    let seen = second.check(RouteClass::Upload, "ip", "192.0.2.7").await;
+    assert!(seen.allowed && seen.remaining == 2, "{seen:?}");
+
+    redis.kill();
+    let by_first = passed(&first, 10).await;
+    let by_second = passed(&second, 10).await;
+    assert!(first.is_degraded() && second.is_degraded());
+    // Each continues from the state its last redis answer showed, plus its own requests: the first
+    // saw 3 spent, the second 4. Neither starts a fresh budget of 6, but together they admit more
+    // than the 2 that were left: each gateway limits alone while redis is down.
+    assert_eq!((by_first, by_second), (3, 2));
+}
+
+#[tokio::test]
+async fn late_answers_are_answered_in_process_from_the_same_budget() {
     let redis = OwnRedis::start().await;
     let limiter = &RateLimiter::new(settings(&redis.url(), SMALL)).await;
-    assert!(
-        limiter
-            .check(RouteClass::Status, "ip", "192.0.2.5")
-            .await
-            .allowed
+    let check = || limiter.check(RouteClass::Upload, "client", "c-late");
+    assert_eq!(passes(&join_all((0..3).map(|_| check())).await), 3);
+
+    // A stopped redis is a healthy one that answers late: every check times out.
+    redis.signal("-STOP");
+    let late = join_all((0..10).map(|_| check())).await;
+    assert_eq!(
+        passes(&late),
+        3,
+        "6 - 3 spent in redis, not a second budget of 6"
     );
+    assert!(
+        !limiter.is_degraded(),
+        "late answers alone do not switch the limiter to in-process"
+    );
+
+    // Redis runs the late checks when it resumes; the budget is spent there and here alike.
+    redis.signal("-CONT");
+    let after = join_all((0..5).map(|_| check())).await;
+    assert_eq!(passes(&after), 0);
+    assert!(!limiter.is_degraded());
+}
+
+#[tokio::test]
+async fn a_silent_redis_is_down_after_a_second_then_probed_at_most_once_per_second() {
+    let redis = OwnRedis::start().await;
+    let limiter = &RateLimiter::new(settings(&redis.url(), SMALL)).await;
+    let check = || limiter.check(RouteClass::Status, "ip", "192.0.2.5");
+    assert!(check().await.allowed);
 
     redis.signal("-STOP");
     let start = Instant::now();
-    let first = limiter.check(RouteClass::Status, "ip", "192.0.2.5").await;
+    let first = check().await;
     assert!(
         start.elapsed() < Duration::from_millis(300),
         "the 10 ms timeout bounds a check"
     );
-    assert!(first.allowed && limiter.is_degraded());
+    assert!(first.allowed && !limiter.is_degraded());
+    // Checks keep asking redis, each waiting for its timeout, until it has answered none for a second.
+    wait_until(
+        Duration::from_secs(10),
+        "redis to count as down",
+        || async move {
+            check().await;
+            limiter.is_degraded()
+        },
+    )
+    .await;
 
     // For 1.5 s, only checks that probe redis pay the timeout: at most one per second.
     let window = Instant::now();
     let mut slow = 0;
     while window.elapsed() < Duration::from_millis(1500) {
         let start = Instant::now();
-        limiter.check(RouteClass::Status, "ip", "192.0.2.5").await;
+        check().await;
         slow += usize::from(start.elapsed() >= Duration::from_millis(8));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -430,7 +490,7 @@ async fn slow_redis_times_out_and_is_probed_at_most_once_per_second() {
 
     redis.signal("-CONT");
     wait_until(Duration::from_secs(10), "recovery", || async move {
-        limiter.check(RouteClass::Status, "ip", "192.0.2.5").await;
+        check().await;
         !limiter.is_degraded()
     })
     .await;

@@ -1,5 +1,5 @@
-//! GCRA arithmetic in integer microseconds, and the in-process limiter that uses it while
-//! Redis is unavailable.
+//! GCRA arithmetic in integer microseconds, and the in-process limiter that uses it on every check
+//! (alone while Redis is unavailable or late).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,7 +67,9 @@ impl Gcra {
     }
 }
 
-/// The in-process limiter used while Redis is unavailable: same GCRA, state in a local map.
+/// The in-process limiter: same GCRA, state in a local map. The gateway counts every check in it and
+/// raises its TATs to the shared ones Redis reports, so its answers, when Redis cannot give one,
+/// continue the budget already spent instead of starting a new one.
 pub struct LocalLimiter {
     epoch: Instant,
     state: Mutex<LocalState>,
@@ -120,9 +122,28 @@ impl LocalLimiter {
         gcra.decision(allowed, tat - now)
     }
 
+    /// Moves the TAT of `key` forward to `tat` (on the limiter's clock) if it is behind: what Redis
+    /// reported for the shared state, which includes other gateways' requests.
+    pub(super) fn raise_tat_at(&self, key: &str, tat: Duration) {
+        let tat = u64::try_from(tat.as_micros()).unwrap_or(u64::MAX);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.tats.get_mut(key) {
+            Some(stored) => *stored = (*stored).max(tat),
+            // Counted just before, so only missing if a sweep found its TAT already past.
+            None => {
+                state.tats.insert(key.to_owned(), tat);
+            }
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.state.lock().map(|s| s.tats.len()).unwrap_or_default()
+    }
+
+    /// The limiter's clock: time since its creation.
+    pub(super) fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     pub(super) fn now_us(&self) -> u64 {

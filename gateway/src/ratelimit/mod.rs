@@ -10,9 +10,20 @@
 //! that reads the clock with Redis `TIME`, so skewed gateway clocks cannot disagree, and stores the TAT
 //! with an expiry equal to the time until the bucket is full again, so idle keys vanish.
 //!
-//! When Redis fails or does not answer within `redis_timeout`, the check is answered by an in-process
-//! limiter with the same semantics instead of failing the request. While degraded, at most one check per
-//! second tries Redis again; the first success switches back. Each gateway then enforces its budget alone.
+//! Every check is also counted by an in-process limiter with the same semantics, before Redis is asked,
+//! and that limiter learns the shared TAT from each Redis answer. A request passes only if both agree,
+//! so one gateway never admits more than one budget for a key, whichever store answered: when Redis is
+//! late (no answer within `redis_timeout`) or down, the in-process limiter answers alone, from the same
+//! state, never from a fresh budget. (A check that times out may never reach Redis, or reach it after
+//! later ones; the in-process count is what keeps such a burst within one budget.) Where the two
+//! disagree it is towards refusing: when a budget runs out, two checks racing on different threads
+//! may reach the two limiters in opposite orders and both be refused. The in-process map holds every
+//! key with requests in the last `tau`; idle ones are swept.
+//!
+//! A late answer is load, not an outage: the limiter counts Redis as down only when its connection is
+//! down, a command fails, or checks keep timing out while Redis has answered none for a second.
+//! While down, at most one check per second tries Redis again; the first success switches back. Each
+//! gateway then enforces its budget alone, from what it last knew of the shared state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +58,9 @@ return {1, tat - now}
 
 /// How often a degraded limiter lets one check try Redis again, in microseconds.
 const PROBE_GAP_US: u64 = 1_000_000;
+/// How long Redis may answer no check, while checks time out waiting for it, before it counts as down,
+/// in microseconds. Under load single answers are late; a hung Redis answers nothing at all.
+const DOWN_AFTER_US: u64 = 1_000_000;
 /// How long `RateLimiter::new` waits for the first connection before starting degraded.
 const STARTUP_WAIT: Duration = Duration::from_secs(1);
 /// TCP connect deadline; reconnection attempts run in the background, not on the request path.
@@ -114,7 +128,7 @@ impl Default for RateLimitSettings {
         Self {
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: "ingest:rl:".into(),
-            redis_timeout: Duration::from_millis(10),
+            redis_timeout: Duration::from_millis(50),
             auth: Quota::default(),
             upload: Quota::default(),
             status: Quota::default(),
@@ -158,6 +172,24 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+impl Decision {
+    /// The decision of two limits applied at once: refused if either refuses (with the longer wait),
+    /// otherwise the fewer remaining requests and the later reset.
+    fn stricter(self, other: Self) -> Self {
+        match (self.allowed, other.allowed) {
+            (true, true) => Self {
+                remaining: self.remaining.min(other.remaining),
+                reset_after: self.reset_after.max(other.reset_after),
+                ..self
+            },
+            (true, false) => other,
+            (false, true) => self,
+            (false, false) if other.retry_after > self.retry_after => other,
+            (false, false) => self,
+        }
+    }
+}
+
 /// Why Redis could not answer a check; the caller falls back, so these never reach a client.
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
@@ -169,8 +201,15 @@ pub enum RateLimitError {
     Reply(Vec<i64>),
 }
 
-/// The rate limiter of the gateway: Redis first, the in-process limiter when Redis is down or slow.
-/// Cheap to clone; clones share one connection and one fallback state.
+impl RateLimitError {
+    /// Whether Redis only failed to answer within `redis_timeout`.
+    fn is_timeout(&self) -> bool {
+        matches!(self, Self::Redis(err) if *err.kind() == fred::error::ErrorKind::Timeout)
+    }
+}
+
+/// The rate limiter of the gateway: Redis and, on every check, the in-process limiter; the latter alone
+/// when Redis is down or late. Cheap to clone; clones share one connection and one in-process state.
 #[derive(Clone)]
 pub struct RateLimiter {
     inner: Arc<Inner>,
@@ -179,10 +218,13 @@ pub struct RateLimiter {
 struct Inner {
     settings: RateLimitSettings,
     redis: Option<Redis>,
+    /// Counts every check of this gateway and learns the shared state from Redis's answers.
     local: LocalLimiter,
     degraded: AtomicBool,
     /// On the local limiter's clock, in microseconds: when a degraded limiter may next try Redis.
     next_probe_us: AtomicU64,
+    /// On the local limiter's clock, in microseconds: when Redis last answered a check (0: at start).
+    last_answer_us: AtomicU64,
 }
 
 struct Redis {
@@ -219,6 +261,7 @@ impl RateLimiter {
                 local: LocalLimiter::default(),
                 degraded: AtomicBool::new(!connected),
                 next_probe_us: AtomicU64::new(0),
+                last_answer_us: AtomicU64::new(0),
             }),
         }
     }
@@ -229,21 +272,25 @@ impl RateLimiter {
         let quota = inner.quota(class);
         let prefix = &inner.settings.key_prefix;
         let key = format!("{prefix}{}:{kind}:{id}", class.as_str());
+        // Counted here before Redis is asked, so checks still waiting on Redis are already spent when
+        // a late one is answered in process.
+        let now = inner.local.now();
+        let own = inner.local.check_at(&key, quota, now);
         if let Some((redis, probe)) = inner.redis_to_try() {
             match redis_check(redis, &key, Gcra::new(quota)).await {
-                Ok(decision) => {
-                    // Only a probe ends degradation: a check sent before Redis failed may still succeed,
-                    // and must not flip the state back and forth (and flood the log) on a flaky Redis.
-                    if probe {
-                        inner.mark_healthy();
-                    }
-                    return decision;
+                Ok(shared) => {
+                    inner.answered(probe);
+                    // `reset_after` is the shared TAT minus Redis's now. Taken from `now`, before the
+                    // command was sent, the learnt TAT errs towards the budget other gateways left.
+                    inner.local.raise_tat_at(&key, now + shared.reset_after);
+                    return shared.stricter(own);
                 }
-                Err(err) => inner.mark_degraded(&err),
+                Err(err) => inner.failed(&err),
             }
         }
-        metrics::counter!("ingest_ratelimit_fallback_total").increment(1);
-        inner.local.check(&key, quota)
+        // Only checks Redis did not answer: the in-process count of the others is not an answer.
+        metrics::counter!(crate::metrics::RATELIMIT_FALLBACK).increment(1);
+        own
     }
 
     /// Whether checks are currently answered in process (for `/ready`); also true as soon as the Redis
@@ -291,6 +338,28 @@ impl Inner {
                 )
                 .is_ok();
         claimed.then_some((redis, true))
+    }
+
+    /// Redis answered a check. Only a probe ends degradation: a check sent before Redis failed may
+    /// still succeed, and must not flip the state back and forth (and flood the log) on a flaky Redis.
+    fn answered(&self, probe: bool) {
+        self.last_answer_us
+            .fetch_max(self.local.now_us(), Ordering::Relaxed);
+        if probe {
+            self.mark_healthy();
+        }
+    }
+
+    /// Redis did not answer a check. A late answer while Redis keeps answering others is load: that
+    /// check is answered in process, the next ones still ask Redis.
+    fn failed(&self, err: &RateLimitError) {
+        let last_answer_us = self.last_answer_us.load(Ordering::Relaxed);
+        let silent_us = self.local.now_us().saturating_sub(last_answer_us);
+        if err.is_timeout() && silent_us < DOWN_AFTER_US {
+            tracing::debug!(error = %err, "rate-limit redis answered late, this check is answered in process");
+            return;
+        }
+        self.mark_degraded(err);
     }
 
     fn mark_healthy(&self) {

@@ -81,3 +81,40 @@ fn headers_round_up_and_retry_is_at_least_one_second() {
     };
     assert_eq!(allowed.headers().len(), 3);
 }
+
+#[test]
+fn the_stricter_of_two_decisions_refuses_if_either_refuses() {
+    let gcra = Gcra::new(Quota::default());
+    let roomy = gcra.decision(true, 10_000);
+    let tight = gcra.decision(true, 1_990_000);
+    let refused_soon = gcra.decision(false, 2_004_000);
+    let refused_late = gcra.decision(false, 2_050_000);
+    assert_eq!(roomy.stricter(tight), tight);
+    assert_eq!(tight.stricter(roomy), tight);
+    assert_eq!(roomy.stricter(refused_soon), refused_soon);
+    assert_eq!(refused_soon.stricter(roomy), refused_soon);
+    assert_eq!(refused_soon.stricter(refused_late), refused_late);
+    assert_eq!(refused_late.stricter(refused_soon), refused_late);
+}
+
+#[test]
+fn a_learnt_shared_tat_continues_the_budget_and_never_moves_back() {
+    let limiter = LocalLimiter::default();
+    let quota = Quota::default();
+    let t0 = Duration::from_secs(5);
+    // Redis said 150 requests of the shared budget (201) are spent, 10 of them by this limiter.
+    for _ in 0..10 {
+        limiter.check_at("k", quota, t0);
+    }
+    limiter.raise_tat_at("k", t0 + 150 * 10 * MS);
+    // An older, smaller answer arriving late changes nothing.
+    limiter.raise_tat_at("k", t0 + 20 * 10 * MS);
+    let passed = (0..100)
+        .filter(|_| limiter.check_at("k", quota, t0).allowed)
+        .count();
+    assert_eq!(passed, 51);
+    // A key this limiter never counted learns the shared state too.
+    limiter.raise_tat_at("new", t0 + 199 * 10 * MS);
+    let d = limiter.check_at("new", quota, t0);
+    assert!(d.allowed && d.remaining == 1, "{d:?}");
+}
