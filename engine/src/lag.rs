@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use crate::metrics::{self, Stage};
+
 /// An exported gauge family: name, help text, and its value for one partition.
 type Family = (&'static str, &'static str, fn(&Backlog) -> f64);
 
@@ -83,7 +85,7 @@ impl PartitionLag {
                 partitions,
             }),
             Err(err) => {
-                metrics::counter!("ingest_engine_errors_total", "stage" => "backlog").increment(1);
+                metrics::error(Stage::Backlog);
                 tracing::warn!(error = %err, "partition backlog query failed");
                 None
             }

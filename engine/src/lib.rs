@@ -3,7 +3,12 @@
 //!
 //! - [`server`]: runs a process: prepares database and streams, serves [`http`] probes, and
 //!   supervises one [`processor`] per partition this process owns through [`lease`]s.
-//! - [`processor`]: consumes one partition stream from the offset committed in PostgreSQL.
+//! - [`processor`]: consumes one partition stream from the offset committed in PostgreSQL, over a
+//!   [`consumer`] whose broker connection ends with it.
+//! - [`session`]: this process's PostgreSQL sessions, tagged with its name (so a peer taking over
+//!   its lapsed leases can fence it) and with lock, statement and idle timeouts, so a stopped
+//!   process cannot stall the group.
+//! - [`metrics`]: every metric the engine exports, declared once and listed from the first scrape.
 //! - [`loader`]: loads one chunk in one transaction: ledger claim, COPY, rejected rows, counters,
 //!   stream offset; [`partitions`] creates monthly partitions ahead of the rows; [`cleanup`]
 //!   removes chunk files after their commit and sweeps what a crash left behind; [`rejected`]
@@ -11,14 +16,17 @@
 //! - [`dataset`], [`validate`], [`pgcopy`]: the rows of a chunk, from the `ingest-rows` crate.
 
 pub mod cleanup;
+pub mod consumer;
 pub mod http;
 pub mod lag;
 pub mod lease;
 pub mod loader;
+pub mod metrics;
 pub mod partitions;
 pub mod processor;
 pub mod rejected;
 pub mod server;
+pub mod session;
 pub mod settings;
 
 pub use ingest_rows::{dataset, pgcopy, validate};

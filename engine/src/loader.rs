@@ -1,11 +1,21 @@
 //! Loading one chunk, exactly once, in one PostgreSQL transaction.
 //!
-//! The transaction locks the chunk's ledger row (a chunk already loaded or failed is skipped:
-//! that is what makes a redelivered or republished message harmless), checks that this process
-//! still holds the partition's lease (a process that lost it cannot commit), COPYs the rows while
-//! a blocking thread parses and encodes them, records the rejected rows, updates the ledger and
-//! the upload's counters (marking the upload done with its last chunk), and stores the stream
-//! offset. All of it commits together or not at all.
+//! A load reads the chunk's ledger row (a chunk already loaded or failed is skipped: that is what
+//! makes a redelivered or republished message harmless) and checks the partition's lease; then,
+//! in a transaction that begins with the first encoded buffer, it COPYs the rows while a blocking
+//! thread parses and encodes them, checks that the lease is still this process's (a process
+//! that lost it does not commit), moves the ledger row from
+//! `stored` to `loaded` or `failed` (`UPDATE ... WHERE state = 'stored'`), records the rejected
+//! rows and the upload's counters (marking the upload done with its last chunk), and stores the
+//! stream offset. All of it commits together or not at all.
+//!
+//! Exactly once rests on that ledger update alone: of two transactions loading the same chunk
+//! (a redelivery, or a peer that took the partition over from a stopped process), the second to
+//! reach the ledger row finds it no longer `stored`, updates nothing, and rolls its rows back.
+//! No lock is taken before the COPY: not on the lease row (a heartbeat's renewal or a peer's
+//! takeover would wait for the whole load) nor on the ledger row (a peer taking over from a
+//! process stopped mid-COPY would wait for that process to run again). The locks a load takes
+//! (ledger row, upload row, offset row) are held only from its last statements to its commit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,12 +24,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
 
 use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
+use crate::metrics::{self, Outcome as Counted};
 use crate::partitions::{first_row_month, MonthPartitions};
 use crate::rejected;
 use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
@@ -71,6 +82,9 @@ pub struct Loader {
     pub partitions: Arc<MonthPartitions>,
 }
 
+/// A parsed chunk: its report and rejected rows, or why it cannot be loaded.
+type Parsed = Result<(ChunkReport, Option<RejectedStream>), ChunkError>;
+
 struct ChunkRow {
     stored_path: String,
     on_error: String,
@@ -89,21 +103,23 @@ impl Loader {
         self.prepare_first_month(client, message).await?;
         // A new month means: roll back, create its partition, load again (at most once per month).
         for _attempt in 0..3 {
-            let tx = client.transaction().await?;
-            let Some(row) = claim(&tx, message, position).await? else {
-                commit_offset(&tx, position).await?;
-                tx.commit().await?;
+            let Some(row) = claim(&*client, message, position).await? else {
+                commit_offset(&*client, position).await?;
+                metrics::chunk(Counted::Skipped);
                 return Ok(Outcome::Skipped);
             };
             let dataset = Dataset::builtin(&row.dataset);
             let policy = ErrorPolicy::parse(&row.on_error).unwrap_or(ErrorPolicy::RejectRows);
             let path = self.upload_dir.join(&row.stored_path);
-            let parsed = match dataset {
-                None => Err(ChunkError::NotCsv(format!(
-                    "unknown dataset {:?}",
-                    row.dataset
-                ))),
-                Some(ref dataset) => self.copy(&tx, &path, dataset, message, policy).await?,
+            let (tx, parsed) = match dataset {
+                None => {
+                    let unknown = format!("unknown dataset {:?}", row.dataset);
+                    (None, Err(ChunkError::NotCsv(unknown)))
+                }
+                Some(ref dataset) => {
+                    let (tx, parsed) = self.copy(client, &path, dataset, message, policy).await?;
+                    (Some(tx), parsed)
+                }
             };
             let (report, rejects) = match parsed {
                 Ok(parsed) => parsed,
@@ -118,18 +134,19 @@ impl Loader {
                     return Ok(outcome);
                 }
             };
+            let tx = tx.expect("a chunk is only parsed inside its transaction");
             let missing = self.partitions.missing(&report.months);
             if !missing.is_empty() {
                 drop(tx); // Rolls back; the partitions are created outside it.
                 self.partitions.create(client, &missing).await?;
                 continue;
             }
-            if let Some(rejects) = rejects {
-                rejected::copy(&tx, rejects).await?;
-            }
             let rejected = report.rows_rejected;
-            finish_chunk(&tx, message, "loaded", report.rows_loaded, rejected, None).await?;
-            commit_offset(&tx, position).await?;
+            let counts = (report.rows_loaded, rejected, None);
+            if !settle(&tx, message, position, "loaded", counts, rejects).await? {
+                drop(tx); // Rolls the rows back: a peer loaded or failed this chunk meanwhile.
+                return skipped(client, message, position).await;
+            }
             tx.commit().await?;
             self.remove_file(client, message, &path).await;
             record_metrics(message, &report, started);
@@ -185,15 +202,17 @@ impl Loader {
         Ok(())
     }
 
-    /// Streams the chunk through the parser into `COPY ... FROM STDIN (FORMAT binary)`.
-    async fn copy(
+    /// Streams the chunk through the parser into `COPY ... FROM STDIN (FORMAT binary)`, in a
+    /// transaction that begins with the first encoded buffer and is returned open (to commit
+    /// with the rest, or to roll back).
+    async fn copy<'c>(
         &self,
-        tx: &Transaction<'_>,
+        client: &'c mut Client,
         path: &Path,
         dataset: &Dataset,
         message: &ChunkMessage,
         policy: ErrorPolicy,
-    ) -> Result<Result<(ChunkReport, Option<RejectedStream>), ChunkError>, LoadError> {
+    ) -> Result<(Transaction<'c>, Parsed), LoadError> {
         let (sender, mut buffers) = mpsc::channel::<Bytes>(COPY_QUEUE);
         let parser = {
             let path = path.to_owned();
@@ -213,10 +232,14 @@ impl Loader {
                 )
             })
         };
-        // COPY starts with the first buffer: a chunk with no loadable row sends nothing.
+        // The transaction begins once the first buffer is ready: a transaction is never idle
+        // while rows are parsed (a chunk with no loadable row is read to its end first), so an
+        // `idle_in_transaction_session_timeout` (see `session`) only ever ends stopped ones.
         let copy_started = Instant::now();
+        let first = buffers.recv().await;
+        let tx = client.transaction().await?;
         let mut copied = None;
-        if let Some(first) = buffers.recv().await {
+        if let Some(first) = first {
             let mut sink = Box::pin(tx.copy_in(&dataset.copy_statement()).await?);
             sink.send(first).await?;
             while let Some(buffer) = buffers.recv().await {
@@ -227,14 +250,16 @@ impl Loader {
         let parsed = parser
             .await
             .map_err(|err| LoadError::Parser(err.to_string()))?;
-        if let (Ok(_), Some(mut sink)) = (&parsed, copied) {
-            sink.as_mut().finish().await?;
-            metrics::histogram!("ingest_copy_duration_seconds")
-                .record(copy_started.elapsed().as_secs_f64());
+        match (&parsed, copied) {
+            (Ok(_), Some(mut sink)) => {
+                sink.as_mut().finish().await?;
+                metrics::copy_duration(copy_started.elapsed());
+            }
+            // On a parse error the sink is dropped unfinished: PostgreSQL aborts the COPY and
+            // the caller rolls the transaction back.
+            (_, copied) => drop(copied),
         }
-        // On a parse error the sink is dropped unfinished: PostgreSQL aborts the COPY and the
-        // transaction is rolled back by the caller.
-        Ok(parsed)
+        Ok((tx, parsed))
     }
 
     async fn failure_reason(
@@ -288,23 +313,16 @@ impl Loader {
         if claim(&tx, message, position).await?.is_none() {
             commit_offset(&tx, position).await?;
             tx.commit().await?;
+            metrics::chunk(Counted::Skipped);
             return Ok(Outcome::Skipped);
         }
-        if let Some(rejects) = failure.rejected {
-            rejected::copy(&tx, rejects).await?;
+        let counts = (0, failure.rows_rejected, Some(failure.reason.as_str()));
+        if !settle(&tx, message, position, "failed", counts, failure.rejected).await? {
+            drop(tx);
+            return skipped(client, message, position).await;
         }
-        finish_chunk(
-            &tx,
-            message,
-            "failed",
-            0,
-            failure.rows_rejected,
-            Some(&failure.reason),
-        )
-        .await?;
-        commit_offset(&tx, position).await?;
         tx.commit().await?;
-        metrics::counter!("ingest_chunks_total", "outcome" => "failed").increment(1);
+        metrics::chunk(Counted::Failed);
         tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, reason = %failure.reason, "chunk failed");
         Ok(Outcome::Failed {
             reason: failure.reason,
@@ -334,30 +352,28 @@ struct Failure {
     rejected: Option<RejectedStream>,
 }
 
-/// Locks the chunk's ledger row if it still waits to be loaded, after checking the lease.
+/// Reads the chunk's ledger row if it still waits to be loaded, after checking the lease. Locks
+/// nothing: [`settle`] decides, at the end, whether this transaction is the one that loads it.
 async fn claim(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     message: &ChunkMessage,
     position: &Position,
 ) -> Result<Option<ChunkRow>, LoadError> {
-    // FOR SHARE on our lease row: a takeover's UPDATE waits for this transaction to end.
-    let leased = tx
+    let leased = client
         .query_opt(
             "SELECT 1 FROM partition_leases
-             WHERE consumer_group = $1 AND partition = $2 AND owner = $3 AND expires_at > now()
-             FOR SHARE",
+             WHERE consumer_group = $1 AND partition = $2 AND owner = $3 AND expires_at > now()",
             &[&position.group, &position.partition, &position.owner],
         )
         .await?;
     if leased.is_none() {
         return Err(LoadError::LeaseLost(position.partition));
     }
-    let row = tx
+    let row = client
         .query_opt(
             "SELECT c.stored_path, u.on_error, u.dataset FROM chunks c
              JOIN uploads u ON u.upload_id = c.upload_id
-             WHERE c.upload_id = $1 AND c.chunk_no = $2 AND c.state = 'stored'
-             FOR UPDATE OF c",
+             WHERE c.upload_id = $1 AND c.chunk_no = $2 AND c.state = 'stored'",
             &[&message.upload_id, &message.chunk_no],
         )
         .await?;
@@ -368,6 +384,56 @@ async fn claim(
     }))
 }
 
+/// The end of a load, after its COPY: checks that the lease is still ours, moves the ledger row
+/// out of `stored`, then records the rejected rows, the upload's counters and the stream offset.
+/// `false` (nothing written; roll back) when the chunk is no longer `stored`: a peer got there
+/// first.
+async fn settle(
+    tx: &Transaction<'_>,
+    message: &ChunkMessage,
+    position: &Position,
+    state: &str,
+    (rows, rejected, error): (u64, u64, Option<&str>),
+    rejects: Option<RejectedStream>,
+) -> Result<bool, LoadError> {
+    // Owner only, not expiry: a late heartbeat is no reason to throw the work away, a takeover
+    // is (the peer is loading this partition now). The ledger update is what keeps it exact.
+    let ours = tx
+        .query_opt(
+            "SELECT 1 FROM partition_leases
+             WHERE consumer_group = $1 AND partition = $2 AND owner = $3",
+            &[&position.group, &position.partition, &position.owner],
+        )
+        .await?;
+    if ours.is_none() {
+        return Err(LoadError::LeaseLost(position.partition));
+    }
+    if !finish_chunk(tx, message, state, rows, rejected, error).await? {
+        return Ok(false);
+    }
+    // After the ledger row: only the transaction that moved it writes the chunk's rejected rows,
+    // so a peer never waits on another's uncommitted rows of the same chunk (their primary key).
+    if let Some(rejects) = rejects {
+        rejected::copy(tx, rejects).await?;
+    }
+    commit_offset(tx, position).await?;
+    Ok(true)
+}
+
+/// After losing the race for a chunk: its offset is committed (by whoever won, or now).
+async fn skipped(
+    client: &Client,
+    message: &ChunkMessage,
+    position: &Position,
+) -> Result<Outcome, LoadError> {
+    commit_offset(client, position).await?;
+    metrics::chunk(Counted::Skipped);
+    tracing::info!(upload_id = %message.upload_id, chunk = message.chunk_no, "chunk settled by a peer; rolled back");
+    Ok(Outcome::Skipped)
+}
+
+/// Moves the ledger row from `stored` to `state` and counts it in the upload; `false` (nothing
+/// updated) when it was not `stored` any more.
 async fn finish_chunk(
     tx: &Transaction<'_>,
     message: &ChunkMessage,
@@ -375,24 +441,29 @@ async fn finish_chunk(
     rows: u64,
     rejected: u64,
     error: Option<&str>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     let (rows, rejected) = (rows as i64, rejected as i64);
     // clock_timestamp(), not now(): now() is the transaction's start, before the COPY, and would
     // make chunk latencies and the benchmark's end time look better than they are.
-    tx.execute(
-        "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
+    // `state = 'stored'`: waits for a peer's uncommitted update of the row, then sees its result.
+    let moved = tx
+        .execute(
+            "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
                 committed_at = clock_timestamp()
-         WHERE upload_id = $1 AND chunk_no = $2",
-        &[
-            &message.upload_id,
-            &message.chunk_no,
-            &state,
-            &rows,
-            &rejected,
-            &error,
-        ],
-    )
-    .await?;
+         WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'",
+            &[
+                &message.upload_id,
+                &message.chunk_no,
+                &state,
+                &rows,
+                &rejected,
+                &error,
+            ],
+        )
+        .await?;
+    if moved == 0 {
+        return Ok(false);
+    }
     let failed = i32::from(state == "failed");
     let loaded = 1 - failed;
     // The upload is done with its last expected chunk, in this same transaction.
@@ -417,15 +488,16 @@ async fn finish_chunk(
         &[&message.upload_id, &loaded, &failed, &rows, &rejected],
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
-async fn commit_offset(
-    tx: &Transaction<'_>,
+/// Stores the partition's stream offset (never backwards), in `client`'s transaction if any.
+pub(crate) async fn commit_offset(
+    client: &impl GenericClient,
     position: &Position,
 ) -> Result<(), tokio_postgres::Error> {
     let offset = position.offset as i64;
-    tx.execute(
+    client.execute(
         "INSERT INTO stream_offsets (stream, consumer_group, \"offset\") VALUES ($1, $2, $3)
          ON CONFLICT (stream, consumer_group) DO UPDATE
          SET \"offset\" = greatest(stream_offsets.\"offset\", excluded.\"offset\"), updated_at = now()",
@@ -494,16 +566,17 @@ fn lineage(message: &ChunkMessage) -> Lineage {
 }
 
 fn record_metrics(message: &ChunkMessage, report: &ChunkReport, started: Instant) {
-    metrics::counter!("ingest_rows_loaded_total").increment(report.rows_loaded);
-    metrics::counter!("ingest_rows_rejected_total").increment(report.rows_rejected);
-    metrics::counter!("ingest_bytes_loaded_total").increment(report.bytes);
-    metrics::counter!("ingest_chunks_total", "outcome" => "loaded").increment(1);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let latency = Duration::from_millis((now_ms - message.received_at_ms).max(0) as u64);
-    metrics::histogram!("ingest_chunk_latency_seconds").record(latency.as_secs_f64());
+    metrics::loaded(
+        report.rows_loaded,
+        report.rows_rejected,
+        report.bytes,
+        latency,
+    );
     tracing::debug!(
         upload_id = %message.upload_id,
         chunk = message.chunk_no,

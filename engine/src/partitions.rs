@@ -4,14 +4,27 @@
 //! well-formed data must not end up there: the loader checks the months a chunk touched against
 //! this cache before committing, and when one is new it rolls back, creates the partition here
 //! (outside any open COPY, so no lock waits on our own transaction) and loads the chunk again.
+//!
+//! Creating a partition takes an ACCESS EXCLUSIVE lock on the parent table, so it waits for every
+//! open transaction that COPYs into the table, and while it waits every new COPY queues behind it
+//! (measured on PostgreSQL 15: an INSERT waits on a pending `CREATE TABLE ... PARTITION OF`). A
+//! COPY of a stopped process (SIGSTOP, a frozen VM) would thus stall loading in the whole group.
+//! The DDL waits [`DDL_LOCK_TIMEOUT`] at most, then fails and the load is retried with backoff;
+//! the stopped process is fenced when its lease is taken over ([`crate::lease`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use crate::dataset::Dataset;
 use crate::pgcopy::Timestamp;
+
+/// How long partition DDL waits for the COPYs running into the table. A chunk's COPY (8 MiB by
+/// default) takes well under a second; every COPY started meanwhile waits behind the DDL, so
+/// keep it short.
+pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The months (year, month) that have a partition, or can never get one.
 #[derive(Default)]
@@ -66,13 +79,21 @@ impl MonthPartitions {
                 continue; // Another processor of ours just made it.
             }
             let first_day = format!("{year:04}-{month:02}-01");
-            let created: bool = client
+            client
+                .batch_execute(&format!(
+                    "SET lock_timeout = {}",
+                    DDL_LOCK_TIMEOUT.as_millis()
+                ))
+                .await?;
+            let created = client
                 .query_one(
                     "SELECT ensure_transactions_partition($1::text::date)",
                     &[&first_day],
                 )
-                .await?
-                .get(0);
+                .await;
+            // Back to the session's own lock timeout (set at connect: `RESET` returns to it).
+            client.batch_execute("RESET lock_timeout").await?;
+            let created: bool = created?.get(0);
             if !created {
                 // Rows of that month already sit in the default partition: new ones join them.
                 tracing::warn!(year, month, "month stays in the default partition");

@@ -1,12 +1,12 @@
 //! A partition processor: consumes one partition stream from the offset committed in
-//! PostgreSQL and loads each chunk it announces, one at a time, in stream order.
+//! PostgreSQL and loads each chunk it announces, one at a time, in stream order. Its broker
+//! connection ([`PartitionConsumer`]) and its PostgreSQL session live and end with it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use rabbitmq_stream_client::types::OffsetSpecification;
-use rabbitmq_stream_client::Environment;
+use rabbitmq_stream_client::ClientOptions;
 use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -14,12 +14,17 @@ use tokio_util::sync::CancellationToken;
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::db;
 
-use crate::loader::{LoadError, Loader, Outcome, Position};
+use crate::consumer::PartitionConsumer;
+use crate::loader::{commit_offset, LoadError, Loader, Outcome, Position};
+use crate::metrics::{self, Stage};
+use crate::session::Sessions;
 
 /// What every processor of this engine process shares.
 pub struct Shared {
-    pub database_url: String,
-    pub environment: Environment,
+    /// This process's PostgreSQL sessions (tagged, with timeouts).
+    pub sessions: Sessions,
+    /// The stream broker; each processor opens a connection of its own.
+    pub broker: ClientOptions,
     pub stream_prefix: String,
     pub group: String,
     pub owner: String,
@@ -48,7 +53,7 @@ pub async fn run_partition(
     cancel: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let stream = ingest_contract::streams::stream_name(&shared.stream_prefix, partition as u16);
-    let mut client = db::connect(&shared.database_url).await?;
+    let mut client = shared.sessions.loader().await?;
     let committed: Option<i64> = client
         .query_opt(
             "SELECT \"offset\" FROM stream_offsets WHERE stream = $1 AND consumer_group = $2",
@@ -60,15 +65,11 @@ pub async fn run_partition(
         Some(offset) => OffsetSpecification::Offset(offset as u64 + 1),
         None => OffsetSpecification::First,
     };
-    let mut consumer = shared
-        .environment
-        .consumer()
-        .offset(start)
-        .build(&stream)
+    let mut consumer = PartitionConsumer::subscribe(&shared.broker, &stream, start)
         .await
         .map_err(|err| ProcessorError::Broker(err.to_string()))?;
     tracing::info!(partition, stream = %stream, resume_after = ?committed, "partition processor started");
-    metrics::gauge!("ingest_partitions_owned").increment(1.0);
+    metrics::partition_owned(true);
     let result = loop {
         let delivery = tokio::select! {
             () = cancel.cancelled() => break Ok(()),
@@ -77,7 +78,7 @@ pub async fn run_partition(
         let delivery = match delivery {
             Some(Ok(delivery)) => delivery,
             Some(Err(err)) => {
-                metrics::counter!("ingest_engine_errors_total", "stage" => "consume").increment(1);
+                metrics::error(Stage::Consume);
                 tracing::warn!(partition, error = ?err, "delivery error");
                 continue;
             }
@@ -86,19 +87,22 @@ pub async fn run_partition(
         let position = Position {
             stream: stream.clone(),
             partition,
-            offset: delivery.offset(),
+            offset: delivery.offset,
             group: shared.group.clone(),
             owner: shared.owner.clone(),
         };
-        let data = delivery.message().data().unwrap_or_default();
+        let data = delivery.message.data().unwrap_or_default();
         let outcome = match ChunkMessage::decode(data) {
             Ok(message) => {
                 load_with_retry(&shared, &mut client, &message, &position, &cancel).await
             }
             Err(err) => {
                 tracing::warn!(partition, offset = position.offset, error = %err, "skipping a malformed message");
-                metrics::counter!("ingest_engine_errors_total", "stage" => "decode").increment(1);
-                skip(&mut client, &position).await.map(|()| None)
+                metrics::error(Stage::Decode);
+                commit_offset(&client, &position)
+                    .await
+                    .map(|()| None)
+                    .map_err(ProcessorError::from)
             }
         };
         if let Err(err) = outcome {
@@ -108,8 +112,9 @@ pub async fn run_partition(
             break Ok(());
         }
     };
-    metrics::gauge!("ingest_partitions_owned").decrement(1.0);
-    let _ = consumer.handle().close().await;
+    metrics::partition_owned(false);
+    // The connection goes with the subscription (see `consumer`: the library's does not).
+    consumer.close().await;
     tracing::info!(partition, "partition processor stopped");
     result
 }
@@ -138,10 +143,11 @@ async fn load_with_retry(
                 return Err(ProcessorError::LeaseLost(partition))
             }
             Err(err) => {
-                metrics::counter!("ingest_engine_errors_total", "stage" => "load").increment(1);
+                metrics::error(Stage::Load);
                 tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, error = %err, "load failed; retrying");
                 if client.is_closed() {
-                    *client = db::connect(&shared.database_url).await?;
+                    // Also how a fenced process finds out: a peer ended its sessions.
+                    *client = shared.sessions.loader().await?;
                 }
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(None),
@@ -151,18 +157,4 @@ async fn load_with_retry(
             }
         }
     }
-}
-
-/// Commits the offset past a message that carries no chunk.
-async fn skip(client: &mut Client, position: &Position) -> Result<(), ProcessorError> {
-    let offset = position.offset as i64;
-    client
-        .execute(
-            "INSERT INTO stream_offsets (stream, consumer_group, \"offset\") VALUES ($1, $2, $3)
-             ON CONFLICT (stream, consumer_group) DO UPDATE
-             SET \"offset\" = greatest(stream_offsets.\"offset\", excluded.\"offset\"), updated_at = now()",
-            &[&position.stream, &position.group, &offset],
-        )
-        .await?;
-    Ok(())
 }

@@ -14,13 +14,16 @@ use tokio_util::sync::CancellationToken;
 use ingest_contract::{db, streams, telemetry};
 
 use crate::cleanup;
+use crate::consumer;
 use crate::dataset::Dataset;
 use crate::http::{self, Probe};
 use crate::lag::PartitionLag;
 use crate::lease::Leases;
 use crate::loader::Loader;
+use crate::metrics::{self, Stage};
 use crate::partitions::MonthPartitions;
 use crate::processor::{run_partition, Shared};
+use crate::session::Sessions;
 use crate::settings::EngineSettings;
 use crate::validate::Limits;
 
@@ -36,18 +39,24 @@ pub async fn run(
     settings: EngineSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (mut control, environment, partitions) = start_up(&settings).await?;
-    let partitions = Arc::new(partitions);
     let owner = settings
         .engine_id
         .clone()
         .unwrap_or_else(|| format!("engine-{}", uuid::Uuid::new_v4().simple()));
+    let sessions = Sessions::new(
+        &settings.shared.database_url,
+        &settings.consumer_group,
+        &owner,
+        settings.lease_ttl,
+    );
+    let (mut control, partitions) = start_up(&settings, &sessions).await?;
+    let partitions = Arc::new(partitions);
     if let Some(archive) = &settings.archive_dir {
         tokio::fs::create_dir_all(archive).await?;
     }
     let shared = Arc::new(Shared {
-        database_url: settings.shared.database_url.clone(),
-        environment,
+        sessions,
+        broker: consumer::client_options(&settings.shared.rabbitmq_stream_url),
         stream_prefix: settings.shared.stream_prefix.clone(),
         group: settings.consumer_group.clone(),
         owner: owner.clone(),
@@ -70,6 +79,8 @@ pub async fn run(
         metrics: telemetry::install_metrics(),
         lag: lag.clone(),
     });
+    // Before the first scrape can happen: every series is listed from it, at zero.
+    metrics::register();
     tracing::info!(addr = %listener.local_addr()?, engine = %owner, "engine listening");
     let http_task = tokio::spawn(http::serve(listener, probe, stop_http.clone()));
 
@@ -102,23 +113,22 @@ pub async fn run(
 /// this, a database or broker restarting while the engine starts does not end it).
 const START_UP_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Migrates the database, makes the streams and loads the partition cache, retrying with backoff.
+/// Migrates the database, makes the streams, loads the partition cache and opens the lease
+/// session, retrying with backoff.
 async fn start_up(
     settings: &EngineSettings,
-) -> anyhow::Result<(
-    tokio_postgres::Client,
-    rabbitmq_stream_client::Environment,
-    MonthPartitions,
-)> {
+    sessions: &Sessions,
+) -> anyhow::Result<(tokio_postgres::Client, MonthPartitions)> {
     let deadline = tokio::time::Instant::now() + START_UP_PATIENCE;
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let control = db::prepare(&settings.shared.database_url).await?;
-            let environment = connect_broker(settings).await?;
+            let migrated = db::prepare(&settings.shared.database_url).await?;
+            prepare_streams(settings).await?;
             let table = Dataset::transactions().table;
-            let partitions = MonthPartitions::load(&control, &table).await?;
-            anyhow::Ok((control, environment, partitions))
+            let partitions = MonthPartitions::load(&migrated, &table).await?;
+            let control = sessions.lease().await?;
+            anyhow::Ok((control, partitions))
         };
         match attempt.await {
             Ok(started) => return Ok(started),
@@ -132,9 +142,8 @@ async fn start_up(
     }
 }
 
-async fn connect_broker(
-    settings: &EngineSettings,
-) -> anyhow::Result<rabbitmq_stream_client::Environment> {
+/// Creates the partition streams that are missing (the processors connect on their own).
+async fn prepare_streams(settings: &EngineSettings) -> anyhow::Result<()> {
     let environment = settings.shared.rabbitmq_stream_url.connect().await?;
     streams::ensure_streams(
         &environment,
@@ -142,7 +151,7 @@ async fn connect_broker(
         settings.shared.partitions,
     )
     .await?;
-    Ok(environment)
+    Ok(())
 }
 
 /// The heartbeat loop: renews leases, keeps one processor running per owned partition and
@@ -172,7 +181,8 @@ async fn supervise(
         if control.is_closed() {
             // PostgreSQL restarted or the connection broke: without a new one no lease is ever
             // renewed again and every processor stays stopped.
-            match db::connect(&shared.database_url).await {
+            // (Also how a fenced process finds out: a peer ended its sessions.)
+            match shared.sessions.lease().await {
                 Ok(client) => *control = client,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot reconnect the lease connection");
@@ -183,6 +193,7 @@ async fn supervise(
         let beat = match leases.beat(control, &releasable).await {
             Ok(beat) => beat,
             Err(err) => {
+                metrics::error(Stage::Lease);
                 tracing::warn!(error = %err, "lease heartbeat failed");
                 continue;
             }

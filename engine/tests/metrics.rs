@@ -3,6 +3,8 @@
 //! every metric the dashboard draws; then every metric named by the dashboard's PromQL must be in
 //! the `/metrics` of the job its selector names (`job="gateway"` or `job="engine"`), and the SQL
 //! of its PostgreSQL panels must run against the real schema.
+//!
+//! Also: every metric the engine exports is listed, at zero, on its very first scrape.
 
 mod support;
 
@@ -182,6 +184,31 @@ fn exposition(text: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
     samples
 }
 
+/// The value of the sample `name{labels}` (exactly those labels) in a text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels: BTreeMap<String, String> = labels
+                .split("\",")
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim_matches('"').to_owned()))
+                .collect();
+            (series_name == name && labels == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
 /// `(datasource type, query)` of every target of every panel, rows' nested panels included.
 fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -325,10 +352,9 @@ async fn every_metric_the_dashboard_draws_is_exported() {
         "the engine to count the bad message",
         Duration::from_secs(15),
         || async {
-            get_text(&engine_metrics)
-                .await
-                .contains("ingest_engine_errors_total{stage=\"decode\"}")
-                .then_some(())
+            let text = get_text(&engine_metrics).await;
+            let decode = [("stage", "decode")];
+            (sample(&text, "ingest_engine_errors_total", &decode)? >= 1.0).then_some(())
         },
     )
     .await;
@@ -456,4 +482,87 @@ async fn every_metric_the_dashboard_draws_is_exported() {
 
     degraded.stop().await;
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_engine_metric_is_listed_at_zero_on_the_first_scrape() {
+    use engine::metrics::{Kind, FAMILIES};
+
+    // What dashboards and alerts rely on, whatever the catalogue says.
+    let relied_on = [
+        ("ingest_rows_loaded_total", None),
+        ("ingest_rows_rejected_total", None),
+        ("ingest_bytes_loaded_total", None),
+        (
+            "ingest_chunks_total",
+            Some(("outcome", &["loaded", "failed"][..])),
+        ),
+        (
+            "ingest_engine_errors_total",
+            Some(("stage", &["consume", "decode", "load", "backlog"][..])),
+        ),
+        ("ingest_copy_duration_seconds", None),
+        ("ingest_chunk_latency_seconds", None),
+        ("ingest_partitions_owned", None),
+    ];
+    for (name, label) in relied_on {
+        let family = FAMILIES
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the engine's catalogue"));
+        if let Some((label, values)) = label {
+            let (declared, all) = family.label.expect("a labelled family");
+            assert_eq!(declared, label, "{name}");
+            for value in values {
+                assert!(
+                    all.contains(value),
+                    "{name}{{{label}=\"{value}\"}} is not declared"
+                );
+            }
+        }
+    }
+
+    let env = TestEnv::new(2).await;
+    let engine_addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let _engine = spawn_engine(&env, engine_addr);
+    wait_for("engine health", Duration::from_secs(30), || async {
+        reqwest::get(format!("http://{engine_addr}/health"))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+    // The first scrape, before any chunk, error or partition move could have touched a metric.
+    let text = get_text(&format!("http://{engine_addr}/metrics")).await;
+    let mut missing = Vec::new();
+    for family in FAMILIES {
+        if !text.contains(&format!("# HELP {} ", family.name)) {
+            missing.push(format!("help text of {}", family.name));
+        }
+        let series: Vec<Vec<(&str, &str)>> = match family.label {
+            None => vec![vec![]],
+            Some((label, values)) => values.iter().map(|v| vec![(label, *v)]).collect(),
+        };
+        for labels in series {
+            let (name, zero) = match family.kind {
+                Kind::Counter => (family.name.to_owned(), true),
+                Kind::Histogram => (format!("{}_count", family.name), true),
+                // Processors may already have started: present is what matters.
+                Kind::Gauge => (family.name.to_owned(), false),
+            };
+            match sample(&text, &name, &labels) {
+                None => missing.push(format!("{name}{labels:?}")),
+                Some(value) if zero && value != 0.0 => {
+                    missing.push(format!("{name}{labels:?} is {value}, not 0"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "first scrape lacks {missing:?}:\n{text}"
+    );
 }

@@ -185,6 +185,30 @@ impl EngineProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends `signal` (a `kill` name: TERM, STOP, CONT) to the engine.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill should run");
+        assert!(status.success(), "kill -{signal} {} failed", self.id);
+    }
+
+    /// SIGTERM, then waits for the orderly shutdown (leases given back) to end.
+    pub fn terminate(&mut self, timeout: Duration) {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + timeout;
+        while matches!(self.child.try_wait(), Ok(None)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not stop within {timeout:?} of SIGTERM",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for EngineProcess {
@@ -301,6 +325,21 @@ pub fn original_rows(start: u64, rows: u64, header: bool) -> Vec<u8> {
         ));
     }
     out.into_bytes()
+}
+
+/// Engines holding a live lease, with how many partitions each, by name.
+pub async fn live_lease_owners(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    client
+        .query(
+            "SELECT owner, count(*) FROM partition_leases WHERE expires_at > now()
+             GROUP BY owner ORDER BY owner",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+        .collect()
 }
 
 /// Rows of an upload in `transactions`, and how many (chunk, line) pairs repeat.
