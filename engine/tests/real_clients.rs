@@ -7,8 +7,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
+
+use tokio::process::Command;
 
 use support::*;
 
@@ -35,8 +36,10 @@ fn original_data(rows: u64, file_size: u64) -> (tempfile::TempDir, u64) {
 }
 
 /// Runs one of the original's client scripts against `gateway`; returns the folder it printed.
-fn run_original(command: &mut Command, cwd: &Path, gateway: &Running) -> String {
-    let output = command
+/// Awaited, not blocking: the gateway and engine run on this test's own (single-threaded)
+/// runtime, so a blocking wait would leave the script's requests unanswered forever.
+async fn run_original(command: &mut Command, cwd: &Path, gateway: &Running) -> String {
+    command
         .current_dir(cwd)
         .env(
             "INGEST_ORIGINAL_BASE",
@@ -44,7 +47,10 @@ fn run_original(command: &mut Command, cwd: &Path, gateway: &Running) -> String 
         )
         .env("INGEST_CLIENT_ID", CLIENT_ID)
         .env("INGEST_CLIENT_SECRET", CLIENT_SECRET)
-        .output()
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(300), command.output())
+        .await
+        .expect("the client script should finish within 5 minutes")
         .expect("the client script should start");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -62,15 +68,17 @@ fn run_original(command: &mut Command, cwd: &Path, gateway: &Running) -> String 
 }
 
 /// Python with `requests`, as the original's test uses (installed from PyPI when missing).
-fn python_with_requests() -> Command {
+async fn python_with_requests() -> Command {
     let has = Command::new("python3")
         .args(["-c", "import requests"])
         .status()
+        .await
         .is_ok_and(|s| s.success());
     if !has {
         let installed = Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "requests"])
             .status()
+            .await
             .expect("pip should run");
         assert!(installed.success(), "cannot install requests from PyPI");
     }
@@ -92,9 +100,9 @@ async fn the_originals_own_client_tests_pass_unchanged() {
 
     // test_api.py: the original generator's 9 MiB files (two here), requests' multipart.
     let (cwd, rows) = original_data(250_000, 9 * 1024 * 1024);
-    let mut python = python_with_requests();
+    let mut python = python_with_requests().await;
     python.arg(repo().join("tests/original/test_api.py"));
-    let folder = run_original(&mut python, cwd.path(), &gateway);
+    let folder = run_original(&mut python, cwd.path(), &gateway).await;
     let status = wait_done(&api, &folder).await;
     assert_eq!(status["rows_loaded"], rows, "{status}");
     assert_eq!(status["rows_rejected"], 0, "{status}");
@@ -105,7 +113,7 @@ async fn the_originals_own_client_tests_pass_unchanged() {
     let (cwd, rows_sh) = original_data(30_000, 400_000);
     let mut bash = Command::new("bash");
     bash.arg(repo().join("tests/original/test.sh"));
-    let folder_sh = run_original(&mut bash, cwd.path(), &gateway);
+    let folder_sh = run_original(&mut bash, cwd.path(), &gateway).await;
     let status = wait_done(&api, &folder_sh).await;
     assert_eq!(status["rows_loaded"], rows_sh, "{status}");
     assert_eq!(table_counts(&env.db, &folder_sh).await, (rows_sh as i64, 0));
