@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "transaction_id_cache",
         include_str!("../../db/migrations/0005_transaction_id_cache.sql"),
     ),
+    (
+        6,
+        "partition_attach",
+        include_str!("../../db/migrations/0006_partition_attach.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -90,14 +90,31 @@ async fn transactions_route_rows_to_monthly_and_default_partitions() {
             ("transactions_default".to_owned(), 1),
         ]
     );
-    // A month whose rows already sit in the default partition cannot get a partition: the
-    // function says so instead of failing, and the rows stay where they are.
+    // A month whose rows already sit in the default partition gets its partition all the same:
+    // the rows move into it, in the same transaction.
     let created: bool = client
         .query_one("SELECT ensure_transactions_partition('2031-07-15')", &[])
         .await
         .unwrap()
         .get(0);
-    assert!(!created);
+    assert!(created);
+    let moved: Vec<(String, String)> = client
+        .query(
+            "SELECT tableoid::regclass::text, content FROM transactions WHERE date >= '2031-01-01'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        moved,
+        vec![(
+            "transactions_2031_07".to_owned(),
+            "no partition yet".to_owned()
+        )]
+    );
     let total: i64 = client
         .query_one("SELECT count(*) FROM transactions", &[])
         .await

@@ -31,9 +31,10 @@ use ingest_contract::chunk::ChunkMessage;
 use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
 use crate::metrics::{self, Outcome as Counted};
-use crate::partitions::{first_row_month, MonthPartitions};
+use crate::partitions::MonthPartitions;
 use crate::rejected;
 use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
+use ingest_rows::months::partition_months;
 use ingest_rows::rejects::{RejectedCopy, RejectedStream};
 
 /// How many encoded buffers (about 1 MiB each) may wait for the COPY.
@@ -100,8 +101,8 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
-        self.prepare_first_month(client, message).await?;
-        // A new month means: roll back, create its partition, load again (at most once per month).
+        self.prepare_months(client, message).await?;
+        // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let Some(row) = claim(&*client, message, position).await? else {
                 commit_offset(&*client, position).await?;
@@ -160,8 +161,10 @@ impl Loader {
         ))
     }
 
-    /// Creates the partition of the chunk's first row before its transaction starts.
-    async fn prepare_first_month(
+    /// Creates every partition the chunk's rows need before its transaction starts, from a
+    /// read of the chunk's partition column ([`ingest_rows::months`]): a new month then never
+    /// costs a rolled-back COPY and a second load.
+    async fn prepare_months(
         &self,
         client: &Client,
         message: &ChunkMessage,
@@ -169,7 +172,7 @@ impl Loader {
         let Some(dataset) = Dataset::builtin(&message.dataset) else {
             return Ok(());
         };
-        let relative = std::path::Path::new(&message.path);
+        let relative = Path::new(&message.path);
         if !relative
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)))
@@ -177,27 +180,21 @@ impl Loader {
             return Ok(()); // Never read outside the upload directory on a message's word.
         }
         let path = self.upload_dir.join(relative);
-        let head = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut head = Vec::with_capacity(64 * 1024);
-            std::fs::File::open(path)
-                .and_then(|file| file.take(64 * 1024).read_to_end(&mut head))
-                .map(|_| head)
+        let started = Instant::now();
+        let months = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(path).and_then(|file| partition_months(file, &dataset))
         })
         .await
         .map_err(|err| LoadError::Parser(err.to_string()))?;
+        metrics::months_scan_duration(started.elapsed());
         // The message's path is only a hint here: a missing or odd file is dealt with later,
         // from the ledger's own path.
-        let Ok(head) = head else {
+        let Ok(months) = months else {
             return Ok(());
         };
-        if let Some(month) = first_row_month(&head, &dataset) {
-            let missing = self
-                .partitions
-                .missing(&std::collections::BTreeSet::from([month]));
-            if !missing.is_empty() {
-                self.partitions.create(client, &missing).await?;
-            }
+        let missing = self.partitions.missing(&months);
+        if !missing.is_empty() {
+            self.partitions.create(client, &missing).await?;
         }
         Ok(())
     }

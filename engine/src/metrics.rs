@@ -38,6 +38,8 @@ const ENGINE_ERRORS: &str = "ingest_engine_errors_total";
 const COPY_DURATION: &str = "ingest_copy_duration_seconds";
 const CHUNK_LATENCY: &str = "ingest_chunk_latency_seconds";
 const PARTITIONS_OWNED: &str = "ingest_partitions_owned";
+const MONTHS_SCAN: &str = "ingest_months_scan_seconds";
+const PARTITION_DDL: &str = "ingest_partition_ddl_seconds";
 
 /// Every family the engine exports through the recorder.
 pub const FAMILIES: &[Family] = &[
@@ -88,6 +90,19 @@ pub const FAMILIES: &[Family] = &[
         name: PARTITIONS_OWNED,
         kind: Kind::Gauge,
         help: "Partition processors running in this engine process.",
+        label: None,
+    },
+    Family {
+        name: MONTHS_SCAN,
+        kind: Kind::Histogram,
+        help: "Time to read a chunk's partition column for the months it needs, before its COPY.",
+        label: None,
+    },
+    Family {
+        name: PARTITION_DDL,
+        kind: Kind::Histogram,
+        help: "Time of one partition's creation (its own transaction: lock wait, moving rows \
+               out of the default partition, attach).",
         label: None,
     },
 ];
@@ -178,6 +193,16 @@ pub fn loaded(rows: u64, rejected: u64, bytes: u64, latency: Duration) {
 /// Records how long one chunk's COPY took.
 pub fn copy_duration(took: Duration) {
     histogram!(COPY_DURATION).record(took.as_secs_f64());
+}
+
+/// Records how long the read of a chunk's months took.
+pub fn months_scan_duration(took: Duration) {
+    histogram!(MONTHS_SCAN).record(took.as_secs_f64());
+}
+
+/// Records how long one partition's DDL transaction took.
+pub fn partition_ddl_duration(took: Duration) {
+    histogram!(PARTITION_DDL).record(took.as_secs_f64());
 }
 
 /// A partition processor started (`true`) or stopped (`false`).

@@ -1,16 +1,20 @@
 //! Monthly partitions of the target table, created ahead of the rows that need them.
 //!
 //! A COPY never fails for a missing partition (rows would land in the default partition), but
-//! well-formed data must not end up there: the loader checks the months a chunk touched against
-//! this cache before committing, and when one is new it rolls back, creates the partition here
-//! (outside any open COPY, so no lock waits on our own transaction) and loads the chunk again.
+//! well-formed data must not end up there. The loader reads a chunk's months before its COPY
+//! ([`ingest_rows::months`]) and creates the missing partitions here first; it still checks the
+//! months the validator found before committing, and for a month the first look missed it rolls
+//! back, creates the partition and loads the chunk again.
 //!
-//! Creating a partition takes an ACCESS EXCLUSIVE lock on the parent table, so it waits for every
-//! open transaction that COPYs into the table, and while it waits every new COPY queues behind it
-//! (measured on PostgreSQL 15: an INSERT waits on a pending `CREATE TABLE ... PARTITION OF`). A
-//! COPY of a stopped process (SIGSTOP, a frozen VM) would thus stall loading in the whole group.
-//! The DDL waits [`DDL_LOCK_TIMEOUT`] at most, then fails and the load is retried with backoff;
-//! the stopped process is fenced when its lease is taken over ([`crate::lease`]).
+//! Each partition is made in a short transaction of its own, one at a time across all engines
+//! (an advisory lock in `ensure_transactions_partition`, migration 0006): the table is created
+//! apart and then attached, which needs only SHARE UPDATE EXCLUSIVE on the parent table, so
+//! running COPYs into other months neither hold it up nor wait for it. Rows of that month
+//! already in the default partition are moved into the new partition in the same transaction.
+//! The attach does lock the default partition: a COPY that routed rows there (a month with no
+//! partition yet) holds it up, for [`DDL_LOCK_TIMEOUT`] at most; then the DDL fails and the load
+//! is retried with backoff (a stopped process's COPY is fenced when its lease is taken over,
+//! [`crate::lease`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
@@ -18,19 +22,19 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::dataset::Dataset;
-use crate::pgcopy::Timestamp;
+use crate::metrics;
 
-/// How long partition DDL waits for the COPYs running into the table. A chunk's COPY (8 MiB by
-/// default) takes well under a second; every COPY started meanwhile waits behind the DDL, so
-/// keep it short.
+/// How long partition DDL waits for its locks (the advisory lock held by another engine's DDL,
+/// the default partition held by a COPY that routed rows there). COPYs routing rows to the
+/// default partition wait behind it meanwhile, so keep it short.
 pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The months (year, month) that have a partition, or can never get one.
+/// The months (year, month) known to have a partition.
 #[derive(Default)]
 pub struct MonthPartitions {
     known: Mutex<HashSet<(i32, u32)>>,
-    /// One creator at a time in this process: DDL on the parent table waits for running COPYs.
+    /// One creator at a time in this process (the database's advisory lock serializes engines),
+    /// so processors needing the same month make it once.
     creating: tokio::sync::Mutex<()>,
 }
 
@@ -79,6 +83,7 @@ impl MonthPartitions {
                 continue; // Another processor of ours just made it.
             }
             let first_day = format!("{year:04}-{month:02}-01");
+            let started = std::time::Instant::now();
             client
                 .batch_execute(&format!(
                     "SET lock_timeout = {}",
@@ -93,13 +98,9 @@ impl MonthPartitions {
                 .await;
             // Back to the session's own lock timeout (set at connect: `RESET` returns to it).
             client.batch_execute("RESET lock_timeout").await?;
-            let created: bool = created?.get(0);
-            if !created {
-                // Rows of that month already sit in the default partition: new ones join them.
-                tracing::warn!(year, month, "month stays in the default partition");
-            } else {
-                tracing::info!(year, month, "partition ready");
-            }
+            created?;
+            metrics::partition_ddl_duration(started.elapsed());
+            tracing::info!(year, month, took = ?started.elapsed(), "partition ready");
             self.known
                 .lock()
                 .expect("partition cache lock should not be poisoned")
@@ -107,21 +108,6 @@ impl MonthPartitions {
         }
         Ok(())
     }
-}
-
-/// The month of the first data row of a chunk, read from its first bytes: creating that month's
-/// partition before the COPY spares a rolled-back load in the common case of ordered data.
-pub fn first_row_month(head: &[u8], dataset: &Dataset) -> Option<(i32, u32)> {
-    let column = dataset.partition_column?;
-    let header = dataset.header_line();
-    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let line = head
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .find(|line| !line.is_empty() && *line != header.as_bytes())?;
-    let cell = line.split(|&b| b == b',').nth(column)?;
-    let timestamp = Timestamp::parse(cell).ok()?;
-    Some((timestamp.year, timestamp.month))
 }
 
 fn parse_partition_name(name: &str, table: &str) -> Option<(i32, u32)> {
@@ -133,18 +119,6 @@ fn parse_partition_name(name: &str, table: &str) -> Option<(i32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_month_of_the_first_data_row() {
-        let dataset = Dataset::transactions();
-        let chunk = b"date,content,amount,type\r\n\r\n03/02/2023 00:00:01,x,1,Deposit\r\n";
-        assert_eq!(first_row_month(chunk, &dataset), Some((2023, 2)));
-        assert_eq!(
-            first_row_month(b"2024-12-31 23:59:59,x,1,Deposit", &dataset),
-            Some((2024, 12))
-        );
-        assert_eq!(first_row_month(b"garbage", &dataset), None);
-    }
 
     #[test]
     fn parses_monthly_partition_names_only() {

@@ -37,7 +37,7 @@ async fn an_engine_stopped_mid_copy_is_fenced_and_the_upload_finishes_exactly_on
     .await;
 
     // January chunks big enough that COPYs last, then one February chunk per partition, whose
-    // partition must be created (DDL that waits for every COPY running into the table).
+    // partition must be created while the stopped engine's COPY is open.
     let (january, february, per_chunk) = (12, 4, 50_000u64);
     let chunks = january + february;
     let total = i64::from(chunks) * per_chunk as i64;
@@ -124,25 +124,32 @@ async fn an_engine_stopped_mid_copy_is_fenced_and_the_upload_finishes_exactly_on
     gateway.stop().await;
 }
 
-/// Creating a partition needs the whole table: it waits for a stopped process's open COPY, and
-/// every COPY started meanwhile waits behind it. It must give up soon (the load is retried)
-/// instead of stalling every engine's loads for as long as that process stays stopped.
-#[tokio::test]
-async fn partition_ddl_behind_a_stopped_copy_gives_up_instead_of_stalling_every_copy() {
-    let db = TestDb::new().await.unwrap();
+/// A transaction left open by a stopped process, holding `row` inserted into `transactions`.
+async fn open_insert(db: &TestDb, date: &str) -> tokio_postgres::Client {
     let stopped = db.client().await.unwrap();
-    stopped
-        .batch_execute("SELECT ensure_transactions_partition('2023-01-01')")
-        .await
-        .unwrap();
     // (A separate query: statements before a BEGIN in one query join its transaction.)
     stopped
-        .batch_execute(
-            "BEGIN; INSERT INTO transactions (date, amount, type) VALUES ('2023-01-05', 1, 'Deposit')",
-        )
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO transactions (date, amount, type) VALUES ('{date}', 1, 'Deposit')"
+        ))
         .await
         .unwrap();
-    let sessions = Sessions::new(&db.url, "engine", "ddl", TTL);
+    stopped
+}
+
+/// Makes the partition of February 2023 while a peer inserts into January (already there);
+/// returns what the DDL gave and how long each side took.
+async fn create_february_beside_a_january_insert(
+    db: &TestDb,
+    tag: &str,
+) -> (
+    Result<(), tokio_postgres::Error>,
+    Duration,
+    Duration,
+    tokio_postgres::Client,
+    MonthPartitions,
+) {
+    let sessions = Sessions::new(&db.url, "engine", tag, TTL);
     let loader = sessions.loader().await.unwrap();
     let partitions = MonthPartitions::load(&loader, "transactions")
         .await
@@ -150,7 +157,7 @@ async fn partition_ddl_behind_a_stopped_copy_gives_up_instead_of_stalling_every_
     let peer = db.client().await.unwrap();
     let started = Instant::now();
     let (created, peer_waited) = tokio::join!(partitions.create(&loader, &[(2023, 2)]), async {
-        // A peer's load that arrives while the DDL waits.
+        // A peer's load that arrives while the DDL runs (or waits).
         tokio::time::sleep(Duration::from_millis(300)).await;
         let queued = Instant::now();
         peer.execute(
@@ -161,25 +168,74 @@ async fn partition_ddl_behind_a_stopped_copy_gives_up_instead_of_stalling_every_
         .unwrap();
         queued.elapsed()
     });
-    let gave_up = started.elapsed();
-    let err = created.expect_err("the DDL cannot have its lock while the COPY is open");
+    (created, started.elapsed(), peer_waited, loader, partitions)
+}
+
+async fn with_january(db: &TestDb) {
+    db.client()
+        .await
+        .unwrap()
+        .batch_execute("SELECT ensure_transactions_partition('2023-01-01')")
+        .await
+        .unwrap();
+}
+
+/// A new month's partition is made apart and attached, which does not conflict with COPYs into
+/// other months: neither a stopped process's open COPY nor a running one holds it up, and it
+/// holds none of them up.
+#[tokio::test]
+async fn a_new_partition_neither_waits_for_nor_holds_up_copies_into_other_months() {
+    let db = TestDb::new().await.unwrap();
+    with_january(&db).await;
+    let stopped = open_insert(&db, "2023-01-05").await;
+    let (created, took, peer_waited, _loader, _partitions) =
+        create_february_beside_a_january_insert(&db, "attach").await;
+    created.expect("attaching February does not need January's COPYs to end");
+    assert!(took < DDL_LOCK_TIMEOUT, "{took:?}");
+    assert!(peer_waited < DDL_LOCK_TIMEOUT, "{peer_waited:?}");
+    stopped.batch_execute("COMMIT").await.unwrap();
+    eprintln!("partition made in {took:.2?} beside an open COPY; the peer's insert took {peer_waited:.2?}");
+}
+
+/// The attach locks the default partition: a stopped process that routed rows there (a month
+/// with no partition yet) holds the DDL up. It must give up soon (the load is retried) instead
+/// of waiting as long as that process stays stopped, and COPYs into other months go on.
+#[tokio::test]
+async fn partition_ddl_behind_a_stopped_copy_into_the_default_partition_gives_up() {
+    let db = TestDb::new().await.unwrap();
+    with_january(&db).await;
+    let stopped = open_insert(&db, "2023-02-05").await;
+    let (created, gave_up, peer_waited, loader, partitions) =
+        create_february_beside_a_january_insert(&db, "ddl").await;
+    let err =
+        created.expect_err("the DDL cannot lock the default partition while the COPY is open");
     assert_eq!(err.code(), Some(&SqlState::LOCK_NOT_AVAILABLE), "{err}");
     assert!(
         gave_up < DDL_LOCK_TIMEOUT + Duration::from_secs(1),
         "{gave_up:?}"
     );
     assert!(peer_waited < DDL_LOCK_TIMEOUT, "{peer_waited:?}");
-    // The session is back to its own lock timeout, and the DDL succeeds once the COPY is gone.
+    // The session is back to its own lock timeout, and the DDL succeeds once the process's
+    // COPY commits: its February row moves from the default partition into the new one.
     let lock_timeout: String = loader
         .query_one("SHOW lock_timeout", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(lock_timeout, format!("{}s", LOADER_LOCK_TIMEOUT.as_secs()));
-    stopped.batch_execute("ROLLBACK").await.unwrap();
+    stopped.batch_execute("COMMIT").await.unwrap();
     partitions.create(&loader, &[(2023, 2)]).await.unwrap();
+    let placed: String = loader
+        .query_one(
+            "SELECT tableoid::regclass::text FROM transactions WHERE date = '2023-02-05'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(placed, "transactions_2023_02");
     eprintln!(
-        "partition DDL gave up after {gave_up:.2?}; the peer's insert waited {peer_waited:.2?}"
+        "partition DDL gave up after {gave_up:.2?}; the peer's insert took {peer_waited:.2?}"
     );
 }
 
