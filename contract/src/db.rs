@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partition_attach",
         include_str!("../../db/migrations/0006_partition_attach.sql"),
     ),
+    (
+        7,
+        "chunk_pieces",
+        include_str!("../../db/migrations/0007_chunk_pieces.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -17,13 +17,14 @@
 //! process stopped mid-COPY would wait for that process to run again). The locks a load takes
 //! (ledger row, upload row, offset row) are held only from its last statements to its commit.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
@@ -32,9 +33,11 @@ use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
 use crate::metrics::{self, Outcome as Counted};
 use crate::partitions::MonthPartitions;
+use crate::pieces::PieceSessions;
 use crate::rejected;
-use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
+use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart};
 use ingest_rows::months::partition_months;
+use ingest_rows::pieces::Piece;
 use ingest_rows::rejects::{RejectedCopy, RejectedStream};
 
 /// How many encoded buffers (about 1 MiB each) may wait for the COPY.
@@ -71,25 +74,34 @@ pub enum LoadError {
     LeaseLost(i32),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Session(#[from] ingest_contract::db::DbError),
     #[error("chunk parser stopped: {0}")]
     Parser(String),
 }
 
-/// Loads chunks for one partition processor.
+/// Loads chunks for the partition processors of this process.
 pub struct Loader {
     pub upload_dir: PathBuf,
     pub archive_dir: Option<PathBuf>,
     pub limits: Limits,
     pub partitions: Arc<MonthPartitions>,
+    /// Caps the COPYs running at once in this process (`INGEST_COPY_CONNECTIONS`): a chunk
+    /// loaded whole takes one, each piece of a cut chunk one.
+    pub copy_slots: Semaphore,
+    /// Chunk files bigger than this are loaded in pieces (`INGEST_PIECE_BYTES`).
+    pub piece_bytes: u64,
+    /// The sessions pieces are loaded over.
+    pub piece_sessions: PieceSessions,
 }
 
 /// A parsed chunk: its report and rejected rows, or why it cannot be loaded.
-type Parsed = Result<(ChunkReport, Option<RejectedStream>), ChunkError>;
+pub(crate) type Parsed = Result<(ChunkReport, Option<RejectedStream>), ChunkError>;
 
-struct ChunkRow {
-    stored_path: String,
-    on_error: String,
-    dataset: String,
+pub(crate) struct ChunkRow {
+    pub stored_path: String,
+    pub on_error: String,
+    pub dataset: String,
 }
 
 impl Loader {
@@ -102,6 +114,17 @@ impl Loader {
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
         self.prepare_months(client, message).await?;
+        if let Some(outcome) = self
+            .load_in_pieces(client, message, position, started)
+            .await?
+        {
+            return Ok(outcome);
+        }
+        let _slot = self
+            .copy_slots
+            .acquire()
+            .await
+            .expect("the COPY semaphore is never closed");
         // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let Some(row) = claim(&*client, message, position).await? else {
@@ -118,7 +141,9 @@ impl Loader {
                     (None, Err(ChunkError::NotCsv(unknown)))
                 }
                 Some(ref dataset) => {
-                    let (tx, parsed) = self.copy(client, &path, dataset, message, policy).await?;
+                    let (tx, parsed) = self
+                        .copy(client, &path, None, dataset, message, policy)
+                        .await?;
                     (Some(tx), parsed)
                 }
             };
@@ -202,10 +227,12 @@ impl Loader {
     /// Streams the chunk through the parser into `COPY ... FROM STDIN (FORMAT binary)`, in a
     /// transaction that begins with the first encoded buffer and is returned open (to commit
     /// with the rest, or to roll back).
-    async fn copy<'c>(
+    /// Only the bytes of `piece` when given.
+    pub(crate) async fn copy<'c>(
         &self,
         client: &'c mut Client,
         path: &Path,
+        piece: Option<Piece>,
         dataset: &Dataset,
         message: &ChunkMessage,
         policy: ErrorPolicy,
@@ -218,8 +245,9 @@ impl Loader {
             let lineage = lineage(message);
             let upload_dir = self.upload_dir.clone();
             tokio::task::spawn_blocking(move || {
+                let file = ChunkFile { path: &path, piece };
                 validate_file(
-                    &path,
+                    file,
                     &dataset,
                     lineage,
                     policy,
@@ -333,7 +361,7 @@ impl Loader {
         rejects.finish().ok().flatten()
     }
 
-    async fn remove_file(&self, client: &Client, message: &ChunkMessage, path: &Path) {
+    pub(crate) async fn remove_file(&self, client: &Client, message: &ChunkMessage, path: &Path) {
         let files = ChunkFiles {
             archive_dir: self.archive_dir.as_deref(),
         };
@@ -351,7 +379,7 @@ struct Failure {
 
 /// Reads the chunk's ledger row if it still waits to be loaded, after checking the lease. Locks
 /// nothing: [`settle`] decides, at the end, whether this transaction is the one that loads it.
-async fn claim(
+pub(crate) async fn claim(
     client: &impl GenericClient,
     message: &ChunkMessage,
     position: &Position,
@@ -385,7 +413,7 @@ async fn claim(
 /// out of `stored`, then records the rejected rows, the upload's counters and the stream offset.
 /// `false` (nothing written; roll back) when the chunk is no longer `stored`: a peer got there
 /// first.
-async fn settle(
+pub(crate) async fn settle(
     tx: &Transaction<'_>,
     message: &ChunkMessage,
     position: &Position,
@@ -418,7 +446,7 @@ async fn settle(
 }
 
 /// After losing the race for a chunk: its offset is committed (by whoever won, or now).
-async fn skipped(
+pub(crate) async fn skipped(
     client: &Client,
     message: &ChunkMessage,
     position: &Position,
@@ -516,8 +544,12 @@ async fn count_rows(
     let (lineage, upload_dir) = (lineage(message), upload_dir.to_owned());
     tokio::task::spawn_blocking(move || {
         let policy = ErrorPolicy::RejectRows;
+        let file = ChunkFile {
+            path: &path,
+            piece: None,
+        };
         validate_file(
-            &path,
+            file,
             &dataset,
             lineage,
             policy,
@@ -533,10 +565,16 @@ async fn count_rows(
     .flatten()
 }
 
-/// Validates the chunk file at `path`, sending the COPY buffers to `sink` and keeping the
+/// A chunk file, or one piece of it.
+struct ChunkFile<'p> {
+    path: &'p Path,
+    piece: Option<Piece>,
+}
+
+/// Validates the chunk file (or piece), sending the COPY buffers to `sink` and keeping the
 /// rejected rows as a COPY stream of their own. Blocking.
 fn validate_file(
-    path: &Path,
+    chunk: ChunkFile<'_>,
     dataset: &Dataset,
     lineage: Lineage,
     policy: ErrorPolicy,
@@ -544,25 +582,43 @@ fn validate_file(
     upload_dir: &Path,
     sink: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<(ChunkReport, Option<RejectedStream>), ChunkError> {
-    let file = std::fs::File::open(path)?;
-    let input = std::io::BufReader::with_capacity(256 * 1024, file);
+    let mut file = std::fs::File::open(chunk.path)?;
+    let (len, start) = match chunk.piece {
+        Some(piece) => {
+            file.seek(SeekFrom::Start(piece.start))?;
+            (
+                piece.end - piece.start,
+                PieceStart {
+                    first_line: piece.first_line,
+                },
+            )
+        }
+        None => (u64::MAX, PieceStart { first_line: 1 }),
+    };
+    let input = std::io::BufReader::with_capacity(256 * 1024, file.take(len));
     let mut rejects = rejected::collector(upload_dir, lineage);
-    let report =
-        validate::load_chunk_into(input, dataset, lineage, policy, limits, sink, &mut |row| {
-            rejects.push(&row)
-        })?;
+    let report = validate::load_piece_into(
+        input,
+        dataset,
+        lineage,
+        start,
+        policy,
+        limits,
+        sink,
+        &mut |row| rejects.push(&row),
+    )?;
     let rejects = rejects.finish().map_err(ChunkError::Rejects)?;
     Ok((report, rejects))
 }
 
-fn lineage(message: &ChunkMessage) -> Lineage {
+pub(crate) fn lineage(message: &ChunkMessage) -> Lineage {
     Lineage {
         upload_id: message.upload_id,
         chunk_no: message.chunk_no,
     }
 }
 
-fn record_metrics(message: &ChunkMessage, report: &ChunkReport, started: Instant) {
+pub(crate) fn record_metrics(message: &ChunkMessage, report: &ChunkReport, started: Instant) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

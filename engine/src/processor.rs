@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rabbitmq_stream_client::types::OffsetSpecification;
 use rabbitmq_stream_client::ClientOptions;
-use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +28,6 @@ pub struct Shared {
     pub group: String,
     pub owner: String,
     pub loader: Loader,
-    /// Caps the COPYs running at once in this process (`INGEST_COPY_CONNECTIONS`).
-    pub copy_slots: Semaphore,
 }
 
 /// Why a processor stopped on its own (the supervisor starts it again if the lease is still ours).
@@ -129,14 +126,7 @@ async fn load_with_retry(
 ) -> Result<Option<Outcome>, ProcessorError> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let result = {
-            let _slot = shared
-                .copy_slots
-                .acquire()
-                .await
-                .expect("the COPY semaphore is never closed");
-            shared.loader.load(client, message, position).await
-        };
+        let result = shared.loader.load(client, message, position).await;
         match result {
             Ok(outcome) => return Ok(Some(outcome)),
             Err(LoadError::LeaseLost(partition)) => {

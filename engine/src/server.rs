@@ -22,6 +22,7 @@ use crate::lease::Leases;
 use crate::loader::Loader;
 use crate::metrics::{self, Stage};
 use crate::partitions::MonthPartitions;
+use crate::pieces::PieceSessions;
 use crate::processor::{run_partition, Shared};
 use crate::session::Sessions;
 use crate::settings::EngineSettings;
@@ -55,7 +56,7 @@ pub async fn run(
         tokio::fs::create_dir_all(archive).await?;
     }
     let shared = Arc::new(Shared {
-        sessions,
+        sessions: sessions.clone(),
         broker: consumer::client_options(&settings.shared.rabbitmq_stream_url),
         stream_prefix: settings.shared.stream_prefix.clone(),
         group: settings.consumer_group.clone(),
@@ -68,8 +69,10 @@ pub async fn run(
                 ..Limits::default()
             },
             partitions,
+            copy_slots: Semaphore::new(usize::from(settings.copy_connections)),
+            piece_bytes: settings.piece_bytes,
+            piece_sessions: PieceSessions::new(sessions, settings.copy_connections),
         },
-        copy_slots: Semaphore::new(usize::from(settings.copy_connections)),
     });
     let stop_http = CancellationToken::new();
     let lag = Arc::new(PartitionLag::new(settings.lease_ttl));

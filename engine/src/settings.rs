@@ -22,6 +22,13 @@ pub struct EngineSettings {
     #[arg(long, env = "INGEST_COPY_CONNECTIONS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub copy_connections: u16,
 
+    /// A chunk file bigger than this many bytes is cut at record boundaries into pieces of at
+    /// most about this size, loaded at once over several COPY connections (each piece exactly
+    /// once; see `engine/src/pieces.rs`). Chunks of uploads with `on_error = reject-chunk` are
+    /// never cut: their rows load all or none.
+    #[arg(long, env = "INGEST_PIECE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub piece_bytes: u64,
+
     /// Engines sharing the partitions form a group; each group consumes every chunk once.
     #[arg(long, env = "INGEST_CONSUMER_GROUP", default_value = "engine")]
     pub consumer_group: String,

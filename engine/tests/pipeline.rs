@@ -235,3 +235,200 @@ async fn lease_owners(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
         .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
         .collect()
 }
+
+/// `original_rows` with the physical lines `every`, `2 * every`, ... replaced by a bad row.
+/// Returns the chunk and the line numbers it rejects.
+fn with_bad_lines(chunk: Vec<u8>, every: usize) -> (Vec<u8>, Vec<i32>) {
+    let text = String::from_utf8(chunk).unwrap();
+    let mut out = String::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.split_inclusive("\r\n").enumerate() {
+        let line_no = i + 1;
+        if line_no % every == 0 {
+            out.push_str("bad,row\r\n");
+            bad.push(line_no as i32);
+        } else {
+            out.push_str(line);
+        }
+    }
+    (out.into_bytes(), bad)
+}
+
+/// A chunk far bigger than `INGEST_PIECE_BYTES` is cut into pieces loaded over several COPY
+/// connections, each exactly once: with the engine SIGKILLed three times mid-load, every good
+/// row is loaded once with its line number in the chunk, every bad row is rejected once, and
+/// the plan is gone when the chunks are loaded.
+#[tokio::test]
+async fn big_chunks_load_in_pieces_exactly_once_through_sigkills() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let folder = api.create(serde_json::json!({})).await;
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    let (chunks, per_chunk) = (4, 40_000u64);
+    let mut rejected_lines = Vec::new();
+    for n in 0..chunks {
+        let (body, bad) = with_bad_lines(original_rows(n as u64 * per_chunk, per_chunk, true), 997);
+        rejected_lines.extend(bad.iter().map(|&line| (n, line)));
+        assert_eq!(api.put(&folder, n, body).await, 200);
+    }
+    api.complete(&folder, chunks).await;
+    let good = chunks as i64 * per_chunk as i64 - rejected_lines.len() as i64;
+    // About 2.2 MB per chunk: some 34 pieces each.
+    let pieces = ["--piece-bytes=65536"];
+    let client = env.db.client().await.unwrap();
+    let loaded = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM transactions WHERE upload_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let mut planned = 0;
+    for (round, share) in [(0, 10), (1, 40), (2, 70)] {
+        let mut engine =
+            EngineProcess::spawn(ENGINE.as_ref(), &env, &format!("victim-{round}"), &pieces);
+        wait_for("rows to load", Duration::from_secs(60), || async {
+            (loaded().await * 100 >= good * share).then_some(())
+        })
+        .await;
+        engine.kill();
+        planned += client
+            .query_one(
+                "SELECT count(*) FROM chunk_pieces WHERE upload_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    assert!(planned > 0, "the chunks were never cut into pieces");
+    let _survivor = EngineProcess::spawn(ENGINE.as_ref(), &env, "survivor", &pieces);
+    let status = api.wait_finished(&folder, Duration::from_secs(120)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_loaded"], good, "{status}");
+    assert_eq!(status["rows_rejected"], rejected_lines.len(), "{status}");
+    assert_eq!(table_counts(&env.db, &folder).await, (good, 0));
+    let rejected: Vec<(i32, i32)> = client
+        .query(
+            "SELECT chunk_no, line_no FROM rejected_rows WHERE upload_id = $1 ORDER BY 1, 2",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(rejected, rejected_lines);
+    // Line numbers are the chunk's, not the piece's: the header is line 1, the last row is
+    // line `per_chunk + 1`, and no line is missing but the rejected ones.
+    let lines = client
+        .query_one(
+            "SELECT min(line_no), max(line_no), count(DISTINCT line_no) FROM transactions
+             WHERE upload_id = $1 AND chunk_no = 2",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let bad_in_chunk = rejected_lines.iter().filter(|(n, _)| *n == 2).count() as i64;
+    assert_eq!(
+        (
+            lines.get::<_, i32>(0),
+            lines.get::<_, i32>(1),
+            lines.get::<_, i64>(2)
+        ),
+        (2, per_chunk as i32 + 1, per_chunk as i64 - bad_in_chunk)
+    );
+    let plans: i64 = client
+        .query_one("SELECT count(*) FROM chunk_pieces", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plans, 0, "a loaded chunk's plan is deleted");
+    env.wait_no_files().await;
+    gateway.stop().await;
+}
+
+/// A chunk that is not text after all (here: well-formed rows, then enough bytes that are not
+/// UTF-8 to make it binary data) fails whole when its pieces load apart, as it does when loaded
+/// whole; the rows its good pieces had committed are deleted with it: a failed chunk loaded
+/// nothing.
+#[tokio::test]
+async fn a_chunk_failed_by_one_piece_keeps_none_of_its_rows() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &["--piece-bytes=65536"]).await;
+    let api = Api::connect(&gateway).await;
+    let folder = api.create(serde_json::json!({})).await;
+    let mut poisoned = original_rows(0, 20_000, true);
+    let good_bytes = poisoned.len();
+    while poisoned.len() < good_bytes * 115 / 100 {
+        poisoned.extend_from_slice(&[0xff; 48]);
+        poisoned.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(api.put(&folder, 0, poisoned).await, 200);
+    assert_eq!(
+        api.put(&folder, 1, original_rows(20_000, 30_000, false))
+            .await,
+        200
+    );
+    api.complete(&folder, 2).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    assert_eq!(status["chunks_failed"], 1, "{status}");
+    assert_eq!(status["rows_loaded"], 30_000, "{status}");
+    let client = env.db.client().await.unwrap();
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    let per_chunk: Vec<(i32, i64)> = client
+        .query(
+            "SELECT chunk_no, count(*) FROM transactions WHERE upload_id = $1 GROUP BY 1 ORDER BY 1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(per_chunk, vec![(1, 30_000)]);
+    let error: String = client
+        .query_one(
+            "SELECT error FROM chunks WHERE upload_id = $1 AND chunk_no = 0",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("not a CSV chunk"), "{error}");
+    let rejected: i64 = client
+        .query_one(
+            "SELECT count(*) FROM rejected_rows WHERE upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rejected, 0);
+    // The good pieces had committed their rows: the failure deleted them.
+    wait_for(
+        "the statistics to count the deleted rows",
+        Duration::from_secs(10),
+        || async {
+            let deleted: i64 = client
+                .query_one(
+                    "SELECT coalesce(sum(n_tup_del), 0)::bigint FROM pg_stat_user_tables
+                     WHERE relname LIKE 'transactions%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (deleted > 0).then_some(())
+        },
+    )
+    .await;
+    engine.stop().await;
+    gateway.stop().await;
+}

@@ -5,6 +5,7 @@
 //! - [`dataset`]: the description of a dataset's columns that drives validation and encoding.
 //! - [`validate`]: tokenizes a chunk with simd-csv and checks every row against the dataset.
 //! - [`months`]: the months a chunk's rows fall in, read ahead of its load.
+//! - [`pieces`]: cuts a big chunk at record boundaries so several connections load it.
 //! - [`pgcopy`]: encodes validated rows in PostgreSQL's binary COPY format.
 //! - [`rejects`]: the rejected rows of a chunk, encoded for COPY and spilled to disk past a
 //!   memory budget.
@@ -12,6 +13,7 @@
 pub mod dataset;
 pub mod months;
 pub mod pgcopy;
+pub mod pieces;
 pub mod rejects;
 mod scan;
 pub mod validate;

@@ -192,6 +192,31 @@ pub fn load_chunk_into<R: Read>(
     sink: &mut dyn FnMut(Bytes) -> bool,
     reject: &mut dyn FnMut(RejectedRow) -> io::Result<()>,
 ) -> Result<ChunkReport, ChunkError> {
+    let piece = PieceStart { first_line: 1 };
+    load_piece_into(input, dataset, lineage, piece, policy, limits, sink, reject)
+}
+
+/// Where a piece of a chunk ([`crate::pieces`]) starts: the chunk's physical line its first
+/// byte is on (1 for a whole chunk). Only a piece starting on line 1 may begin with the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceStart {
+    pub first_line: i32,
+}
+
+/// [`load_chunk_into`] for the piece of a chunk that `input` holds: lines are numbered from
+/// `piece.first_line`, and a header is only optional on line 1.
+#[allow(clippy::too_many_arguments)] // load_chunk_into's, plus where the piece starts
+pub fn load_piece_into<R: Read>(
+    input: R,
+    dataset: &Dataset,
+    lineage: Lineage,
+    piece: PieceStart,
+    policy: ErrorPolicy,
+    limits: &Limits,
+    sink: &mut dyn FnMut(Bytes) -> bool,
+    reject: &mut dyn FnMut(RejectedRow) -> io::Result<()>,
+) -> Result<ChunkReport, ChunkError> {
+    let lines_before = usize::try_from(piece.first_line - 1).expect("lines start at 1");
     let (tap, seen) = Tap::new(input);
     // Small at first: most chunks in tests and many real ones are far below one buffer, and the
     // full size is reserved once the first buffer fills.
@@ -237,7 +262,8 @@ pub fn load_chunk_into<R: Read>(
         let start = prev_end + skipped as u64;
         debug_assert!(window[skipped..].starts_with(record.as_slice()));
         newlines += count_newlines(&window[..skipped]);
-        let line_no = i32::try_from(newlines + 1).expect("the tap bounds the chunk size");
+        let line_no =
+            i32::try_from(lines_before + newlines + 1).expect("the tap bounds the chunk size");
         let len = record.as_slice().len();
         // A chunk cut between CR and LF ends in a bare CR: treat it as a line ending.
         let at_eof = seen.eof && start + len as u64 == seen.read;
@@ -248,7 +274,7 @@ pub fn load_chunk_into<R: Read>(
             has_quotes: record.as_slice().contains(&b'"'),
         };
         let has_quotes = row.has_quotes;
-        let first = prev_end == 0;
+        let first = prev_end == 0 && lines_before == 0;
         loader.all_utf8 = seen.all_utf8();
         // A first record equal to the header is the optional header, not a data row.
         if !(first && row.is_header(dataset, false)) {

@@ -1,12 +1,18 @@
 //! Streaming must not change a chunk's outcome: the same chunk read whole or in odd little
 //! pieces gives the same report and the same COPY bytes, including past the window's release
-//! point, with multibyte characters and line endings split across reads.
+//! point, with multibyte characters and line endings split across reads. Nor must cutting it
+//! into pieces that load apart ([`ingest_rows::pieces`]): together they load the same rows, with
+//! the same line numbers, and reject the same ones.
 
 use std::io::{self, Read};
 
 use bytes::Bytes;
 use ingest_rows::dataset::Dataset;
-use ingest_rows::validate::{load_chunk, ChunkReport, ErrorPolicy, Limits, Lineage};
+use ingest_rows::pgcopy::SIGNATURE;
+use ingest_rows::pieces;
+use ingest_rows::validate::{
+    load_chunk, load_piece_into, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart,
+};
 use proptest::prelude::*;
 
 /// Hands out the input a few bytes at a time, in the sizes given (cycled).
@@ -28,15 +34,17 @@ impl Read for Trickle<'_> {
     }
 }
 
+const LINEAGE: Lineage = Lineage {
+    upload_id: uuid::Uuid::from_u128(9),
+    chunk_no: 1,
+};
+
 fn run(input: impl Read) -> (Result<ChunkReport, String>, Vec<u8>) {
     let mut sent = Vec::new();
     let result = load_chunk(
         input,
         &Dataset::transactions(),
-        Lineage {
-            upload_id: uuid::Uuid::from_u128(9),
-            chunk_no: 1,
-        },
+        LINEAGE,
         ErrorPolicy::RejectRows,
         &Limits::default(),
         &mut |buffer: Bytes| {
@@ -62,6 +70,8 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(b"\n\r\n".to_vec()),
         1 => Just(b"01/01/2023 00:00:00,not \xff utf8,1,Deposit\n".to_vec()),
         1 => Just(b"too,few\r\n".to_vec()),
+        1 => Just(b"date,content,amount,type\n".to_vec()),
+        1 => Just(b"02/01/2023 00:00:00,\"a \"\"quoted\"\"\nword\",2,Deposit\n".to_vec()),
     ]
 }
 
@@ -80,6 +90,59 @@ proptest! {
         let pieces = run(Trickle { input: &input, sizes, turn: 0 });
         prop_assert_eq!(whole, pieces);
     }
+
+    #[test]
+    fn loaded_in_pieces_equals_loaded_whole(
+        lines in prop::collection::vec(line(), 0..200),
+        max_piece in 1u64..600,
+        header in any::<bool>(),
+    ) {
+        let mut input = if header { b"date,content,amount,type\r\n".to_vec() } else { Vec::new() };
+        input.extend(lines.concat());
+        let (whole, whole_sent) = run(input.as_slice());
+        let whole = whole.unwrap();
+        let cut = pieces::cut(input.as_slice(), input.len() as u64, max_piece).unwrap();
+        prop_assert_eq!(cut.first().unwrap().start, 0);
+        prop_assert_eq!(cut.last().unwrap().end, input.len() as u64);
+        let (mut rows, mut tuples, mut rejected) = ((0, 0), Vec::new(), Vec::new());
+        for piece in &cut {
+            let bytes = &input[piece.start as usize..piece.end as usize];
+            let mut sent = Vec::new();
+            let report = load_piece_into(
+                bytes,
+                &Dataset::transactions(),
+                LINEAGE,
+                PieceStart { first_line: piece.first_line },
+                ErrorPolicy::RejectRows,
+                &Limits::default(),
+                &mut |buffer: Bytes| {
+                    sent.extend_from_slice(&buffer);
+                    true
+                },
+                &mut |row| {
+                    rejected.push(row);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            rows.0 += report.data_rows;
+            rows.1 += report.rows_loaded;
+            tuples.extend_from_slice(strip_copy_framing(&sent));
+        }
+        prop_assert_eq!(rows, (whole.data_rows, whole.rows_loaded));
+        prop_assert_eq!(rejected, whole.rejected);
+        prop_assert_eq!(tuples, strip_copy_framing(&whole_sent).to_vec());
+    }
+}
+
+/// The tuples of a binary COPY stream, without its header and trailer (empty when nothing was
+/// sent).
+fn strip_copy_framing(sent: &[u8]) -> &[u8] {
+    if sent.is_empty() {
+        return sent;
+    }
+    assert!(sent.starts_with(SIGNATURE));
+    &sent[SIGNATURE.len() + 8..sent.len() - 2]
 }
 
 #[test]

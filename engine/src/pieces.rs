@@ -1,0 +1,426 @@
+//! A big chunk loaded as several pieces at once, so one large file keeps every COPY connection
+//! busy instead of one.
+//!
+//! A chunk file bigger than `INGEST_PIECE_BYTES` is cut at record boundaries
+//! ([`ingest_rows::pieces::cut`]) and the plan is written to `chunk_pieces` before any piece
+//! loads (under the chunk row's lock, once: whoever loads the chunk later, a retry or a peer
+//! after a takeover, reads the same plan). Each piece then loads like a small chunk, on its own
+//! session and COPY slot: its rows, its rejected rows and its move from `stored` to `loaded` in
+//! `chunk_pieces` (`UPDATE ... WHERE state = 'stored'`) commit together or not at all, so every
+//! piece is loaded exactly once whoever races for it. When every piece is loaded, one transaction
+//! moves the chunk's own ledger row to `loaded` with the pieces' counts, commits the stream
+//! offset and deletes the plan: the upload's accounting sees the chunk once, whole.
+//!
+//! What differs from a chunk loaded whole:
+//! - its rows become visible piece by piece, before the chunk is `loaded`;
+//! - a chunk-level error found in one piece (binary content, the file gone) fails the whole chunk
+//!   in one transaction that also deletes the rows and rejected rows its loaded pieces committed
+//!   (by the lineage columns; a scan of the table, on this rare path only), so "a failed chunk
+//!   loaded nothing" still holds;
+//! - the "more than 10% invalid UTF-8" test applies per piece;
+//! - chunks of `reject-chunk` uploads are never cut: one bad row must keep all of them out.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::db::DbError;
+use ingest_rows::pieces::{cut, Piece};
+
+use crate::dataset::Dataset;
+use crate::loader::{claim, record_metrics, settle, skipped, LoadError, Loader, Outcome, Position};
+use crate::metrics::{self, Outcome as Counted};
+use crate::rejected;
+use crate::session::Sessions;
+use crate::validate::{ChunkError, ChunkReport, ErrorPolicy};
+
+/// Sessions pieces are loaded over, kept between chunks (at most one per COPY slot).
+pub struct PieceSessions {
+    sessions: Sessions,
+    idle: Mutex<Vec<Client>>,
+    keep: usize,
+}
+
+impl PieceSessions {
+    pub fn new(sessions: Sessions, copy_connections: u16) -> Self {
+        Self {
+            sessions,
+            idle: Mutex::new(Vec::new()),
+            keep: usize::from(copy_connections),
+        }
+    }
+
+    async fn take(&self) -> Result<Client, DbError> {
+        loop {
+            let idle = self.idle.lock().expect("piece sessions lock").pop();
+            match idle {
+                // A fenced process finds its sessions closed here.
+                Some(client) if !client.is_closed() => return Ok(client),
+                Some(_) => continue,
+                None => return self.sessions.loader().await,
+            }
+        }
+    }
+
+    fn give_back(&self, client: Client) {
+        let mut idle = self.idle.lock().expect("piece sessions lock");
+        if !client.is_closed() && idle.len() < self.keep {
+            idle.push(client);
+        }
+    }
+}
+
+/// One piece of the plan.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    piece_no: i32,
+    piece: Piece,
+    loaded: bool,
+}
+
+/// What became of one piece.
+enum PieceOutcome {
+    Loaded(ChunkReport),
+    /// A peer loaded it first (or it was loaded before).
+    Skipped,
+    /// The chunk cannot be loaded at all (it must fail whole).
+    ChunkFailed(ChunkError),
+}
+
+impl Loader {
+    /// Loads the chunk in pieces if it has a plan or is big enough to get one; `None` when it
+    /// is to be loaded whole.
+    pub(crate) async fn load_in_pieces(
+        &self,
+        client: &mut Client,
+        message: &ChunkMessage,
+        position: &Position,
+        started: Instant,
+    ) -> Result<Option<Outcome>, LoadError> {
+        let Some(row) = claim(&*client, message, position).await? else {
+            return Ok(None); // Loaded or failed already: the whole-chunk path skips it.
+        };
+        let Some(dataset) = Dataset::builtin(&row.dataset) else {
+            return Ok(None);
+        };
+        if ErrorPolicy::parse(&row.on_error) != Some(ErrorPolicy::RejectRows) {
+            return Ok(None);
+        }
+        let path = self.upload_dir.join(&row.stored_path);
+        let plan = self.plan(client, message, &path).await?;
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        let loads = plan
+            .iter()
+            .filter(|planned| !planned.loaded)
+            .map(|planned| self.load_piece(message, position, &dataset, &path, planned));
+        let mut report = ChunkReport::default();
+        let mut failed = None;
+        for outcome in futures_util::future::join_all(loads).await {
+            match outcome? {
+                PieceOutcome::Loaded(piece) => {
+                    report.bytes += piece.bytes;
+                    report.rows_loaded += piece.rows_loaded;
+                    report.rows_rejected += piece.rows_rejected;
+                }
+                PieceOutcome::Skipped => {}
+                PieceOutcome::ChunkFailed(err) => failed = Some(err),
+            }
+        }
+        let outcome = match failed {
+            Some(err) => {
+                self.fail_whole(client, message, position, &dataset, err)
+                    .await?
+            }
+            None => self.finish(client, message, position).await?,
+        };
+        if !matches!(outcome, Outcome::Skipped) {
+            self.remove_file(client, message, &path).await;
+        }
+        if let Outcome::Loaded { .. } = outcome {
+            record_metrics(message, &report, started);
+        }
+        Ok(Some(outcome))
+    }
+
+    /// The chunk's plan: the one written before, or a new one if the file is big enough.
+    async fn plan(
+        &self,
+        client: &mut Client,
+        message: &ChunkMessage,
+        path: &std::path::Path,
+    ) -> Result<Vec<Planned>, LoadError> {
+        let existing = read_plan(&*client, message).await?;
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+        let Ok(len) = tokio::fs::metadata(path).await.map(|m| m.len()) else {
+            return Ok(Vec::new()); // The whole-chunk path says what is wrong with the file.
+        };
+        if len <= self.piece_bytes {
+            return Ok(Vec::new());
+        }
+        let (file, max) = (path.to_owned(), self.piece_bytes);
+        let pieces = tokio::task::spawn_blocking(move || {
+            let input = std::io::BufReader::new(std::fs::File::open(file)?);
+            cut(input, len, max)
+        })
+        .await
+        .map_err(|err| LoadError::Parser(err.to_string()))?;
+        let Ok(pieces) = pieces else {
+            return Ok(Vec::new());
+        };
+        if pieces.len() < 2 {
+            return Ok(Vec::new());
+        }
+        // Written once, under the chunk row's lock: a racing engine reads this plan instead of
+        // writing its own (its cut could differ if its INGEST_PIECE_BYTES does).
+        let tx = client.transaction().await?;
+        let stored = tx
+            .query_opt(
+                "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+                 FOR NO KEY UPDATE",
+                &[&message.upload_id, &message.chunk_no],
+            )
+            .await?;
+        if stored.is_none() {
+            return Ok(Vec::new());
+        }
+        let raced = read_plan(&tx, message).await?;
+        if !raced.is_empty() {
+            tx.commit().await?;
+            return Ok(raced);
+        }
+        let numbers: Vec<i32> = (0..pieces.len() as i32).collect();
+        let starts: Vec<i64> = pieces.iter().map(|p| p.start as i64).collect();
+        let ends: Vec<i64> = pieces.iter().map(|p| p.end as i64).collect();
+        let lines: Vec<i32> = pieces.iter().map(|p| p.first_line).collect();
+        tx.execute(
+            "INSERT INTO chunk_pieces (upload_id, chunk_no, piece_no, byte_start, byte_end, first_line)
+             SELECT $1, $2, * FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::int[])",
+            &[&message.upload_id, &message.chunk_no, &numbers, &starts, &ends, &lines],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(upload_id = %message.upload_id, chunk = message.chunk_no, pieces = pieces.len(), "chunk cut into pieces");
+        Ok(pieces
+            .into_iter()
+            .zip(numbers)
+            .map(|(piece, piece_no)| Planned {
+                piece_no,
+                piece,
+                loaded: false,
+            })
+            .collect())
+    }
+
+    /// Loads one piece on a session and COPY slot of its own.
+    async fn load_piece(
+        &self,
+        message: &ChunkMessage,
+        position: &Position,
+        dataset: &Dataset,
+        path: &std::path::Path,
+        planned: &Planned,
+    ) -> Result<PieceOutcome, LoadError> {
+        let _slot = self
+            .copy_slots
+            .acquire()
+            .await
+            .expect("the COPY semaphore is never closed");
+        let mut client = self.piece_sessions.take().await?;
+        let outcome = self
+            .copy_piece(&mut client, message, position, dataset, path, planned)
+            .await;
+        self.piece_sessions.give_back(client);
+        outcome
+    }
+
+    async fn copy_piece(
+        &self,
+        client: &mut Client,
+        message: &ChunkMessage,
+        position: &Position,
+        dataset: &Dataset,
+        path: &std::path::Path,
+        planned: &Planned,
+    ) -> Result<PieceOutcome, LoadError> {
+        // A month the first look missed means: roll back, create its partition, load again.
+        for _attempt in 0..3 {
+            let policy = ErrorPolicy::RejectRows;
+            let piece = Some(planned.piece);
+            let (tx, parsed) = self
+                .copy(client, path, piece, dataset, message, policy)
+                .await?;
+            let (report, rejects) = match parsed {
+                Ok(parsed) => parsed,
+                Err(err) => return Ok(PieceOutcome::ChunkFailed(err)),
+            };
+            let missing = self.partitions.missing(&report.months);
+            if !missing.is_empty() {
+                drop(tx);
+                self.partitions.create(client, &missing).await?;
+                continue;
+            }
+            let ours = tx
+                .query_opt(
+                    "SELECT 1 FROM partition_leases
+                     WHERE consumer_group = $1 AND partition = $2 AND owner = $3",
+                    &[&position.group, &position.partition, &position.owner],
+                )
+                .await?;
+            if ours.is_none() {
+                return Err(LoadError::LeaseLost(position.partition));
+            }
+            let (rows, rejected) = (report.rows_loaded as i64, report.rows_rejected as i64);
+            let moved = tx
+                .execute(
+                    "UPDATE chunk_pieces SET state = 'loaded', rows_loaded = $4, rows_rejected = $5
+                     WHERE upload_id = $1 AND chunk_no = $2 AND piece_no = $3 AND state = 'stored'",
+                    &[
+                        &message.upload_id,
+                        &message.chunk_no,
+                        &planned.piece_no,
+                        &rows,
+                        &rejected,
+                    ],
+                )
+                .await?;
+            if moved == 0 {
+                return Ok(PieceOutcome::Skipped); // Dropping `tx` rolls the rows back.
+            }
+            if let Some(rejects) = rejects {
+                rejected::copy(&tx, rejects).await?;
+            }
+            tx.commit().await?;
+            return Ok(PieceOutcome::Loaded(report));
+        }
+        Err(LoadError::Parser(
+            "partitions kept changing under the piece".into(),
+        ))
+    }
+
+    /// Every piece is loaded: the chunk is, with their counts, in one transaction.
+    async fn finish(
+        &self,
+        client: &mut Client,
+        message: &ChunkMessage,
+        position: &Position,
+    ) -> Result<Outcome, LoadError> {
+        let tx = client.transaction().await?;
+        let counts = tx
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'stored'),
+                        coalesce(sum(rows_loaded), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint
+                 FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2",
+                &[&message.upload_id, &message.chunk_no],
+            )
+            .await?;
+        let (pending, rows, rejected): (i64, i64, i64) =
+            (counts.get(0), counts.get(1), counts.get(2));
+        if pending > 0 {
+            // A piece this engine saw loaded by a peer whose commit is still to come: retried.
+            return Err(LoadError::Parser(format!("{pending} pieces still loading")));
+        }
+        let counts = (rows as u64, rejected as u64, None);
+        if !settle(&tx, message, position, "loaded", counts, None).await? {
+            drop(tx);
+            return skipped(client, message, position).await;
+        }
+        delete_plan(&tx, message).await?;
+        tx.commit().await?;
+        Ok(Outcome::Loaded {
+            rows: rows as u64,
+            rejected: rejected as u64,
+        })
+    }
+
+    /// A piece found the chunk unloadable: the chunk fails whole, and what its other pieces
+    /// committed is deleted in the same transaction.
+    async fn fail_whole(
+        &self,
+        client: &mut Client,
+        message: &ChunkMessage,
+        position: &Position,
+        dataset: &Dataset,
+        err: ChunkError,
+    ) -> Result<Outcome, LoadError> {
+        let reason = match err {
+            ChunkError::Io(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                "chunk file is missing".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let tx = client.transaction().await?;
+        if claim(&tx, message, position).await?.is_none() {
+            drop(tx);
+            return skipped(client, message, position).await;
+        }
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&message.upload_id, &message.chunk_no];
+        let undone = tx
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE upload_id = $1 AND chunk_no = $2",
+                    dataset.table
+                ),
+                &key,
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM rejected_rows WHERE upload_id = $1 AND chunk_no = $2",
+            &key,
+        )
+        .await?;
+        let counts = (0, 0, Some(reason.as_str()));
+        if !settle(&tx, message, position, "failed", counts, None).await? {
+            drop(tx);
+            return skipped(client, message, position).await;
+        }
+        delete_plan(&tx, message).await?;
+        tx.commit().await?;
+        metrics::chunk(Counted::Failed);
+        tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, %reason, undone, "chunk failed; rows its loaded pieces committed were deleted");
+        Ok(Outcome::Failed { reason })
+    }
+}
+
+async fn read_plan(
+    client: &impl tokio_postgres::GenericClient,
+    message: &ChunkMessage,
+) -> Result<Vec<Planned>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT piece_no, byte_start, byte_end, first_line, state = 'loaded'
+             FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2 ORDER BY piece_no",
+            &[&message.upload_id, &message.chunk_no],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Planned {
+            piece_no: row.get(0),
+            piece: Piece {
+                start: row.get::<_, i64>(1) as u64,
+                end: row.get::<_, i64>(2) as u64,
+                first_line: row.get(3),
+            },
+            loaded: row.get(4),
+        })
+        .collect())
+}
+
+async fn delete_plan(
+    tx: &tokio_postgres::Transaction<'_>,
+    message: &ChunkMessage,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "DELETE FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2",
+        &[&message.upload_id, &message.chunk_no],
+    )
+    .await?;
+    Ok(())
+}
