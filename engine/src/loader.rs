@@ -421,18 +421,7 @@ pub(crate) async fn settle(
     (rows, rejected, error): (u64, u64, Option<&str>),
     rejects: Option<RejectedStream>,
 ) -> Result<bool, LoadError> {
-    // Owner only, not expiry: a late heartbeat is no reason to throw the work away, a takeover
-    // is (the peer is loading this partition now). The ledger update is what keeps it exact.
-    let ours = tx
-        .query_opt(
-            "SELECT 1 FROM partition_leases
-             WHERE consumer_group = $1 AND partition = $2 AND owner = $3",
-            &[&position.group, &position.partition, &position.owner],
-        )
-        .await?;
-    if ours.is_none() {
-        return Err(LoadError::LeaseLost(position.partition));
-    }
+    still_owner(tx, position).await?;
     if !finish_chunk(tx, message, state, rows, rejected, error).await? {
         return Ok(false);
     }
@@ -443,6 +432,26 @@ pub(crate) async fn settle(
     }
     commit_offset(tx, position).await?;
     Ok(true)
+}
+
+/// Fails with [`LoadError::LeaseLost`] unless this process still owns the partition. Owner
+/// only, not expiry: a late heartbeat is no reason to throw the work away, a takeover is (the
+/// peer is loading this partition now). The ledger update is what keeps it exact.
+pub(crate) async fn still_owner(
+    tx: &Transaction<'_>,
+    position: &Position,
+) -> Result<(), LoadError> {
+    let ours = tx
+        .query_opt(
+            "SELECT 1 FROM partition_leases
+             WHERE consumer_group = $1 AND partition = $2 AND owner = $3",
+            &[&position.group, &position.partition, &position.owner],
+        )
+        .await?;
+    match ours {
+        Some(_) => Ok(()),
+        None => Err(LoadError::LeaseLost(position.partition)),
+    }
 }
 
 /// After losing the race for a chunk: its offset is committed (by whoever won, or now).

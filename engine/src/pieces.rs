@@ -30,7 +30,9 @@ use ingest_contract::db::DbError;
 use ingest_rows::pieces::{cut, Piece};
 
 use crate::dataset::Dataset;
-use crate::loader::{claim, record_metrics, settle, skipped, LoadError, Loader, Outcome, Position};
+use crate::loader::{
+    claim, record_metrics, settle, skipped, still_owner, LoadError, Loader, Outcome, Position,
+};
 use crate::metrics::{self, Outcome as Counted};
 use crate::rejected;
 use crate::session::Sessions;
@@ -265,16 +267,7 @@ impl Loader {
                 self.partitions.create(client, &missing).await?;
                 continue;
             }
-            let ours = tx
-                .query_opt(
-                    "SELECT 1 FROM partition_leases
-                     WHERE consumer_group = $1 AND partition = $2 AND owner = $3",
-                    &[&position.group, &position.partition, &position.owner],
-                )
-                .await?;
-            if ours.is_none() {
-                return Err(LoadError::LeaseLost(position.partition));
-            }
+            still_owner(&tx, position).await?;
             let (rows, rejected) = (report.rows_loaded as i64, report.rows_rejected as i64);
             let moved = tx
                 .execute(

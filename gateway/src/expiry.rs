@@ -21,6 +21,7 @@ use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::sweeps;
 
 /// How many uploads one sweep transaction expires.
 const BATCH: i64 = 1000;
@@ -79,12 +80,10 @@ impl Expiry {
 
     /// Runs [`Self::sweep`] every [`Self::interval`] until the returned handle is dropped.
     pub fn run_periodically(self) -> AbortOnDropHandle<()> {
-        AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(self.interval());
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match self.sweep().await {
+        sweeps::every(self.interval(), move || {
+            let expiry = self.clone();
+            async move {
+                match expiry.sweep().await {
                     Ok(done) if done.uploads > 0 => tracing::info!(
                         uploads = done.uploads,
                         chunks = done.chunks,
@@ -95,7 +94,7 @@ impl Expiry {
                     Err(err) => tracing::warn!(error = %err, "upload expiry sweep failed"),
                 }
             }
-        }))
+        })
     }
 
     /// Expires every stale upload, a batch per transaction, and removes their unloaded files.

@@ -24,6 +24,7 @@ pub mod server;
 pub mod settings;
 pub mod settle;
 pub mod store;
+pub mod sweeps;
 pub mod upload;
 
 pub use server::run;

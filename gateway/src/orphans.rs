@@ -28,6 +28,7 @@ use ingest_contract::chunk::ChunkMessage;
 
 use crate::app::AppState;
 use crate::publish::{PublishError, Publisher};
+use crate::sweeps;
 
 /// How many unannounced chunks one sweep publishes.
 const ANNOUNCE_BATCH: i64 = 500;
@@ -54,12 +55,11 @@ pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
         frame_timeout: state.settings.body_frame_timeout,
         publish_timeout: state.settings.publish_timeout,
     };
-    AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut ticks =
-            tokio::time::interval(orphans.frame_timeout.max(Duration::from_millis(100)));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
+    let orphans = Arc::new(orphans);
+    let interval = orphans.frame_timeout.max(Duration::from_millis(100));
+    sweeps::every(interval, move || {
+        let orphans = orphans.clone();
+        async move {
             match orphans.announce().await {
                 Ok(0) => {}
                 Ok(chunks) => tracing::info!(chunks, "announced chunks a killed request had not"),
@@ -71,7 +71,7 @@ pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
                 Err(err) => tracing::warn!(error = %err, "orphan file sweep failed"),
             }
         }
-    }))
+    })
 }
 
 /// Finds what killed requests left behind.

@@ -17,6 +17,8 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::sweeps;
+
 /// Settles idle uploads with nothing left to load.
 #[derive(Clone)]
 pub struct Settle {
@@ -42,18 +44,16 @@ impl Settle {
 
     /// Runs [`Self::sweep`] every [`Self::interval`] until the returned handle is dropped.
     pub fn run_periodically(self) -> AbortOnDropHandle<()> {
-        AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(self.interval());
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match self.sweep().await {
+        sweeps::every(self.interval(), move || {
+            let settle = self.clone();
+            async move {
+                match settle.sweep().await {
                     Ok(0) => {}
                     Ok(settled) => tracing::debug!(uploads = settled, "settled idle uploads"),
                     Err(err) => tracing::warn!(error = %err, "upload settle sweep failed"),
                 }
             }
-        }))
+        })
     }
 }
 

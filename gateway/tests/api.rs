@@ -439,17 +439,7 @@ async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
     let clients = gateway::clients::ApiClients::new(pool);
     let secret = ingest_contract::settings::Secret::new("revoked-secret-123");
     clients.upsert("soon-revoked", &secret).await.unwrap();
-    let token: serde_json::Value = app
-        .http
-        .post(format!("{}/api/auth/token", app.url))
-        .basic_auth("soon-revoked", Some(secret.expose()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = app.token_for("soon-revoked", secret.expose()).await;
     let folder = app.create_upload(&token).await;
     assert_eq!(app.status_raw(&token, &folder).await, 200);
 
@@ -485,12 +475,7 @@ async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
 
     // A validly signed token naming no client at all: 401, not a foreign-key 500.
     let ghost = signed_token("never-existed");
-    let client = app.db.client().await.unwrap();
-    let uploads_before: i64 = client
-        .query_one("SELECT count(*) FROM uploads", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let uploads_before = app.count("uploads").await;
     let response = app
         .http
         .post(format!("{}/api/upload", app.url))
@@ -499,12 +484,7 @@ async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    let uploads_after: i64 = client
-        .query_one("SELECT count(*) FROM uploads", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(uploads_before, uploads_after);
+    assert_eq!(app.count("uploads").await, uploads_before);
 }
 
 #[tokio::test]
@@ -534,13 +514,11 @@ async fn an_http11_request_without_host_is_refused_with_400() {
     ))
     .await;
     assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
-    let client = app.db.client().await.unwrap();
-    let uploads: i64 = client
-        .query_one("SELECT count(*) FROM uploads", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(uploads, 0, "a refused request creates nothing");
+    assert_eq!(
+        app.count("uploads").await,
+        0,
+        "a refused request creates nothing"
+    );
     // With a Host, and HTTP/1.0 without one (Host is an HTTP/1.1 requirement), it is served.
     let with_host = ask(format!(
         "POST /api/upload HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\n\

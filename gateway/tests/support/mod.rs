@@ -139,10 +139,15 @@ impl TestGateway {
     }
 
     pub async fn token(&self) -> String {
+        self.token_for(CLIENT_ID, CLIENT_SECRET).await
+    }
+
+    /// A token of API client `client_id`.
+    pub async fn token_for(&self, client_id: &str, secret: &str) -> String {
         let response = self
             .http
             .post(format!("{}/api/auth/token", self.url))
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .basic_auth(client_id, Some(secret))
             .send()
             .await
             .unwrap();
@@ -243,9 +248,14 @@ impl TestGateway {
     }
 
     pub async fn ledger_rows(&self) -> i64 {
+        self.count("chunks").await
+    }
+
+    /// Rows in `table` (the test's own database).
+    pub async fn count(&self, table: &str) -> i64 {
         let client = self.db.client().await.unwrap();
         client
-            .query_one("SELECT count(*) FROM chunks", &[])
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await
             .unwrap()
             .get(0)
