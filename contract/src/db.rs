@@ -5,7 +5,9 @@
 //! of gateway and engine processes may start at once: the first applies them, the others wait
 //! and then find nothing left to do.
 
-use tokio_postgres::{error::SqlState, Client, Config, NoTls};
+use tokio_postgres::{error::SqlState, Client, Config};
+
+use crate::pgtls::{self, Tls};
 
 /// The migrations, in the order they are applied. Append only: never edit an applied one.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -52,7 +54,7 @@ pub enum DbError {
     BadUrl(tokio_postgres::Error),
     #[error("DATABASE_URL names no database")]
     NoDatabaseName,
-    #[error("cannot reach PostgreSQL at DATABASE_URL: {0}")]
+    #[error("cannot reach PostgreSQL at DATABASE_URL: {}", with_causes(.0))]
     Connect(tokio_postgres::Error),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
@@ -60,18 +62,48 @@ pub enum DbError {
         name: &'static str,
         source: tokio_postgres::Error,
     },
+    #[error("DATABASE_URL: {0}")]
+    Tls(#[from] crate::pgtls::TlsError),
     #[error(transparent)]
     Query(#[from] tokio_postgres::Error),
 }
 
-/// Connects and drives the connection on a background task.
-pub async fn connect(url: &str) -> Result<Client, DbError> {
-    let config: Config = url.parse().map_err(DbError::BadUrl)?;
-    connect_with(&config).await
+/// `err` and its causes: "error performing TLS handshake" alone does not say that the
+/// certificate's issuer is unknown.
+fn with_causes(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(err) = cause {
+        let next = err.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = err.source();
+    }
+    text
 }
 
-async fn connect_with(config: &Config) -> Result<Client, DbError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
+/// The connection settings of `url` and the TLS connector its `sslmode` asks for
+/// ([`crate::pgtls`]).
+pub fn parse_url(url: &str) -> Result<(Config, Tls), DbError> {
+    let (rest, mode, root) = pgtls::split_url(url);
+    let mut config: Config = rest.parse().map_err(DbError::BadUrl)?;
+    let tls = pgtls::connector(&mut config, mode.as_deref(), root.as_deref())?;
+    Ok((config, tls))
+}
+
+/// Connects and drives the connection on a background task.
+pub async fn connect(url: &str) -> Result<Client, DbError> {
+    let (config, tls) = parse_url(url)?;
+    connect_with(&config, &tls).await
+}
+
+/// Connects with `config` over `tls` and drives the connection on a background task.
+pub async fn connect_with(config: &Config, tls: &Tls) -> Result<Client, DbError> {
+    let (client, connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(DbError::Connect)?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "postgres connection closed");
@@ -82,19 +114,19 @@ async fn connect_with(config: &Config) -> Result<Client, DbError> {
 
 /// Creates the database named in `url` if it does not exist. Safe when several processes race.
 pub async fn ensure_database(url: &str) -> Result<(), DbError> {
-    let config: Config = url.parse().map_err(DbError::BadUrl)?;
+    let (config, tls) = parse_url(url)?;
     let name = config
         .get_dbname()
         .ok_or(DbError::NoDatabaseName)?
         .to_owned();
-    match connect_with(&config).await {
+    match connect_with(&config, &tls).await {
         Ok(_) => return Ok(()),
         Err(DbError::Connect(err)) if err.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
         Err(err) => return Err(err),
     }
     let mut admin = config.clone();
     admin.dbname("postgres");
-    let client = connect_with(&admin).await?;
+    let client = connect_with(&admin, &tls).await?;
     let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
     match client.batch_execute(&sql).await {
         Ok(()) => Ok(()),

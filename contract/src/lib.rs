@@ -3,7 +3,7 @@
 //! - [`chunk`]: the message published for every stored chunk ([`chunk::ChunkMessage`]).
 //! - [`streams`]: partition stream names, which partition a chunk goes to, and broker connections.
 //! - [`db`]: connecting to PostgreSQL, creating the database, applying `db/migrations` under an
-//!   advisory lock so several processes can start at once.
+//!   advisory lock so several processes can start at once; [`pgtls`]: TLS as `sslmode` asks.
 //! - [`settings`]: the settings both binaries share and the [`settings::Secret`] type.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
 //! - [`shutdown`]: the signal handling both binaries share.
@@ -12,6 +12,7 @@
 
 pub mod chunk;
 pub mod db;
+pub mod pgtls;
 pub mod settings;
 pub mod shutdown;
 pub mod streams;

@@ -72,11 +72,17 @@ pub struct SharedSettings {
     pub upload_dir: PathBuf,
 }
 
+/// Checked at start, TLS settings included: a bad `sslmode` or an unreadable `sslrootcert` is a
+/// configuration error, not a failure on first connect.
 fn parse_database_url(value: &str) -> Result<String, String> {
-    value
-        .parse::<tokio_postgres::Config>()
+    crate::db::parse_url(value)
         .map(|_| value.to_owned())
-        .map_err(|err| format!("DATABASE_URL is not a PostgreSQL URL: {err}"))
+        .map_err(|err| match err {
+            crate::db::DbError::BadUrl(err) => {
+                format!("DATABASE_URL is not a PostgreSQL URL: {err}")
+            }
+            other => other.to_string(),
+        })
 }
 
 fn parse_partitions(value: &str) -> Result<u16, String> {

@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
-use ingest_contract::db::DbError;
-use tokio_postgres::{Client, Config, NoTls};
+use ingest_contract::db::{self, DbError};
+use tokio_postgres::Client;
 
 /// How long a load waits for a row or table lock before it fails and is retried. Legitimate
 /// waits are short: another chunk of the same upload committing, a partition being created.
@@ -76,7 +76,7 @@ impl Sessions {
     }
 
     async fn connect(&self, timeouts: &[(&str, Duration)]) -> Result<Client, DbError> {
-        let mut config: Config = self.database_url.parse().map_err(DbError::BadUrl)?;
+        let (mut config, tls) = db::parse_url(&self.database_url)?;
         config.application_name(&self.tag);
         // Startup options, not SET: `RESET` goes back to these (partitions.rs relies on it).
         let mut options = config.get_options().unwrap_or_default().to_owned();
@@ -84,13 +84,7 @@ impl Sessions {
             options.push_str(&format!(" -c {name}={}", value.as_millis()));
         }
         config.options(options.trim_start());
-        let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "postgres connection closed");
-            }
-        });
-        Ok(client)
+        db::connect_with(&config, &tls).await
     }
 }
 

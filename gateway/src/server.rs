@@ -27,8 +27,8 @@ use crate::upload::Uploads;
 /// Prepares the database (created and migrated if needed) and returns a connection pool.
 pub async fn database_pool(database_url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
     db::prepare(database_url).await?;
-    let config: tokio_postgres::Config = database_url.parse()?;
-    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let (config, tls) = db::parse_url(database_url)?;
+    let manager = deadpool_postgres::Manager::new(config, tls);
     Ok(deadpool_postgres::Pool::builder(manager)
         .max_size(32)
         .build()?)
