@@ -33,12 +33,6 @@ impl ChunkMessage {
     pub fn decode(bytes: &[u8]) -> Result<Self, MalformedMessage> {
         Ok(serde_json::from_slice(bytes)?)
     }
-
-    /// Where the chunk file lives: `<upload_id>/<chunk_no>-<nonce>.csv` under the upload directory.
-    /// Only ids we parsed ourselves ever appear in it.
-    pub fn relative_path(upload_id: Uuid, chunk_no: i32, nonce: Uuid) -> String {
-        format!("{upload_id}/{chunk_no:08}-{}.csv", nonce.simple())
-    }
 }
 
 #[cfg(test)]
