@@ -36,6 +36,13 @@ pub struct UploadCreated {
     pub folder: String,
 }
 
+/// `POST /api/upload/{folder}` (multipart) answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileStored {
+    /// The chunk number the file became, in arrival order.
+    pub chunk: u64,
+}
+
 /// `POST /api/upload/{folder}/complete` body.
 #[derive(Debug, Clone, Serialize)]
 pub struct Complete {

@@ -1,54 +1,74 @@
-//! `loadgen bench`: the baseline (`psql \copy` of the files) against the whole pipeline
-//! (gateway -> broker -> engine -> PostgreSQL), on the same generated rows, in one run.
+//! `loadgen bench`: the pipeline (gateway -> broker -> engine -> PostgreSQL) against `psql
+//! \copy` of the same generated rows, in one run, for one [`Scenario`] of how the rows reach
+//! the gateway.
 //!
-//! 1. [`data`]: original-format files for the row count, generated once and cached.
+//! 1. [`data`]: original-format files for the row count, spread over `--months` months,
+//!    generated once and cached.
 //! 2. [`baseline`]: one connection COPYs the files (CSV) into a fresh table shaped like
-//!    `transactions`; timed.
-//! 3. The pipeline: [`crate::upload::run_upload`] in-process against a gateway and engine that
-//!    are already running; timed from the start of the upload (the first token request) to the
-//!    upload's `done`, with the CPU time and peak memory of both processes ([`procstat`]).
-//! 4. [`checks`]: the upload's rows in PostgreSQL are exact (counts per chunk, no duplicates,
-//!    no gaps) and equal to the baseline's rows; the chunk latency comes from the `chunks` ledger.
-//! 5. [`report`]: the table, the JSON file and the Markdown row; the baseline table is dropped.
+//!    `transactions`, its monthly partitions made before the clock; timed. Then the second
+//!    baseline: two connections at once, each COPYing every other file into another such
+//!    table; timed.
+//! 3. The pipeline ([`scenario`]), against a gateway and engine that are already running, into
+//!    `transactions` with none of the data's monthly partitions made: the engine makes them
+//!    while the clock runs, as it would for a user's data. Timed from the first token request
+//!    to the status poll showing the rows loaded, with the CPU time and peak memory of both
+//!    processes ([`procstat`]).
+//! 4. [`checks`]: no partition of the data's months existed before the pipeline; the upload's
+//!    rows in PostgreSQL are exact (counts per chunk, no duplicates, no gaps, none in the
+//!    default partition) and equal to the baseline's rows; the chunk latency comes from the
+//!    `chunks` ledger.
+//! 5. [`report`]: the table, the JSON file and the Markdown row; the baseline tables are
+//!    dropped.
 //!
-//! A checkpoint runs before each timed phase so neither pays for the other's dirty pages. The
-//! ratio is reported, never judged: the benchmark fails only when a check fails.
+//! A checkpoint runs before each timed phase so none pays for another's dirty pages. The
+//! ratios are reported, never judged: the benchmark fails only when a check fails.
 
 pub mod baseline;
 pub mod checks;
 pub mod data;
 pub mod procstat;
 pub mod report;
+pub mod scenario;
 
 use std::io;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use ingest_contract::db::{self, DbError};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use self::baseline::BaselineError;
-use self::data::{DataError, Dataset};
+use self::data::{DataError, DataSpec, Dataset};
 use self::procstat::{ProcUsage, Watch};
 use self::report::{BenchReport, Phase};
-use crate::split::{plan_files, SplitError};
-use crate::upload::{run_upload, UploadError, UploadOptions};
+pub use self::scenario::Scenario;
+use crate::generate::{months_covered, DateSpread};
+use crate::split::SplitError;
+use crate::upload::{UploadError, UploadOptions};
+
+/// Sessions of the second baseline.
+pub const PARALLEL_SESSIONS: usize = 2;
 
 /// Everything one benchmark run needs.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// How the pipeline gets the rows.
+    pub scenario: Scenario,
     /// Rows to generate and load.
     pub rows: u64,
+    /// Months the rows are spread over.
+    pub months: u32,
     /// Cache directory of the generated files.
     pub data_dir: PathBuf,
     /// Size at which the generator starts a new file.
     pub file_size: u64,
     /// Seed of the generated values.
     pub seed: u64,
-    /// The database the engine loads into (the baseline table is made there too).
+    /// The database the engine loads into (the baseline tables are made there too).
     pub database_url: String,
-    /// How to upload; its `files` are replaced by the generated ones.
+    /// How to upload; its `files` are replaced by the generated ones (and, for some scenarios,
+    /// its chunk size and concurrency: see [`scenario`]).
     pub upload: UploadOptions,
     /// The gateway's process, to measure its CPU time and memory.
     pub gateway_pid: Option<u32>,
@@ -83,33 +103,84 @@ pub enum BenchError {
 
 /// Runs the benchmark (see the module docs) and returns its report; nothing is written.
 pub async fn run_bench(opts: BenchOptions) -> Result<BenchReport, BenchError> {
+    let spec = DataSpec {
+        rows: opts.rows,
+        months: opts.months,
+        file_size: opts.file_size,
+        seed: opts.seed,
+    };
     let dataset = {
-        let (dir, rows, size, seed) = (opts.data_dir.clone(), opts.rows, opts.file_size, opts.seed);
-        tokio::task::spawn_blocking(move || data::ensure(&dir, rows, size, seed)).await??
+        let dir = opts.data_dir.clone();
+        tokio::task::spawn_blocking(move || data::ensure(&dir, spec)).await??
     };
     tracing::info!(
         rows = dataset.rows,
+        months = opts.months,
         files = dataset.files.len(),
         bytes = dataset.bytes,
         reused = dataset.reused,
         dir = %opts.data_dir.display(),
         "data ready"
     );
-    let planned_rows = {
-        let (files, chunk_size) = (dataset.files.clone(), opts.upload.chunk_size);
-        tokio::task::spawn_blocking(move || plan_files(&files, chunk_size)).await??
-    }
-    .iter()
-    .map(|chunk| chunk.range.rows)
-    .collect::<Vec<u64>>();
+    let prepared = {
+        let (opts, dataset) = (opts.clone(), dataset.clone());
+        tokio::task::spawn_blocking(move || scenario::prepare(opts.scenario, &opts, &dataset))
+            .await??
+    };
+    let months = months_covered(dataset.rows, DateSpread::Months(opts.months));
 
     let client = db::connect(&opts.database_url).await?;
-    let table = baseline::create_table(&client, dataset.rows).await?;
-    let measured = measure(&client, &table, &opts, &dataset, &planned_rows).await;
+    let table = baseline::create_table(&client, &months).await?;
+    let measured = measure(&client, &table, &opts, &dataset, &prepared, &months).await;
     let dropped = baseline::drop_table(&client, &table).await;
     let report = measured?;
     dropped?;
     Ok(report)
+}
+
+/// The two baselines' times and the rows the parallel one loaded.
+struct Baselines {
+    one: baseline::BaselineRun,
+    parallel: baseline::BaselineRun,
+}
+
+/// Times the one-session baseline into `table`, then the parallel one into a table of its own
+/// (dropped again before the pipeline runs).
+async fn baselines(
+    client: &Client,
+    table: &str,
+    opts: &BenchOptions,
+    dataset: &Dataset,
+    months: &[(i32, u32)],
+) -> Result<Baselines, BenchError> {
+    checkpoint(client).await;
+    tracing::info!(table, "baseline: COPY csv over one connection");
+    let one = baseline::load(client, table, &dataset.files).await?;
+    tracing::info!(
+        rows = one.rows,
+        secs = one.elapsed.as_secs_f64(),
+        "baseline loaded"
+    );
+
+    let parallel_table = baseline::create_table(client, months).await?;
+    checkpoint(client).await;
+    tracing::info!(table = %parallel_table, sessions = PARALLEL_SESSIONS, "parallel baseline");
+    let parallel = baseline::load_parallel(
+        &opts.database_url,
+        &parallel_table,
+        &dataset.files,
+        PARALLEL_SESSIONS,
+    )
+    .await;
+    let dropped = baseline::drop_table(client, &parallel_table).await;
+    let parallel = parallel?;
+    dropped?;
+    tracing::info!(
+        rows = parallel.rows,
+        secs = parallel.elapsed.as_secs_f64(),
+        "parallel baseline loaded"
+    );
+    Ok(Baselines { one, parallel })
 }
 
 /// The timed phases and the checks, while the baseline table exists.
@@ -118,27 +189,20 @@ async fn measure(
     table: &str,
     opts: &BenchOptions,
     dataset: &Dataset,
-    planned_rows: &[u64],
+    prepared: &scenario::Prepared,
+    months: &[(i32, u32)],
 ) -> Result<BenchReport, BenchError> {
     let load_before = report::load_average();
-    checkpoint(client).await;
-    tracing::info!(table, "baseline: COPY csv over one connection");
-    let base = baseline::load(client, table, &dataset.files).await?;
-    tracing::info!(
-        rows = base.rows,
-        secs = base.elapsed.as_secs_f64(),
-        "baseline loaded"
-    );
+    let base = baselines(client, table, opts, dataset, months).await?;
 
-    // The baseline's partitions were made before its clock started; so are the pipeline's (the
-    // engine makes missing ones itself, but then the clock would time DDL on one side only).
-    for (_, first_day, _) in baseline::data_months(client, dataset.rows).await? {
-        client
-            .execute(
-                "SELECT ensure_transactions_partition($1::text::date)",
-                &[&first_day],
-            )
-            .await?;
+    // The pipeline makes its partitions itself, on the clock: none may exist yet (a database
+    // a previous run loaded into would hide that cost).
+    let premade = checks::existing_partitions(client, months).await?;
+    if !premade.is_empty() {
+        tracing::warn!(
+            partitions = premade.len(),
+            "partitions of the data's months exist before the pipeline; use a fresh database"
+        );
     }
     checkpoint(client).await;
     let watch = |pid: Option<u32>| -> Result<Option<(u32, Watch)>, BenchError> {
@@ -150,13 +214,13 @@ async fn measure(
         .transpose()
     };
     let (gateway, engine) = (watch(opts.gateway_pid)?, watch(opts.engine_pid)?);
-    let mut upload = opts.upload.clone();
-    upload.files = dataset.files.clone();
-    upload.resume = None;
-    tracing::info!(url = %upload.url, chunks = planned_rows.len(), "pipeline: upload through the gateway");
-    let started = Instant::now();
-    let summary = run_upload(upload).await?;
-    let pipeline_time = started.elapsed();
+    tracing::info!(
+        scenario = %opts.scenario,
+        url = %opts.upload.url,
+        chunks = prepared.planned_rows.len(),
+        "pipeline: upload through the gateway"
+    );
+    let run = scenario::run(opts.scenario, opts, prepared).await?;
     let usage = |watched: Option<(u32, Watch)>| -> Result<Option<ProcUsage>, BenchError> {
         watched
             .map(|(pid, w)| w.stop().map_err(|source| BenchError::Proc { pid, source }))
@@ -164,38 +228,65 @@ async fn measure(
     };
     let (gateway, engine) = (usage(gateway)?, usage(engine)?);
     tracing::info!(
-        state = %summary.state,
-        secs = pipeline_time.as_secs_f64(),
+        state = %run.state,
+        secs = run.elapsed.as_secs_f64(),
         "pipeline finished; checking the rows"
     );
 
-    let upload_id = Uuid::parse_str(&summary.folder)
-        .map_err(|_| BenchError::UploadId(summary.folder.clone()))?;
-    let mut checks = checks::lineage(client, upload_id, planned_rows).await?;
+    let upload_id =
+        Uuid::parse_str(&run.folder).map_err(|_| BenchError::UploadId(run.folder.clone()))?;
+    let mut checks = vec![checks::Check {
+        name: "data months with a partition before the pipeline".to_owned(),
+        ok: premade.is_empty(),
+        detail: if premade.is_empty() {
+            "none".to_owned()
+        } else {
+            premade.join(", ")
+        },
+    }];
+    checks.extend(checks::lineage(client, upload_id, &prepared.planned_rows, run.ending).await?);
+    checks.extend(checks::partitions(client, upload_id, months).await?);
     checks.extend(checks::same_content(client, upload_id, table).await?);
-    checks.push(checks::Check {
-        name: "baseline rows".to_owned(),
-        ok: base.rows == dataset.rows,
-        detail: format!("{} of {}", base.rows, dataset.rows),
-    });
+    for (name, rows) in [
+        ("baseline rows", base.one.rows),
+        ("parallel baseline rows", base.parallel.rows),
+    ] {
+        checks.push(checks::Check {
+            name: name.to_owned(),
+            ok: rows == dataset.rows,
+            detail: format!("{rows} of {}", dataset.rows),
+        });
+    }
     let chunk_latency = checks::chunk_latency(client, upload_id).await?;
 
-    let baseline = Phase::new(dataset.rows, dataset.bytes, base.elapsed);
-    let pipeline = Phase::new(dataset.rows, dataset.bytes, pipeline_time);
+    let phase = |elapsed| Phase::new(dataset.rows, dataset.bytes, elapsed);
+    let (baseline, parallel_baseline, pipeline) = (
+        phase(base.one.elapsed),
+        phase(base.parallel.elapsed),
+        phase(run.elapsed),
+    );
     Ok(BenchReport {
         timestamp: report::utc_timestamp(SystemTime::now()),
         label: opts.label.clone(),
+        scenario: opts.scenario,
+        months: opts.months,
         rows: dataset.rows,
         bytes: dataset.bytes,
         files: dataset.files.len(),
-        chunks: summary.chunks,
-        chunk_size: opts.upload.chunk_size,
-        concurrency: opts.upload.concurrency,
+        chunks: run.chunks,
+        chunk_size: prepared.chunk_size.min(dataset.bytes),
+        concurrency: match opts.scenario {
+            Scenario::OwnClient => opts.upload.concurrency,
+            Scenario::OriginalClient | Scenario::OneFile => 1,
+        },
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         load_before,
-        upload_id: summary.folder,
+        upload_id: run.folder,
         ratio: pipeline.secs / baseline.secs,
+        parallel_ratio: pipeline.secs / parallel_baseline.secs,
         baseline,
+        parallel_baseline,
+        parallel_sessions: PARALLEL_SESSIONS,
         pipeline,
         chunk_latency,
         gateway,

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ingest_contract::settings::{parse_millis, Secret};
 use ingest_contract::telemetry::LogFormat;
 
-use crate::bench::BenchOptions;
+use crate::bench::{BenchOptions, Scenario};
 use crate::client::Credentials;
 use crate::generate::DEFAULT_NUM_RECORDS;
 use crate::progress::ProgressMode;
@@ -66,6 +66,11 @@ pub struct GenerateArgs {
     /// random, and printed so the run can be repeated.
     #[arg(long)]
     pub seed: Option<u64>,
+
+    /// Spread the rows evenly over this many consecutive months from January 2023. Default:
+    /// one second per row from 01/01/2023 00:00:00, as the original generator did.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1200))]
+    pub months: Option<u32>,
 
     /// Directory the files `data_000.csv`, `data_001.csv`, ... are written to.
     #[arg(long, default_value = "data")]
@@ -168,12 +173,23 @@ impl UploadArgs {
 /// `loadgen bench` flags.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// How the pipeline gets the rows: our parallel client, the original's client (one
+    /// connection, whole files as multipart posts, one at a time), or the whole input as one
+    /// chunk.
+    #[arg(long, value_enum, default_value_t = Scenario::OwnClient)]
+    pub scenario: Scenario,
+
     /// Rows to generate and load.
     #[arg(long, default_value_t = DEFAULT_NUM_RECORDS)]
     pub rows: u64,
 
-    /// Where the generated files are cached (default `bench/cache/<rows>-rows`); reused when
-    /// they are complete and were made with the same rows, file size and seed.
+    /// Months the rows are spread over, evenly (from January 2023).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=1200))]
+    pub months: u32,
+
+    /// Where the generated files are cached (default `bench/cache/<rows>-rows-<months>-months`);
+    /// reused when they are complete and were made with the same rows, months, file size and
+    /// seed.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
@@ -232,10 +248,15 @@ impl BenchArgs {
         upload.poll_interval = self.poll_interval_ms;
         upload.progress = progress;
         BenchOptions {
+            scenario: self.scenario,
             rows: self.rows,
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(format!("bench/cache/{}-rows", self.rows))),
+            months: self.months,
+            data_dir: self.data_dir.unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "bench/cache/{}-rows-{}-months",
+                    self.rows, self.months
+                ))
+            }),
             file_size: self.file_size,
             seed: self.seed,
             database_url: self.database_url,
@@ -369,6 +390,14 @@ mod tests {
         assert_eq!(args.num_records, 1_000_000);
         assert_eq!(args.file_size, 9 << 20);
         assert_eq!(args.seed, None);
+        assert_eq!(args.months, None, "one second per row unless asked");
+        let cli = Cli::try_parse_from(["loadgen", "generate", "--months", "15"])
+            .expect("months should parse");
+        let Command::Generate(args) = cli.command else {
+            panic!("expected the generate subcommand");
+        };
+        assert_eq!(args.months, Some(15));
+        assert!(Cli::try_parse_from(["loadgen", "generate", "--months", "0"]).is_err());
     }
 
     #[test]
@@ -393,11 +422,44 @@ mod tests {
         };
         let opts = args.into_options(ProgressMode::Off);
         assert_eq!(opts.rows, 5000);
-        assert_eq!(opts.data_dir, PathBuf::from("bench/cache/5000-rows"));
+        assert_eq!(opts.scenario, Scenario::OwnClient);
+        assert_eq!(opts.months, 12);
+        assert_eq!(
+            opts.data_dir,
+            PathBuf::from("bench/cache/5000-rows-12-months")
+        );
         assert_eq!(opts.file_size, 9 << 20);
         assert_eq!(opts.upload.concurrency, 4);
         assert_eq!(opts.upload.chunk_size, 8 << 20);
         assert_eq!(opts.upload.poll_interval, Duration::from_millis(20));
         assert_eq!((opts.gateway_pid, opts.engine_pid), (None, Some(42)));
+
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "bench",
+            "--client-id",
+            "me",
+            "--client-secret",
+            "s3cret",
+            "--scenario",
+            "original-client",
+            "--months",
+            "15",
+        ])
+        .expect("valid flags should parse");
+        let Command::Bench(args) = cli.command else {
+            panic!("expected the bench subcommand");
+        };
+        let opts = args.into_options(ProgressMode::Off);
+        assert_eq!(opts.scenario, Scenario::OriginalClient);
+        assert_eq!(opts.months, 15);
+        assert_eq!(
+            opts.data_dir,
+            PathBuf::from("bench/cache/1000000-rows-15-months")
+        );
+        for name in ["own-client", "original-client", "one-file"] {
+            let parsed = <Scenario as clap::ValueEnum>::from_str(name, false);
+            assert_eq!(parsed.map(Scenario::name), Ok(name));
+        }
     }
 }

@@ -12,11 +12,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use ingest_contract::settings::Secret;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::multipart::{Form, Part};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::api::{Complete, CreateUpload, ErrorBody, TokenResponse, UploadCreated, UploadStatus};
+use crate::api::{
+    Complete, CreateUpload, ErrorBody, FileStored, TokenResponse, UploadCreated, UploadStatus,
+};
 use crate::retry::{classify, Attempts, RetryPolicy, Verdict};
 use crate::token::{Token, TokenCache};
 
@@ -82,6 +85,16 @@ pub struct ApiClient {
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How many connections a client keeps to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// A keep-alive pool: as many as requests in flight.
+    Pool,
+    /// One HTTP/1.1 keep-alive connection, for a client that sends one request at a time (the
+    /// original's client).
+    One,
+}
+
 impl ApiClient {
     /// A client for the gateway at `base_url` (e.g. `http://127.0.0.1:8000`).
     pub fn new(
@@ -89,6 +102,23 @@ impl ApiClient {
         credentials: Credentials,
         retry: RetryPolicy,
         request_timeout: Duration,
+    ) -> Result<Self, ApiError> {
+        Self::with_connections(
+            base_url,
+            credentials,
+            retry,
+            request_timeout,
+            Connections::Pool,
+        )
+    }
+
+    /// [`ApiClient::new`], keeping `connections` to the gateway.
+    pub fn with_connections(
+        base_url: &str,
+        credentials: Credentials,
+        retry: RetryPolicy,
+        request_timeout: Duration,
+        connections: Connections,
     ) -> Result<Self, ApiError> {
         let bad_url = || ApiError::BadUrl {
             url: base_url.to_owned(),
@@ -99,12 +129,14 @@ impl ApiClient {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(bad_url());
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(request_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(ApiError::Build)?;
+            .tcp_nodelay(true);
+        if connections == Connections::One {
+            http = http.http1_only().pool_max_idle_per_host(1);
+        }
+        let http = http.build().map_err(ApiError::Build)?;
         Ok(Self {
             http,
             base,
@@ -123,6 +155,43 @@ impl ApiClient {
             })
             .await?;
         decode("create upload", &answer.body)
+    }
+
+    /// `POST /api/upload` without a body, as the original's client opened an upload: no chunk
+    /// count is declared, so the upload ends by the gateway's settle rule.
+    pub async fn create_bare_upload(&self) -> Result<UploadCreated, ApiError> {
+        let url = self.url("api/upload");
+        let answer = self
+            .execute("create upload", Auth::Bearer, |http| http.post(url.clone()))
+            .await?;
+        decode("create upload", &answer.body)
+    }
+
+    /// `POST /api/upload/{folder}`: the original's multipart upload of one file, a part named
+    /// `file` with `file_name` and no content type of its own (as Python's `requests` sends a
+    /// `(name, bytes)` pair), and `X-MD5-Hash`. Returns the chunk number the gateway gave it
+    /// and the attempts made.
+    pub async fn post_file(
+        &self,
+        folder: &str,
+        file_name: &str,
+        body: Bytes,
+        md5_hex: &str,
+    ) -> Result<(u64, u32), ApiError> {
+        let url = self.url(&format!("api/upload/{folder}"));
+        let what = format!("file {file_name}");
+        let answer = self
+            .execute(&what, Auth::Bearer, |http| {
+                let len = body.len() as u64;
+                let part =
+                    Part::stream_with_length(body.clone(), len).file_name(file_name.to_owned());
+                http.post(url.clone())
+                    .header("X-MD5-Hash", md5_hex)
+                    .multipart(Form::new().part("file", part))
+            })
+            .await?;
+        let stored: FileStored = decode(&what, &answer.body)?;
+        Ok((stored.chunk, answer.attempts))
     }
 
     /// `PUT /api/upload/{folder}/chunks/{index}` with its SHA-256 (hex); returns the attempts

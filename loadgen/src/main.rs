@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser as _;
 use loadgen::cli::{BenchArgs, Cli, Command, GenerateArgs, PlotArgs, UploadArgs};
+use loadgen::generate::DateSpread;
 use loadgen::progress::ProgressMode;
 
 #[global_allocator]
@@ -25,7 +26,16 @@ fn main() -> anyhow::Result<ExitCode> {
 fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let started = Instant::now();
-    let files = loadgen::generate::generate(&args.out, args.num_records, args.file_size, seed)?;
+    let spread = args
+        .months
+        .map_or(DateSpread::EverySecond, DateSpread::Months);
+    let files = loadgen::generate::generate_spread(
+        &args.out,
+        args.num_records,
+        args.file_size,
+        seed,
+        spread,
+    )?;
     let secs = started.elapsed().as_secs_f64();
     let mut bytes = 0;
     for file in &files {
@@ -73,6 +83,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     println!("results: {} and {}", json.display(), table.display());
+    println!("{}", report.summary_line());
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {

@@ -1,7 +1,8 @@
 //! `loadgen plot`: rows/s against rows, pipeline and baseline, from the benchmark's JSON results.
 //!
-//! For each row count the most recent run whose checks all passed is drawn (runs with other
-//! settings are in the results table; the plot shows the current state). The x axis is
+//! For each row count the most recent `own-client` run whose checks all passed is drawn (runs
+//! with other settings or scenarios are in the results table; the plot shows the current
+//! state of our own client). The x axis is
 //! logarithmic so 100k, 1M and 5M rows spread evenly. SVG only: no fonts or image libraries
 //! are needed to draw it.
 
@@ -27,6 +28,9 @@ pub enum PlotError {
 #[derive(Debug, Clone, Deserialize)]
 struct Run {
     timestamp: String,
+    /// Missing in results from before there were scenarios: those were all our own client.
+    #[serde(default)]
+    scenario: Option<String>,
     rows: u64,
     baseline: Rate,
     pipeline: Rate,
@@ -91,7 +95,10 @@ fn read_runs(dir: &Path) -> Result<Vec<Run>, PlotError> {
 /// Per row count, the latest run whose checks passed.
 fn latest_points(runs: &[Run]) -> Vec<PlotPoint> {
     let mut latest: BTreeMap<u64, &Run> = BTreeMap::new();
-    for run in runs.iter().filter(|r| r.checks.iter().all(|c| c.ok)) {
+    let plotted = |r: &&Run| {
+        r.checks.iter().all(|c| c.ok) && r.scenario.as_deref().is_none_or(|s| s == "own-client")
+    };
+    for run in runs.iter().filter(plotted) {
         let newer = latest
             .get(&run.rows)
             .is_none_or(|seen| run.timestamp > seen.timestamp);
@@ -223,6 +230,12 @@ mod tests {
             "d.json",
             run("2025-01-01T00:00:00Z", 1_000_000, 500_000.0, true),
         );
+        // Another scenario, newer and faster, is not our own client's figure.
+        let mut other: serde_json::Value =
+            serde_json::from_str(&run("2025-01-04T00:00:00Z", 100_000, 900_000.0, true))
+                .expect("json");
+        other["scenario"] = "one-file".into();
+        write("e.json", other.to_string());
         write("README.md", "not json".into());
         let out = dir.path().join("plot/throughput.svg");
         let points = plot(dir.path(), &out).expect("plot");

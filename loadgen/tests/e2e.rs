@@ -12,6 +12,7 @@ use ingest_contract::settings::Secret;
 use ingest_contract::testkit::wait_for;
 use loadgen::api::UploadState;
 use loadgen::bench::checks;
+use loadgen::bench::scenario::Ending;
 use loadgen::client::{ApiError, Credentials};
 use loadgen::generate::generate;
 use loadgen::retry::RetryPolicy;
@@ -88,7 +89,7 @@ async fn assert_exact(env: &TestEnv, folder: &str, files: &[PathBuf], chunk_size
     assert_eq!(table_counts(&env.db, folder).await, (total as i64, 0));
     let client = env.db.client().await.expect("connect");
     let upload = Uuid::parse_str(folder).expect("a uuid folder");
-    let found = checks::lineage(&client, upload, &planned)
+    let found = checks::lineage(&client, upload, &planned, Ending::Declared)
         .await
         .expect("lineage queries");
     assert!(found.iter().all(|c| c.ok), "{found:#?}");

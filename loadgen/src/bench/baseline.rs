@@ -3,8 +3,12 @@
 //! One connection, one `COPY ... FROM STDIN (FORMAT csv, HEADER true)` per file, the file
 //! streamed from disk in 1 MiB blocks by a reader thread, into a fresh table shaped exactly like
 //! `transactions` (`LIKE ... INCLUDING ALL`, monthly partitions for the data's months and a
-//! default partition). The connection sets `datestyle` to day-first, which the original system
-//! forgot. The table is kept until the pipeline's rows have been compared with it.
+//! default partition, all made before the clock starts). Every connection sets `datestyle` to
+//! day-first, which the original system forgot. The table is kept until the pipeline's rows
+//! have been compared with it.
+//!
+//! [`load_parallel`] is the second baseline: what plain parallel COPY gets, several `psql
+//! \copy` sessions at once, each with its share of the files, into a table of its own.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use ingest_contract::db::{self, DbError};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-/// Row `i` of the generator is dated this plus `i` seconds (see [`crate::generate`]).
-const DATA_START: &str = "2023-01-01 00:00:00";
 const BLOCK: usize = 1 << 20;
 
 /// Why the baseline could not be measured.
@@ -26,6 +29,8 @@ const BLOCK: usize = 1 << 20;
 pub enum BaselineError {
     #[error("baseline: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("baseline: {0}")]
+    Connect(#[from] DbError),
     #[error("baseline: cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("baseline: the file reader died: {0}")]
@@ -41,9 +46,9 @@ pub struct BaselineRun {
     pub elapsed: Duration,
 }
 
-/// Creates an empty table like `transactions`, partitioned for `rows` generated rows, and
-/// returns its name.
-pub async fn create_table(client: &Client, rows: u64) -> Result<String, BaselineError> {
+/// Creates an empty table like `transactions` with a partition for each of `months` (year,
+/// month) and a default one, and returns its name.
+pub async fn create_table(client: &Client, months: &[(i32, u32)]) -> Result<String, BaselineError> {
     let table = format!(
         "bench_baseline_{}",
         uuid::Uuid::new_v4()
@@ -52,45 +57,33 @@ pub async fn create_table(client: &Client, rows: u64) -> Result<String, Baseline
             .get(..12)
             .unwrap_or("x")
     );
+    day_first(client).await?;
     client
         .batch_execute(&format!(
-            "SET datestyle = 'ISO, DMY';
-             CREATE TABLE {table} (LIKE transactions INCLUDING ALL) PARTITION BY RANGE (date);
+            "CREATE TABLE {table} (LIKE transactions INCLUDING ALL) PARTITION BY RANGE (date);
              CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;"
         ))
         .await?;
-    for (suffix, from, to) in data_months(client, rows).await? {
+    for &(year, month) in months {
+        let (next_year, next_month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
         client
             .batch_execute(&format!(
-                "CREATE TABLE {table}_{suffix} PARTITION OF {table} FOR VALUES FROM ('{from}') TO ('{to}')"
+                "CREATE TABLE {table}_{year:04}_{month:02} PARTITION OF {table}
+                 FOR VALUES FROM ('{year:04}-{month:02}-01') TO ('{next_year:04}-{next_month:02}-01')"
             ))
             .await?;
     }
     Ok(table)
 }
 
-/// The months the generated data covers, as (`YYYY_MM`, first day, first day of the next).
-pub async fn data_months(
-    client: &Client,
-    rows: u64,
-) -> Result<Vec<(String, String, String)>, BaselineError> {
-    let last_second = rows.saturating_sub(1);
-    let months = client
-        .query(
-            &format!(
-                "SELECT to_char(m, 'YYYY_MM'), m::date::text, (m + interval '1 month')::date::text
-                 FROM generate_series(
-                     date_trunc('month', timestamp '{DATA_START}'),
-                     date_trunc('month', timestamp '{DATA_START}' + {last_second} * interval '1 second'),
-                     interval '1 month') AS m"
-            ),
-            &[],
-        )
-        .await?;
-    Ok(months
-        .iter()
-        .map(|month| (month.get(0), month.get(1), month.get(2)))
-        .collect())
+/// Reads dates day first on this connection, as the data is written.
+async fn day_first(client: &Client) -> Result<(), BaselineError> {
+    client.batch_execute("SET datestyle = 'ISO, DMY'").await?;
+    Ok(())
 }
 
 /// Copies every file into `table`, one COPY per file, and times it.
@@ -106,6 +99,39 @@ pub async fn load(
     }
     Ok(BaselineRun {
         rows,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Copies the files into `table` over `sessions` connections at once, the files dealt out in
+/// turn (file `i` to session `i % sessions`), and times it from the first COPY to the last
+/// one's end. The connections are opened and set up before the clock starts.
+pub async fn load_parallel(
+    database_url: &str,
+    table: &str,
+    files: &[PathBuf],
+    sessions: usize,
+) -> Result<BaselineRun, BaselineError> {
+    let sessions = sessions.max(1);
+    let mut clients = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let client = db::connect(database_url).await?;
+        day_first(&client).await?;
+        clients.push(client);
+    }
+    let shares: Vec<Vec<PathBuf>> = (0..sessions)
+        .map(|s| files.iter().skip(s).step_by(sessions).cloned().collect())
+        .collect();
+    let started = Instant::now();
+    let runs = futures_util::future::try_join_all(
+        clients
+            .iter()
+            .zip(&shares)
+            .map(|(client, share)| load(client, table, share)),
+    )
+    .await?;
+    Ok(BaselineRun {
+        rows: runs.iter().map(|r| r.rows).sum(),
         elapsed: started.elapsed(),
     })
 }

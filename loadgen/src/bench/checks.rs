@@ -10,6 +10,8 @@ use serde::Serialize;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::scenario::Ending;
+
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
@@ -42,11 +44,13 @@ pub struct Latency {
     pub p99_ms: f64,
 }
 
-/// Checks the upload's rows: `planned_rows[n]` is how many data rows chunk `n` holds.
+/// Checks the upload's rows: `planned_rows[n]` is how many data rows chunk `n` holds; `ending`
+/// says what its ledger row should show.
 pub async fn lineage(
     client: &Client,
     upload: Uuid,
     planned_rows: &[u64],
+    ending: Ending,
 ) -> Result<Vec<Check>, tokio_postgres::Error> {
     let expected_rows: u64 = planned_rows.iter().sum();
     let row = client
@@ -82,14 +86,27 @@ pub async fn lineage(
     let with_rows = planned_rows.iter().filter(|&&r| r > 0).count();
     let ledger = client
         .query_one(
-            "SELECT state, rows_loaded, rows_rejected FROM uploads WHERE upload_id = $1",
+            "SELECT state, rows_loaded, rows_rejected, chunks_loaded, chunks_failed
+             FROM uploads WHERE upload_id = $1",
             &[&upload],
         )
         .await?;
     let (state, loaded, rejected): (String, i64, i64) =
         (ledger.get(0), ledger.get(1), ledger.get(2));
+    let (chunks_loaded, chunks_failed): (i32, i32) = (ledger.get(3), ledger.get(4));
+    let ended = match ending {
+        Ending::Declared => Check::equal("upload state", state.as_str(), "done"),
+        // No count declared: `done` only after the settle period, which nobody waited for.
+        Ending::Settle => Check {
+            name: "upload state (settle rule)".to_owned(),
+            ok: state == "receiving" || state == "done",
+            detail: format!("{state}, expected receiving or done"),
+        },
+    };
     Ok(vec![
-        Check::equal("upload state", state.as_str(), "done"),
+        ended,
+        Check::equal("chunks loaded", chunks_loaded as usize, planned_rows.len()),
+        Check::equal("chunks failed", chunks_failed, 0),
         Check::equal("rows in transactions", rows as u64, expected_rows),
         Check::equal("rows_loaded", loaded as u64, expected_rows),
         Check::equal("rows_rejected", rejected, 0),
@@ -129,6 +146,48 @@ pub async fn same_content(
     Ok(vec![
         Check::equal("pipeline EXCEPT ALL baseline", only_pipeline, 0),
         Check::equal("baseline EXCEPT ALL pipeline", only_baseline, 0),
+    ])
+}
+
+/// The monthly partitions of `transactions` among `months` (year, month) that exist: none
+/// should before the pipeline's clock starts, so the pipeline makes its own.
+pub async fn existing_partitions(
+    client: &Client,
+    months: &[(i32, u32)],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let names: Vec<String> = months
+        .iter()
+        .map(|(year, month)| format!("transactions_{year:04}_{month:02}"))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'transactions'::regclass AND c.relname::text = ANY($1)
+             ORDER BY 1",
+            &[&names],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// After the pipeline: every month of the data has its partition and none of the upload's
+/// rows sits in the default partition.
+pub async fn partitions(
+    client: &Client,
+    upload: Uuid,
+    months: &[(i32, u32)],
+) -> Result<Vec<Check>, tokio_postgres::Error> {
+    let made = existing_partitions(client, months).await?;
+    let in_default: i64 = client
+        .query_one(
+            "SELECT count(*) FROM transactions_default WHERE upload_id = $1",
+            &[&upload],
+        )
+        .await?
+        .get(0);
+    Ok(vec![
+        Check::equal("data months with a partition", made.len(), months.len()),
+        Check::equal("upload rows in transactions_default", in_default, 0),
     ])
 }
 

@@ -1,7 +1,8 @@
 //! The benchmark's report: the printed table, the JSON file and the Markdown results row.
 //!
-//! Every run writes `<results>/<UTC timestamp>-<rows>.json` (what `loadgen plot` reads) and
-//! appends one row to `<results>/README.md`, creating it with its header when missing.
+//! Every run writes `<results>/<UTC timestamp>-<scenario>-<rows>.json` (what `loadgen plot`
+//! reads) and appends one row to `<results>/README.md`, creating it with its introduction when
+//! missing and starting a new table in it when the columns changed since its last one.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checks::{Check, Latency};
 use super::procstat::ProcUsage;
+use super::scenario::Scenario;
 use crate::progress::thousands;
 
 /// One measured way of loading the rows.
@@ -41,6 +43,10 @@ pub struct BenchReport {
     pub timestamp: String,
     /// Free text naming the configuration (e.g. `copy-connections=3`).
     pub label: Option<String>,
+    /// How the pipeline got the rows.
+    pub scenario: Scenario,
+    /// Months the rows are spread over.
+    pub months: u32,
     pub rows: u64,
     pub bytes: u64,
     pub files: usize,
@@ -52,10 +58,16 @@ pub struct BenchReport {
     /// makes timings noisy, and this says how much there was.
     pub load_before: Option<f64>,
     pub upload_id: String,
+    /// One `psql \copy`-like session loading every file.
     pub baseline: Phase,
+    /// `parallel_sessions` such sessions at once, each with its share of the files.
+    pub parallel_baseline: Phase,
+    pub parallel_sessions: usize,
     pub pipeline: Phase,
     /// Pipeline time / baseline time (below 1 means the pipeline was faster).
     pub ratio: f64,
+    /// Pipeline time / parallel baseline time.
+    pub parallel_ratio: f64,
     pub chunk_latency: Option<Latency>,
     pub gateway: Option<ProcUsage>,
     pub engine: Option<ProcUsage>,
@@ -72,26 +84,57 @@ impl BenchReport {
     pub fn write_json(&self, dir: &Path) -> io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let stamp: String = self.timestamp.chars().filter(|c| *c != ':').collect();
-        let path = dir.join(format!("{stamp}-{}.json", self.rows));
+        let path = dir.join(format!("{stamp}-{}-{}.json", self.scenario, self.rows));
         let text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         std::fs::write(&path, text)?;
         Ok(path)
     }
 
-    /// Appends this run's row to `<dir>/README.md`, writing the header first if the file is new.
+    /// Appends this run's row to `<dir>/README.md`, writing the introduction first if the file
+    /// is new and the table's header if the file has none with these columns.
     pub fn append_markdown(&self, dir: &Path) -> io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("README.md");
-        let new = !path.exists();
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(err),
+        };
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
-        if new {
-            file.write_all(MARKDOWN_HEADER.as_bytes())?;
+        match existing {
+            None => {
+                file.write_all(MARKDOWN_INTRO.as_bytes())?;
+                file.write_all(MARKDOWN_TABLE.as_bytes())?;
+            }
+            Some(text) if !text.contains(MARKDOWN_COLUMNS) => {
+                let gap = if text.ends_with('\n') { "\n" } else { "\n\n" };
+                file.write_all(gap.as_bytes())?;
+                file.write_all(MARKDOWN_TABLE.as_bytes())?;
+            }
+            Some(_) => {}
         }
         file.write_all(self.markdown_row().as_bytes())?;
         Ok(path)
+    }
+
+    /// One line for a summary of several runs: the scenario and its three times.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "summary: {:<15} {} rows over {} months: pipeline {:.2} s, baseline {:.2} s (ratio {:.2}), {} parallel sessions {:.2} s (ratio {:.2}), checks {}",
+            self.scenario.name(),
+            thousands(self.rows),
+            self.months,
+            self.pipeline.secs,
+            self.baseline.secs,
+            self.ratio,
+            self.parallel_sessions,
+            self.parallel_baseline.secs,
+            self.parallel_ratio,
+            if self.passed() { "pass" } else { "FAIL" },
+        )
     }
 
     fn markdown_row(&self) -> String {
@@ -104,17 +147,21 @@ impl BenchReport {
             None => ("-".to_owned(), "-".to_owned()),
         };
         format!(
-            "| {} | {} | {} | {} | {:.1} | {:.2} | {} | {:.2} | {} | {:.2} | {p50} | {p99} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {p50} | {p99} | {} | {} | {} |\n",
             self.timestamp,
             self.label.as_deref().unwrap_or("").replace('|', "/"),
             self.load_before.map_or_else(|| "-".to_owned(), |l| format!("{l:.1}")),
+            self.scenario,
+            self.months,
             thousands(self.rows),
             self.bytes as f64 / 1e6,
-            self.baseline.secs,
-            thousands(self.baseline.rows_per_sec as u64),
+            self.chunks,
             self.pipeline.secs,
             thousands(self.pipeline.rows_per_sec as u64),
+            self.baseline.secs,
             self.ratio,
+            self.parallel_baseline.secs,
+            self.parallel_ratio,
             usage(&self.gateway),
             usage(&self.engine),
             if self.passed() { "pass" } else { "FAIL" },
@@ -122,24 +169,41 @@ impl BenchReport {
     }
 }
 
-const MARKDOWN_HEADER: &str = "# Benchmark results\n\n\
-One row per `loadgen bench` run (appended by the run; JSON beside this file). Times in seconds; \
-ratio = pipeline time / baseline time; chunk latency = `committed_at - received_at` of the \
-upload's chunks in the ledger; CPU = seconds used during the pipeline run; RSS = peak resident MiB; load = the \
-machine's 1-minute load average at the start (other work makes timings noisy).\n\n\
-| when (UTC) | label | load | rows | MB | baseline s | baseline rows/s | pipeline s | pipeline rows/s \
-| ratio | chunk p50 ms | chunk p99 ms | gateway CPU s | gateway RSS MiB | engine CPU s \
-| engine RSS MiB | checks |\n\
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
-| ---: | --- |\n";
+const MARKDOWN_INTRO: &str = "# Benchmark results\n\n\
+One row per `loadgen bench` run (appended by the run; JSON beside this file).\n";
+
+/// The current table's column line: a file without it gets a new table.
+const MARKDOWN_COLUMNS: &str =
+    "| when (UTC) | label | load | scenario | months | rows | MB | chunks \
+| pipeline s | pipeline rows/s | baseline s | ratio | parallel baseline s | parallel ratio \
+| chunk p50 ms | chunk p99 ms | gateway CPU s | gateway RSS MiB | engine CPU s | engine RSS MiB \
+| checks |\n";
+
+const MARKDOWN_TABLE: &str = concat!(
+    "\n## Scenarios against one and two `psql \\copy` sessions\n\n\
+Times in seconds. The pipeline's partitions are made by the pipeline (none exist before its \
+clock); the baselines' partitions are made before their clocks. baseline = one session COPYing \
+every file; parallel baseline = two sessions at once, each COPYing every other file; ratio = \
+pipeline time / baseline time. chunk latency = `committed_at - received_at` of the upload's \
+chunks in the ledger; CPU = seconds used during the pipeline run; RSS = peak resident MiB; load \
+= the machine's 1-minute load average at the start (other work makes timings noisy).\n\n",
+    "| when (UTC) | label | load | scenario | months | rows | MB | chunks \
+| pipeline s | pipeline rows/s | baseline s | ratio | parallel baseline s | parallel ratio \
+| chunk p50 ms | chunk p99 ms | gateway CPU s | gateway RSS MiB | engine CPU s | engine RSS MiB \
+| checks |\n",
+    "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
+| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+);
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mb = self.bytes as f64 / 1e6;
         writeln!(
             f,
-            "loadgen bench: {} rows, {mb:.1} MB in {} files, {} chunks of at most {:.1} MiB, concurrency {}, {} cores, load {}{}",
+            "loadgen bench, scenario {}: {} rows over {} months, {mb:.1} MB in {} files, {} chunks of at most {:.1} MiB, concurrency {}, {} cores, load {}{}",
+            self.scenario,
             thousands(self.rows),
+            self.months,
             self.files,
             self.chunks,
             self.chunk_size as f64 / f64::from(1 << 20),
@@ -155,20 +219,30 @@ impl fmt::Display for BenchReport {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<10} {:>12} {:>8} {:>9} {:>12} {:>8}",
-            "", "rows", "MB", "seconds", "rows/s", "MB/s"
+            "{:<22} {:>12} {:>8} {:>9} {:>12} {:>8} {:>8}",
+            "", "rows", "MB", "seconds", "rows/s", "MB/s", "ratio"
         )?;
-        for (name, phase) in [("baseline", self.baseline), ("pipeline", self.pipeline)] {
+        let parallel = format!("baseline, {} sessions", self.parallel_sessions);
+        for (name, phase) in [
+            ("pipeline", self.pipeline),
+            ("baseline, 1 session", self.baseline),
+            (parallel.as_str(), self.parallel_baseline),
+        ] {
             writeln!(
                 f,
-                "{name:<10} {:>12} {mb:>8.1} {:>9.3} {:>12} {:>8.1}",
+                "{name:<22} {:>12} {mb:>8.1} {:>9.3} {:>12} {:>8.1} {:>8.2}",
                 thousands(self.rows),
                 phase.secs,
                 thousands(phase.rows_per_sec as u64),
                 phase.mb_per_sec,
+                self.pipeline.secs / phase.secs,
             )?;
         }
-        writeln!(f, "ratio pipeline/baseline time: {:.2}", self.ratio)?;
+        writeln!(
+            f,
+            "ratio pipeline/baseline time: {:.2} (1 session), {:.2} ({} sessions)",
+            self.ratio, self.parallel_ratio, self.parallel_sessions
+        )?;
         match self.chunk_latency {
             Some(l) => writeln!(
                 f,
@@ -244,18 +318,23 @@ mod tests {
         BenchReport {
             timestamp: "2025-01-02T03:04:05Z".into(),
             label: Some("copy-connections=3".into()),
+            scenario: Scenario::OriginalClient,
+            months: 12,
             rows: 1_000_000,
             bytes: 54_000_000,
             files: 6,
-            chunks: 7,
+            chunks: 6,
             chunk_size: 8 << 20,
-            concurrency: 8,
+            concurrency: 1,
             cores: 2,
             load_before: Some(0.5),
             upload_id: "u".into(),
             baseline: Phase::new(1_000_000, 54_000_000, Duration::from_secs(2)),
+            parallel_baseline: Phase::new(1_000_000, 54_000_000, Duration::from_millis(1250)),
+            parallel_sessions: 2,
             pipeline: Phase::new(1_000_000, 54_000_000, Duration::from_millis(1500)),
             ratio: 0.75,
+            parallel_ratio: 1.2,
             chunk_latency: Some(Latency {
                 p50_ms: 400.0,
                 p99_ms: 900.0,
@@ -278,11 +357,29 @@ mod tests {
         let report = report();
         let table = report.to_string();
         assert!(
-            table.contains("baseline      1,000,000     54.0     2.000      500,000     27.0"),
+            table.contains("scenario original-client: 1,000,000 rows over 12 months"),
             "{table}"
         );
         assert!(
-            table.contains("ratio pipeline/baseline time: 0.75"),
+            table.contains(
+                "pipeline                  1,000,000     54.0     1.500      666,666     36.0     1.00"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "baseline, 1 session       1,000,000     54.0     2.000      500,000     27.0     0.75"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "baseline, 2 sessions      1,000,000     54.0     1.250      800,000     43.2     1.20"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("ratio pipeline/baseline time: 0.75 (1 session), 1.20 (2 sessions)"),
             "{table}"
         );
         assert!(table.contains("p50 400 ms, p99 900 ms"), "{table}");
@@ -291,13 +388,14 @@ mod tests {
             "{table}"
         );
         let row = report.markdown_row();
-        assert!(row.starts_with("| 2025-01-02T03:04:05Z | copy-connections=3 | 0.5 | 1,000,000 | 54.0 | 2.00 | 500,000 | 1.50 | 666,666 | 0.75 | 400 | 900 | - | - | 1.50 | 80 | pass |"), "{row}");
-        let header_cols = MARKDOWN_HEADER
-            .lines()
-            .rev()
-            .nth(1)
-            .map(|l| l.matches('|').count());
-        assert_eq!(header_cols, Some(row.matches('|').count()));
+        assert!(row.starts_with("| 2025-01-02T03:04:05Z | copy-connections=3 | 0.5 | original-client | 12 | 1,000,000 | 54.0 | 6 | 1.50 | 666,666 | 2.00 | 0.75 | 1.25 | 1.20 | 400 | 900 | - | - | 1.50 | 80 | pass |"), "{row}");
+        assert!(MARKDOWN_TABLE.contains(MARKDOWN_COLUMNS));
+        assert_eq!(
+            MARKDOWN_COLUMNS.matches('|').count(),
+            row.matches('|').count()
+        );
+        let summary = report.summary_line();
+        assert_eq!(summary, "summary: original-client 1,000,000 rows over 12 months: pipeline 1.50 s, baseline 2.00 s (ratio 0.75), 2 parallel sessions 1.25 s (ratio 1.20), checks pass");
     }
 
     #[test]
@@ -306,16 +404,34 @@ mod tests {
         let report = report();
         let json = report.write_json(dir.path()).expect("json");
         assert!(
-            json.ends_with("2025-01-02T030405Z-1000000.json"),
+            json.ends_with("2025-01-02T030405Z-original-client-1000000.json"),
             "{json:?}"
         );
         let parsed: serde_json::Value =
             serde_json::from_slice(&std::fs::read(json).expect("read")).expect("json");
         assert_eq!(parsed["pipeline"]["rows_per_sec"], 1_000_000.0 / 1.5);
+        assert_eq!(parsed["scenario"], "original-client");
+        assert_eq!(parsed["parallel_baseline"]["secs"], 1.25);
         report.append_markdown(dir.path()).expect("md");
         report.append_markdown(dir.path()).expect("md");
         let md = std::fs::read_to_string(dir.path().join("README.md")).expect("read");
         assert_eq!(md.matches("# Benchmark results").count(), 1);
+        assert_eq!(md.matches(MARKDOWN_COLUMNS).count(), 1);
         assert_eq!(md.matches("| 2025-01-02T03:04:05Z").count(), 2);
+    }
+
+    #[test]
+    fn a_table_with_other_columns_is_followed_by_a_new_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = "# Benchmark results\n\n| when (UTC) | label |\n| --- | --- |\n| x | y |\n";
+        std::fs::write(dir.path().join("README.md"), old).expect("write");
+        report().append_markdown(dir.path()).expect("md");
+        report().append_markdown(dir.path()).expect("md");
+        let md = std::fs::read_to_string(dir.path().join("README.md")).expect("read");
+        assert!(md.starts_with(old), "the old table stays: {md}");
+        assert_eq!(md.matches("# Benchmark results").count(), 1);
+        assert_eq!(md.matches(MARKDOWN_COLUMNS).count(), 1, "{md}");
+        let (_, new_table) = md.split_once(MARKDOWN_COLUMNS).expect("the new header");
+        assert_eq!(new_table.matches("| 2025-01-02T03:04:05Z").count(), 2);
     }
 }
