@@ -22,10 +22,13 @@
 //!
 //! A checkpoint runs before each timed phase so none pays for another's dirty pages. The
 //! ratios are reported, never judged: the benchmark fails only when a check fails.
+//!
+//! [`intake`] is `loadgen intake`: the gateway's own intake rate against the disk's.
 
 pub mod baseline;
 pub mod checks;
 pub mod data;
+pub mod intake;
 pub mod procstat;
 pub mod report;
 pub mod scenario;

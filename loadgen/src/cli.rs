@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ingest_contract::settings::{parse_millis, Secret};
 use ingest_contract::telemetry::LogFormat;
 
+use crate::bench::intake::IntakeOptions;
 use crate::bench::{BenchOptions, Scenario};
 use crate::client::Credentials;
 use crate::generate::DEFAULT_NUM_RECORDS;
@@ -46,6 +47,8 @@ pub enum Command {
     Upload(UploadArgs),
     /// Measure `psql \copy` against the whole pipeline on the same generated rows.
     Bench(BenchArgs),
+    /// Measure how fast the gateway takes chunks in, against the disk's own fdatasync rate.
+    Intake(IntakeArgs),
     /// Draw rows/s against rows for pipeline and baseline from the benchmark results.
     Plot(PlotArgs),
 }
@@ -268,6 +271,57 @@ impl BenchArgs {
     }
 }
 
+/// `loadgen intake` flags.
+#[derive(Debug, Args)]
+pub struct IntakeArgs {
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    /// Largest chunk; the chunk is the generated rows that fit. Units as for `generate
+    /// --file-size`.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+
+    /// Chunks sent (and files written to the disk) per concurrency level.
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunks: u64,
+
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub concurrency: Vec<u16>,
+
+    /// Where the disk's own rate is measured: the gateway's upload directory.
+    #[arg(long, env = "INGEST_UPLOAD_DIR", default_value = "./data/uploads")]
+    pub disk_dir: PathBuf,
+
+    /// Free text naming the configuration, stored with the results.
+    #[arg(long, env = "INGEST_BENCH_LABEL")]
+    pub label: Option<String>,
+
+    /// Where the JSON results and the Markdown table go.
+    #[arg(long, default_value = "bench/results/intake")]
+    pub results_dir: PathBuf,
+}
+
+impl IntakeArgs {
+    /// The library's options for these flags.
+    pub fn into_options(self) -> IntakeOptions {
+        let url = self.gateway.url.clone();
+        IntakeOptions {
+            upload: UploadOptions::new(url, self.gateway.credentials(), Vec::new()),
+            chunk_size: self.chunk_size,
+            chunks: self.chunks,
+            levels: self
+                .concurrency
+                .iter()
+                .map(|&c| usize::from(c.max(1)))
+                .collect(),
+            disk_dir: self.disk_dir,
+            label: self.label.filter(|l| !l.trim().is_empty()),
+        }
+    }
+}
+
 /// `loadgen plot` flags.
 #[derive(Debug, Args)]
 pub struct PlotArgs {
@@ -379,6 +433,43 @@ mod tests {
         assert_eq!(opts.resume.as_deref(), Some("abc"));
         assert_eq!(opts.retry.max_attempts, 2);
         assert_eq!(opts.poll_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn intake_flags_become_options() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "intake",
+            "--client-id",
+            "me",
+            "--client-secret",
+            "s3cret",
+            "--disk-dir",
+            "/tmp/up",
+        ])
+        .expect("valid flags should parse");
+        let Command::Intake(args) = cli.command else {
+            panic!("expected the intake subcommand");
+        };
+        let opts = args.into_options();
+        assert_eq!(opts.levels, vec![1, 4, 16]);
+        assert_eq!((opts.chunk_size, opts.chunks), (8 << 20, 48));
+        assert_eq!(opts.disk_dir, PathBuf::from("/tmp/up"));
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "intake",
+            "--client-id",
+            "me",
+            "--client-secret",
+            "s3cret",
+            "--concurrency",
+            "2,8",
+        ])
+        .expect("valid flags should parse");
+        let Command::Intake(args) = cli.command else {
+            panic!("expected the intake subcommand");
+        };
+        assert_eq!(args.into_options().levels, vec![2, 8]);
     }
 
     #[test]

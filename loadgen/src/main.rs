@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use loadgen::cli::{BenchArgs, Cli, Command, GenerateArgs, PlotArgs, UploadArgs};
+use loadgen::cli::{BenchArgs, Cli, Command, GenerateArgs, IntakeArgs, PlotArgs, UploadArgs};
 use loadgen::generate::DateSpread;
 use loadgen::progress::ProgressMode;
 
@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate(args),
         Command::Upload(args) => upload(args),
         Command::Bench(args) => bench(args),
+        Command::Intake(args) => intake(args),
         Command::Plot(args) => plot(args),
     }
 }
@@ -89,6 +90,23 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn intake(args: IntakeArgs) -> anyhow::Result<ExitCode> {
+    let results_dir = args.results_dir.clone();
+    let opts = args.into_options();
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let report = runtime.block_on(loadgen::bench::intake::run_intake(opts))?;
+    println!();
+    print!("{report}");
+    let json = report
+        .write_json(&results_dir)
+        .with_context(|| format!("write the JSON result under {}", results_dir.display()))?;
+    let table = report
+        .append_markdown(&results_dir)
+        .with_context(|| format!("append to the table under {}", results_dir.display()))?;
+    println!("results: {} and {}", json.display(), table.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
