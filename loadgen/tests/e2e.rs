@@ -1,6 +1,8 @@
 //! `run_upload` against the real gateway and engine (started in-process by the engine's harness,
 //! each test with its own database, streams and upload directory): exact counts in PostgreSQL
-//! after a full upload, after a resume of a killed client, and under a tiny rate limit.
+//! after a full upload, after a resume of a killed client, and under a tiny rate limit; and the
+//! original's client flow (`run_original`), which the benchmark's `original-client` scenario
+//! times.
 
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
@@ -15,6 +17,7 @@ use loadgen::bench::checks;
 use loadgen::bench::scenario::Ending;
 use loadgen::client::{ApiError, Credentials};
 use loadgen::generate::generate;
+use loadgen::original::run_original;
 use loadgen::retry::RetryPolicy;
 use loadgen::split::plan_files;
 use loadgen::upload::{run_upload, UploadError, UploadOptions};
@@ -155,6 +158,50 @@ async fn upload_with_chunks(env: &TestEnv, chunks: i32) -> (String, i32) {
         (received >= chunks).then(|| (id.to_string(), received))
     })
     .await
+}
+
+#[tokio::test]
+async fn the_original_client_flow_is_loaded_exactly_before_the_upload_settles() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &[]).await;
+    let (_dir, files) = data(ROWS);
+    assert!(files.len() >= 4, "several files: {}", files.len());
+
+    let summary = run_original(options(&gateway, files.clone(), 64 * 1024))
+        .await
+        .expect("the original flow should finish");
+
+    // Whole files, one chunk each, numbered in the order sent; no count declared, so the
+    // upload waits for the settle rule while every row is already in.
+    assert_eq!(summary.files, files.len() as u64);
+    let status = &summary.status;
+    assert_eq!(status.expected_chunks, None);
+    assert_eq!(status.chunks_received, files.len() as u64);
+    assert_eq!(
+        (status.chunks_loaded, status.chunks_failed),
+        (files.len() as u64, 0)
+    );
+    assert_eq!((status.rows_loaded, status.rows_rejected), (ROWS, 0));
+    assert_eq!(
+        status.state,
+        UploadState::Receiving,
+        "settles only after 10 s idle"
+    );
+    let whole_files = u64::MAX;
+    assert_eq!(planned_rows(&files, whole_files).len(), files.len());
+    let client = env.db.client().await.expect("connect");
+    let upload = Uuid::parse_str(&summary.folder).expect("a uuid folder");
+    let found = checks::lineage(
+        &client,
+        upload,
+        &planned_rows(&files, whole_files),
+        Ending::Settle,
+    )
+    .await
+    .expect("lineage queries");
+    assert!(found.iter().all(|c| c.ok), "{found:#?}");
+    finish(gateway, Some(engine)).await;
 }
 
 #[tokio::test]
