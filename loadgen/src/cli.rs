@@ -294,6 +294,10 @@ pub struct IntakeArgs {
     #[arg(long, env = "INGEST_UPLOAD_DIR", default_value = "./data/uploads")]
     pub disk_dir: PathBuf,
 
+    /// The gateway's process id, to report the CPU it used at each level.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+
     /// Free text naming the configuration, stored with the results.
     #[arg(long, env = "INGEST_BENCH_LABEL")]
     pub label: Option<String>,
@@ -318,6 +322,7 @@ impl IntakeArgs {
                 .collect(),
             disk_dir: self.disk_dir,
             label: self.label.filter(|l| !l.trim().is_empty()),
+            gateway_pid: self.gateway_pid,
         }
     }
 }

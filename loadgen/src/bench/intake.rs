@@ -23,6 +23,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::procstat::Watch;
 use super::report::{load_average, utc_timestamp};
 use crate::api::CreateUpload;
 use crate::client::{ApiClient, ApiError};
@@ -44,6 +45,8 @@ pub struct IntakeOptions {
     pub disk_dir: PathBuf,
     /// Free text naming the configuration, stored with the results.
     pub label: Option<String>,
+    /// The gateway's process, to report the CPU time it used at each level.
+    pub gateway_pid: Option<u32>,
 }
 
 /// Why an intake run could not finish.
@@ -57,6 +60,8 @@ pub enum IntakeError {
     Disk { path: PathBuf, source: io::Error },
     #[error("a blocking task died: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot read /proc for process {pid} (is it running?): {source}")]
+    Proc { pid: u32, source: io::Error },
 }
 
 /// A rate measured at one concurrency.
@@ -81,6 +86,9 @@ impl Rate {
 pub struct Level {
     pub concurrency: usize,
     pub gateway: Rate,
+    /// CPU seconds the gateway process used while its chunks came in (when its pid is known):
+    /// divided by `gateway.secs`, how many cores it kept busy.
+    pub gateway_cpu_secs: Option<f64>,
     pub disk: Rate,
 }
 
@@ -124,6 +132,11 @@ pub async fn run_intake(opts: IntakeOptions) -> Result<IntakeReport, IntakeError
             })
             .await?
             .folder;
+        let proc_error = |pid| move |source| IntakeError::Proc { pid, source };
+        let watch = opts
+            .gateway_pid
+            .map(|pid| Watch::start(pid).map_err(proc_error(pid)))
+            .transpose()?;
         let started = Instant::now();
         stream::iter(0..opts.chunks)
             .map(|n| client.put_chunk(&folder, n, body.clone(), &sha256))
@@ -131,6 +144,10 @@ pub async fn run_intake(opts: IntakeOptions) -> Result<IntakeReport, IntakeError
             .try_collect::<Vec<_>>()
             .await?;
         let gateway = Rate::new(bytes, started.elapsed());
+        let gateway_cpu_secs = match (watch, opts.gateway_pid) {
+            (Some(watch), Some(pid)) => Some(watch.stop().map_err(proc_error(pid))?.cpu_secs),
+            _ => None,
+        };
         let disk = {
             let (dir, body, chunks) = (opts.disk_dir.clone(), body.clone(), opts.chunks);
             tokio::task::spawn_blocking(move || disk_writes(&dir, &body, chunks, concurrency))
@@ -145,6 +162,7 @@ pub async fn run_intake(opts: IntakeOptions) -> Result<IntakeReport, IntakeError
         levels.push(Level {
             concurrency,
             gateway,
+            gateway_cpu_secs,
             disk,
         });
     }
@@ -233,6 +251,13 @@ fn store_file(dir: &Path, n: u64, body: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+impl Level {
+    /// Cores the gateway kept busy while its chunks came in.
+    pub fn busy_cores(&self) -> Option<f64> {
+        self.gateway_cpu_secs.map(|cpu| cpu / self.gateway.secs)
+    }
+}
+
 impl IntakeReport {
     /// Writes `<dir>/<timestamp>-intake.json` and returns its path.
     pub fn write_json(&self, dir: &Path) -> io::Result<PathBuf> {
@@ -267,7 +292,7 @@ impl IntakeReport {
             .iter()
             .map(|level| {
                 format!(
-                    "| {} | {} | {} | {:.2} | {} | {} | {:.0} | {:.0} | {:.2} |\n",
+                    "| {} | {} | {} | {:.2} | {} | {} | {:.0} | {} | {:.0} | {:.2} |\n",
                     self.timestamp,
                     self.label.as_deref().unwrap_or("").replace('|', "/"),
                     self.load_before
@@ -276,6 +301,9 @@ impl IntakeReport {
                     self.chunks,
                     level.concurrency,
                     level.gateway.mb_per_sec,
+                    level
+                        .busy_cores()
+                        .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
                     level.disk.mb_per_sec,
                     level.gateway.mb_per_sec / level.disk.mb_per_sec,
                 )
@@ -289,10 +317,11 @@ One row per concurrency level of a `loadgen intake` run (appended by the run; JS
 file). gateway = MB/s of PUT chunks answered 200 (checked, written, fdatasync'd, renamed, \
 recorded, broker-confirmed), no engine running; disk = MB/s of the same bytes written as files \
 by as many threads, each fdatasync'd, renamed and its directory synced, in the gateway's upload \
-directory, right after. MB = 10^6 bytes.\n\n\
-| when (UTC) | label | load | chunk MiB | chunks | concurrency | gateway MB/s | disk MB/s \
-| gateway/disk |\n\
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+directory, right after. gateway cores = the gateway's CPU seconds over that time (how many of \
+the cores it kept busy). MB = 10^6 bytes.\n\n\
+| when (UTC) | label | load | chunk MiB | chunks | concurrency | gateway MB/s | gateway cores \
+| disk MB/s | gateway/disk |\n\
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
 
 impl std::fmt::Display for IntakeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -307,15 +336,18 @@ impl std::fmt::Display for IntakeReport {
         )?;
         writeln!(
             f,
-            "{:>11} {:>13} {:>10} {:>13}",
-            "concurrency", "gateway MB/s", "disk MB/s", "gateway/disk"
+            "{:>11} {:>13} {:>14} {:>10} {:>13}",
+            "concurrency", "gateway MB/s", "gateway cores", "disk MB/s", "gateway/disk"
         )?;
         for level in &self.levels {
             writeln!(
                 f,
-                "{:>11} {:>13.0} {:>10.0} {:>13.2}",
+                "{:>11} {:>13.0} {:>14} {:>10.0} {:>13.2}",
                 level.concurrency,
                 level.gateway.mb_per_sec,
+                level
+                    .busy_cores()
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
                 level.disk.mb_per_sec,
                 level.gateway.mb_per_sec / level.disk.mb_per_sec,
             )?;
@@ -350,9 +382,10 @@ mod tests {
         let level = |concurrency, gateway, disk| Level {
             concurrency,
             gateway: Rate {
-                secs: 1.0,
+                secs: 2.0,
                 mb_per_sec: gateway,
             },
+            gateway_cpu_secs: (concurrency > 1).then_some(3.0),
             disk: Rate {
                 secs: 1.0,
                 mb_per_sec: disk,
@@ -369,13 +402,18 @@ mod tests {
         };
         let table = report.to_string();
         assert!(
-            table.contains("          4           240        600          0.40"),
+            table.contains("          4           240           1.50        600          0.40"),
             "{table}"
         );
         let rows = report.markdown_rows();
         assert_eq!(
             rows[0],
-            "| 2025-01-02T03:04:05Z |  | 1.0 | 8.00 | 48 | 1 | 150 | 300 | 0.50 |\n"
+            "| 2025-01-02T03:04:05Z |  | 1.0 | 8.00 | 48 | 1 | 150 | - | 300 | 0.50 |\n"
+        );
+        assert!(
+            rows[1].contains("| 4 | 240 | 1.50 | 600 | 0.40 |"),
+            "{}",
+            rows[1]
         );
         let columns = INTAKE_HEADER
             .lines()
