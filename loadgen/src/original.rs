@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::api::UploadStatus;
 use crate::client::{ApiClient, Connections};
-use crate::upload::{UploadError, UploadOptions};
+use crate::upload::{poll_status, UploadError, UploadOptions};
 
 /// What an original-style upload achieved.
 #[derive(Debug, Clone)]
@@ -104,21 +104,10 @@ async fn wait_until_loaded(
     files: u64,
     opts: &UploadOptions,
 ) -> Result<UploadStatus, UploadError> {
-    let started = Instant::now();
-    loop {
-        let status = client.status(folder).await?;
-        if all_accounted_for(&status, files) {
-            return Ok(status);
-        }
-        if started.elapsed() >= opts.wait_timeout {
-            return Err(UploadError::WaitTimeout {
-                folder: folder.to_owned(),
-                state: status.state,
-                waited: started.elapsed(),
-            });
-        }
-        tokio::time::sleep(opts.poll_interval).await;
-    }
+    poll_status(client, folder, opts, |status| {
+        all_accounted_for(status, files)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -352,11 +352,25 @@ async fn wait_until_settled(
     opts: &UploadOptions,
     counters: &Counters,
 ) -> Result<UploadStatus, UploadError> {
+    poll_status(client, folder, opts, |status| {
+        counters.loading(status);
+        status.state.is_settled()
+    })
+    .await
+}
+
+/// Polls the upload's status every `opts.poll_interval` until `done` says so, for
+/// `opts.wait_timeout` at most.
+pub(crate) async fn poll_status(
+    client: &ApiClient,
+    folder: &str,
+    opts: &UploadOptions,
+    mut done: impl FnMut(&UploadStatus) -> bool,
+) -> Result<UploadStatus, UploadError> {
     let started = Instant::now();
     loop {
         let status = client.status(folder).await?;
-        counters.loading(&status);
-        if status.state.is_settled() {
+        if done(&status) {
             return Ok(status);
         }
         if started.elapsed() >= opts.wait_timeout {
