@@ -116,14 +116,9 @@ fn csv_record(row: &Row) -> String {
     format!("{},{content},{},{}", row.date, row.amount, row.kind)
 }
 
-/// Same rule as the engine's formula-injection policy: such cells are generated elsewhere.
+/// The engine's own formula-injection rule: such cells are generated elsewhere.
 fn starts_like_formula(text: &str) -> bool {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some('=' | '+' | '@' | '\t' | '\r') => true,
-        Some('-') => chars.next().is_some_and(char::is_alphabetic),
-        _ => false,
-    }
+    engine::dataset::starts_like_formula(text.as_bytes())
 }
 
 fn timestamp() -> impl Strategy<Value = String> {

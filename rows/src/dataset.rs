@@ -275,7 +275,7 @@ pub(crate) fn unquote(cell: &[u8]) -> Result<Cell<'_>, &'static str> {
 }
 
 /// The formula-injection rule (see the policies in [`crate::validate`]).
-fn starts_like_formula(text: &[u8]) -> bool {
+pub fn starts_like_formula(text: &[u8]) -> bool {
     match text {
         [b'=' | b'+' | b'@' | b'\t' | b'\r', ..] => true,
         // `-2+3+cmd|' /C calc'!A0` (DDE) and `-1+HYPERLINK(...)`: a formula after a minus needs a
