@@ -18,11 +18,12 @@ ENV CARGO_TERM_COLOR=never
 COPY Cargo.toml Cargo.lock ./
 COPY contract/Cargo.toml contract/Cargo.toml
 COPY rows/Cargo.toml rows/Cargo.toml
+COPY ledger/Cargo.toml ledger/Cargo.toml
 COPY gateway/Cargo.toml gateway/Cargo.toml
 COPY engine/Cargo.toml engine/Cargo.toml
 COPY loadgen/Cargo.toml loadgen/Cargo.toml
 RUN set -eux; \
-    for crate in contract rows gateway engine loadgen; do \
+    for crate in contract rows ledger gateway engine loadgen; do \
         mkdir -p "$crate/src"; \
         echo '// stub: dependency layer' > "$crate/src/lib.rs"; \
     done; \
@@ -31,17 +32,18 @@ RUN set -eux; \
     done; \
     cargo fetch --locked; \
     cargo build --release --locked --bins; \
-    rm -rf contract/src rows/src gateway/src engine/src loadgen/src
+    rm -rf contract/src rows/src ledger/src gateway/src engine/src loadgen/src
 
 # 2. The workspace itself. Fresh timestamps, so cargo never mistakes a stub build for the real one.
 COPY db db
 COPY contract contract
 COPY rows rows
+COPY ledger ledger
 COPY gateway gateway
 COPY engine engine
 COPY loadgen loadgen
 RUN set -eux; \
-    find contract rows gateway engine loadgen -name '*.rs' -exec touch {} +; \
+    find contract rows ledger gateway engine loadgen -name '*.rs' -exec touch {} +; \
     cargo build --release --locked --offline --bins; \
     mkdir -p /out; \
     cp target/release/gateway target/release/engine target/release/loadgen /out/

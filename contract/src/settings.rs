@@ -70,6 +70,32 @@ pub struct SharedSettings {
     /// Where chunk files are stored; shared by gateways and engines, never served.
     #[arg(long, env = "INGEST_UPLOAD_DIR", default_value = "./data/uploads")]
     pub upload_dir: PathBuf,
+
+    /// Partition streams keep messages this many seconds (0: forever); applied when a stream is
+    /// created.
+    #[arg(long, env = "INGEST_STREAM_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub stream_max_age_secs: u64,
+
+    /// Partition streams keep at most this many bytes (0: no cap); applied when created.
+    #[arg(long, env = "INGEST_STREAM_MAX_BYTES", default_value_t = 0)]
+    pub stream_max_bytes: u64,
+
+    /// Segment size of new partition streams, in bytes (0: the broker's default, 500 MB).
+    /// Retention removes whole segments.
+    #[arg(long, env = "INGEST_STREAM_SEGMENT_BYTES", default_value_t = 0)]
+    pub stream_segment_bytes: u64,
+}
+
+impl SharedSettings {
+    /// The retention new partition streams are created with.
+    pub fn retention(&self) -> crate::streams::Retention {
+        let some = |n: u64| (n > 0).then_some(n);
+        crate::streams::Retention {
+            max_age: some(self.stream_max_age_secs).map(std::time::Duration::from_secs),
+            max_bytes: some(self.stream_max_bytes),
+            segment_bytes: some(self.stream_segment_bytes),
+        }
+    }
 }
 
 /// Checked at start, TLS settings included: a bad `sslmode` or an unreadable `sslrootcert` is a

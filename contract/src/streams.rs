@@ -4,7 +4,10 @@
 //! `<prefix>-0` .. `<prefix>-(N-1)`. Gateways publish to them; engines divide them among
 //! themselves with leases in PostgreSQL.
 
-use rabbitmq_stream_client::{error::StreamCreateError, types::ResponseCode, Environment};
+use std::time::Duration;
+
+use rabbitmq_stream_client::types::{ByteCapacity, ResponseCode, StreamCreator};
+use rabbitmq_stream_client::{error::StreamCreateError, Environment};
 use uuid::Uuid;
 
 use crate::settings::Secret;
@@ -88,15 +91,48 @@ pub fn partition_for(upload_id: Uuid, chunk_no: i32, partitions: u16) -> u16 {
     ((start + u64::from(chunk_no.unsigned_abs())) % u64::from(partitions)) as u16
 }
 
-/// Creates the partition streams that do not exist yet.
+/// How long a partition stream keeps its messages. Only a stream's creation applies it: an
+/// existing stream keeps what it was created with (change it with a RabbitMQ policy).
+///
+/// A message that ages out before any engine read it loses nothing: the chunk ledger still holds
+/// the chunk as `stored`, and an engine that finds a gap in a stream's offsets has the gateways
+/// announce its partition's waiting chunks again (see the engine's `processor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// `max-age`, whole seconds; `None` keeps messages whatever their age.
+    pub max_age: Option<Duration>,
+    /// `max-length-bytes`; `None` sets no size cap.
+    pub max_bytes: Option<u64>,
+    /// `stream-max-segment-size-bytes`; `None` is the broker's default (500 MB). Retention
+    /// removes whole segments, and only when a new one starts.
+    pub segment_bytes: Option<u64>,
+}
+
+impl Retention {
+    fn apply(&self, mut creator: StreamCreator) -> StreamCreator {
+        if let Some(age) = self.max_age {
+            creator = creator.max_age(age);
+        }
+        if let Some(bytes) = self.max_bytes {
+            creator = creator.max_length(ByteCapacity::B(bytes));
+        }
+        if let Some(bytes) = self.segment_bytes {
+            creator = creator.max_segment_size(ByteCapacity::B(bytes));
+        }
+        creator
+    }
+}
+
+/// Creates the partition streams that do not exist yet, with `retention`.
 pub async fn ensure_streams(
     env: &Environment,
     prefix: &str,
     partitions: u16,
+    retention: &Retention,
 ) -> Result<(), StreamCreateError> {
     for partition in 0..partitions {
-        match env
-            .stream_creator()
+        match retention
+            .apply(env.stream_creator())
             .create(&stream_name(prefix, partition))
             .await
         {

@@ -9,6 +9,8 @@ use std::path::Path;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use ingest_ledger::{files, LedgerError, Partition};
+
 /// Where loaded chunk files go.
 pub struct ChunkFiles<'a> {
     pub archive_dir: Option<&'a Path>,
@@ -36,13 +38,7 @@ impl ChunkFiles<'_> {
             // Removes the upload's directory once its last chunk is gone; fails harmlessly before.
             let _ = tokio::fs::remove_dir(dir).await;
         }
-        let marked = client
-            .execute(
-                "UPDATE chunks SET file_removed = true WHERE upload_id = $1 AND chunk_no = $2",
-                &[&upload_id, &chunk_no],
-            )
-            .await;
-        if let Err(err) = marked {
+        if let Err(err) = files::mark_removed(client, upload_id, chunk_no).await {
             // The sweep will find it again and retry; removing twice is harmless.
             tracing::debug!(error = %err, "could not mark a chunk file removed");
         }
@@ -55,28 +51,20 @@ pub async fn sweep(
     upload_dir: &Path,
     archive_dir: Option<&Path>,
     partitions: &[i32],
-) -> Result<usize, tokio_postgres::Error> {
+) -> Result<usize, LedgerError> {
     if partitions.is_empty() {
         return Ok(0);
     }
-    let rows = client
-        .query(
-            "SELECT upload_id, chunk_no, stored_path FROM chunks
-             WHERE state <> 'stored' AND NOT file_removed AND partition = ANY($1)
-               AND committed_at < now() - interval '5 seconds'
-             LIMIT 500",
-            &[&partitions],
-        )
-        .await?;
-    let files = ChunkFiles { archive_dir };
+    let partitions: Vec<Partition> = partitions.iter().map(|&p| Partition(p)).collect();
+    let rows = files::left_behind(client, &partitions, 500).await?;
+    let chunk_files = ChunkFiles { archive_dir };
     for row in &rows {
-        let stored_path: String = row.get(2);
-        files
+        chunk_files
             .remove(
                 client,
-                row.get(0),
-                row.get(1),
-                &upload_dir.join(stored_path),
+                row.upload_id,
+                row.chunk_no,
+                &upload_dir.join(&row.stored_path),
             )
             .await;
     }

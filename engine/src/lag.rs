@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+pub use ingest_ledger::backlog::Backlog;
+use ingest_ledger::{LedgerError, Partition};
+
 use crate::metrics::{self, Stage};
 
 /// An exported gauge family: name, help text, and its value for one partition.
@@ -46,15 +49,6 @@ const FAMILIES: [Family; 2] = [
         |b| b.oldest_waiting_seconds,
     ),
 ];
-
-/// The waiting chunks of one partition.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Backlog {
-    /// Chunks stored and neither loaded nor failed.
-    pub chunks: i64,
-    /// Age of the oldest of them, in seconds (0 when there are none).
-    pub oldest_waiting_seconds: f64,
-}
 
 /// The backlog of the owned partitions as of the last heartbeat.
 pub struct PartitionLag {
@@ -126,35 +120,14 @@ impl PartitionLag {
     }
 }
 
-/// The backlog of each of `partitions` (zero for those with none), from the ledger. The partial
-/// index `chunks_backlog` holds exactly the waiting chunks, so this stays cheap.
+/// The backlog of each of `partitions` (zero for those with none), from the ledger.
 pub async fn backlog(
     client: &Client,
     partitions: &[i32],
-) -> Result<BTreeMap<i32, Backlog>, tokio_postgres::Error> {
-    let mut found: BTreeMap<i32, Backlog> = partitions
-        .iter()
-        .map(|&p| (p, Backlog::default()))
-        .collect();
-    let rows = client
-        .query(
-            "SELECT partition, count(*),
-                    greatest(extract(epoch FROM now() - min(received_at)), 0)::float8
-             FROM chunks WHERE state = 'stored' AND partition = ANY($1)
-             GROUP BY partition",
-            &[&partitions],
-        )
-        .await?;
-    for row in rows {
-        found.insert(
-            row.get(0),
-            Backlog {
-                chunks: row.get(1),
-                oldest_waiting_seconds: row.get(2),
-            },
-        );
-    }
-    Ok(found)
+) -> Result<BTreeMap<i32, Backlog>, LedgerError> {
+    let partitions: Vec<Partition> = partitions.iter().map(|&p| Partition(p)).collect();
+    let found = ingest_ledger::backlog::of(client, &partitions).await?;
+    Ok(found.into_iter().map(|(p, b)| (p.0, b)).collect())
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@
 //!   process cannot stall the group.
 //! - [`metrics`]: every metric the engine exports, declared once and listed from the first scrape.
 //! - [`loader`]: loads one chunk in one transaction: ledger claim, COPY, rejected rows, counters,
-//!   stream offset; [`pieces`] loads a big chunk as several pieces at once, each exactly once;
-//!   [`partitions`] creates monthly partitions ahead of the rows; [`cleanup`]
-//!   removes chunk files after their commit and sweeps what a crash left behind; [`rejected`]
-//!   COPYs the bad rows into `rejected_rows`.
+//!   stream offset (every ledger statement is [`ingest_ledger`]'s); [`pieces`] loads a big chunk
+//!   as several pieces at once, each exactly once; [`partitions`] creates monthly partitions
+//!   ahead of the rows; [`cleanup`] removes chunk files after their commit and sweeps what a
+//!   crash left behind; [`rejected`] COPYs the bad rows into `rejected_rows`.
 //! - [`dataset`], [`validate`], [`pgcopy`]: the rows of a chunk, from the `ingest-rows` crate.
 
 pub mod cleanup;

@@ -4,8 +4,8 @@
 //! makes a redelivered or republished message harmless) and checks the partition's lease; then,
 //! in a transaction that begins with the first encoded buffer, it COPYs the rows while a blocking
 //! thread parses and encodes them, checks that the lease is still this process's (a process
-//! that lost it does not commit), moves the ledger row from
-//! `stored` to `loaded` or `failed` (`UPDATE ... WHERE state = 'stored'`), records the rejected
+//! that lost it does not commit), moves the ledger row from `stored` to `loaded` or `failed`
+//! ([`ingest_ledger::loads::finish`]: `UPDATE ... WHERE state = 'stored'`), records the rejected
 //! rows and the upload's counters (marking the upload done with its last chunk), and stores the
 //! stream offset. All of it commits together or not at all.
 //!
@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
+use ingest_ledger::loads::{self, ChunkOutcome, Claimed};
+use ingest_ledger::{offsets, ChunkState};
 
 use crate::cleanup::ChunkFiles;
 use crate::dataset::Dataset;
@@ -74,6 +76,8 @@ pub enum LoadError {
     LeaseLost(i32),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Ledger(#[from] ingest_ledger::LedgerError),
     #[error("{0}")]
     Session(#[from] ingest_contract::db::DbError),
     #[error("chunk parser stopped: {0}")]
@@ -97,12 +101,6 @@ pub struct Loader {
 
 /// A parsed chunk: its report and rejected rows, or why it cannot be loaded.
 pub(crate) type Parsed = Result<(ChunkReport, Option<RejectedStream>), ChunkError>;
-
-pub(crate) struct ChunkRow {
-    pub stored_path: String,
-    pub on_error: String,
-    pub dataset: String,
-}
 
 impl Loader {
     /// Loads `message` at `position` over `client`, committing everything in one transaction.
@@ -133,7 +131,7 @@ impl Loader {
                 return Ok(Outcome::Skipped);
             };
             let dataset = Dataset::builtin(&row.dataset);
-            let policy = ErrorPolicy::parse(&row.on_error).unwrap_or(ErrorPolicy::RejectRows);
+            let policy = row.on_error;
             let path = self.upload_dir.join(&row.stored_path);
             let (tx, parsed) = match dataset {
                 None => {
@@ -169,7 +167,7 @@ impl Loader {
             }
             let rejected = report.rows_rejected;
             let counts = (report.rows_loaded, rejected, None);
-            if !settle(&tx, message, position, "loaded", counts, rejects).await? {
+            if !record_outcome(&tx, message, position, ChunkState::Loaded, counts, rejects).await? {
                 drop(tx); // Rolls the rows back: a peer loaded or failed this chunk meanwhile.
                 return skipped(client, message, position).await;
             }
@@ -342,7 +340,16 @@ impl Loader {
             return Ok(Outcome::Skipped);
         }
         let counts = (0, failure.rows_rejected, Some(failure.reason.as_str()));
-        if !settle(&tx, message, position, "failed", counts, failure.rejected).await? {
+        if !record_outcome(
+            &tx,
+            message,
+            position,
+            ChunkState::Failed,
+            counts,
+            failure.rejected,
+        )
+        .await?
+        {
             drop(tx);
             return skipped(client, message, position).await;
         }
@@ -378,12 +385,13 @@ struct Failure {
 }
 
 /// Reads the chunk's ledger row if it still waits to be loaded, after checking the lease. Locks
-/// nothing: [`settle`] decides, at the end, whether this transaction is the one that loads it.
+/// nothing: [`record_outcome`] decides, at the end, whether this transaction is the one that
+/// loads it.
 pub(crate) async fn claim(
     client: &impl GenericClient,
     message: &ChunkMessage,
     position: &Position,
-) -> Result<Option<ChunkRow>, LoadError> {
+) -> Result<Option<Claimed>, LoadError> {
     let leased = client
         .query_opt(
             "SELECT 1 FROM partition_leases
@@ -394,35 +402,29 @@ pub(crate) async fn claim(
     if leased.is_none() {
         return Err(LoadError::LeaseLost(position.partition));
     }
-    let row = client
-        .query_opt(
-            "SELECT c.stored_path, u.on_error, u.dataset FROM chunks c
-             JOIN uploads u ON u.upload_id = c.upload_id
-             WHERE c.upload_id = $1 AND c.chunk_no = $2 AND c.state = 'stored'",
-            &[&message.upload_id, &message.chunk_no],
-        )
-        .await?;
-    Ok(row.map(|row| ChunkRow {
-        stored_path: row.get(0),
-        on_error: row.get(1),
-        dataset: row.get(2),
-    }))
+    Ok(loads::claim(client, message.upload_id, message.chunk_no).await?)
 }
 
 /// The end of a load, after its COPY: checks that the lease is still ours, moves the ledger row
-/// out of `stored`, then records the rejected rows, the upload's counters and the stream offset.
+/// out of `stored` ([`loads::finish`]), then records the rejected rows and the stream offset.
 /// `false` (nothing written; roll back) when the chunk is no longer `stored`: a peer got there
 /// first.
-pub(crate) async fn settle(
+pub(crate) async fn record_outcome(
     tx: &Transaction<'_>,
     message: &ChunkMessage,
     position: &Position,
-    state: &str,
-    (rows, rejected, error): (u64, u64, Option<&str>),
+    state: ChunkState,
+    (rows_loaded, rows_rejected, error): (u64, u64, Option<&str>),
     rejects: Option<RejectedStream>,
 ) -> Result<bool, LoadError> {
     still_owner(tx, position).await?;
-    if !finish_chunk(tx, message, state, rows, rejected, error).await? {
+    let outcome = ChunkOutcome {
+        state,
+        rows_loaded,
+        rows_rejected,
+        error,
+    };
+    if !loads::finish(tx, message.upload_id, message.chunk_no, outcome).await? {
         return Ok(false);
     }
     // After the ledger row: only the transaction that moved it writes the chunk's rejected rows,
@@ -466,78 +468,12 @@ pub(crate) async fn skipped(
     Ok(Outcome::Skipped)
 }
 
-/// Moves the ledger row from `stored` to `state` and counts it in the upload; `false` (nothing
-/// updated) when it was not `stored` any more.
-async fn finish_chunk(
-    tx: &Transaction<'_>,
-    message: &ChunkMessage,
-    state: &str,
-    rows: u64,
-    rejected: u64,
-    error: Option<&str>,
-) -> Result<bool, tokio_postgres::Error> {
-    let (rows, rejected) = (rows as i64, rejected as i64);
-    // clock_timestamp(), not now(): now() is the transaction's start, before the COPY, and would
-    // make chunk latencies and the benchmark's end time look better than they are.
-    // `state = 'stored'`: waits for a peer's uncommitted update of the row, then sees its result.
-    let moved = tx
-        .execute(
-            "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
-                committed_at = clock_timestamp()
-         WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'",
-            &[
-                &message.upload_id,
-                &message.chunk_no,
-                &state,
-                &rows,
-                &rejected,
-                &error,
-            ],
-        )
-        .await?;
-    if moved == 0 {
-        return Ok(false);
-    }
-    let failed = i32::from(state == "failed");
-    let loaded = 1 - failed;
-    // The upload is done with its last expected chunk, in this same transaction.
-    tx.execute(
-        "UPDATE uploads SET
-            chunks_loaded = chunks_loaded + $2,
-            chunks_failed = chunks_failed + $3,
-            rows_loaded = rows_loaded + $4,
-            rows_rejected = rows_rejected + $5,
-            state = CASE
-                WHEN expected_chunks IS NOT NULL
-                     AND chunks_loaded + $2 + chunks_failed + $3 >= expected_chunks
-                     AND chunks_received >= expected_chunks
-                    THEN CASE WHEN chunks_failed + $3 > 0 THEN 'failed' ELSE 'done' END
-                ELSE state END,
-            completed_at = CASE
-                WHEN expected_chunks IS NOT NULL
-                     AND chunks_loaded + $2 + chunks_failed + $3 >= expected_chunks
-                    THEN coalesce(completed_at, clock_timestamp())
-                ELSE completed_at END
-         WHERE upload_id = $1",
-        &[&message.upload_id, &loaded, &failed, &rows, &rejected],
-    )
-    .await?;
-    Ok(true)
-}
-
 /// Stores the partition's stream offset (never backwards), in `client`'s transaction if any.
 pub(crate) async fn commit_offset(
     client: &impl GenericClient,
     position: &Position,
-) -> Result<(), tokio_postgres::Error> {
-    let offset = position.offset as i64;
-    client.execute(
-        "INSERT INTO stream_offsets (stream, consumer_group, \"offset\") VALUES ($1, $2, $3)
-         ON CONFLICT (stream, consumer_group) DO UPDATE
-         SET \"offset\" = greatest(stream_offsets.\"offset\", excluded.\"offset\"), updated_at = now()",
-        &[&position.stream, &position.group, &offset],
-    )
-    .await?;
+) -> Result<(), LoadError> {
+    offsets::commit(client, &position.stream, &position.group, position.offset).await?;
     Ok(())
 }
 

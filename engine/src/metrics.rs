@@ -138,10 +138,21 @@ pub enum Stage {
     Lease,
     /// Ending a lapsed peer's sessions was refused or failed.
     Fence,
+    /// A gap in a partition stream's offsets: messages aged out before they were read (their
+    /// chunks are announced again).
+    StreamGap,
 }
 
 impl Stage {
-    const LABELS: [&'static str; 6] = ["consume", "decode", "load", "backlog", "lease", "fence"];
+    const LABELS: [&'static str; 7] = [
+        "consume",
+        "decode",
+        "load",
+        "backlog",
+        "lease",
+        "fence",
+        "stream_gap",
+    ];
 
     fn label(self) -> &'static str {
         Self::LABELS[self as usize]

@@ -27,11 +27,14 @@ use tokio_postgres::Client;
 
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::db::DbError;
-use ingest_rows::pieces::{cut, Piece};
+use ingest_ledger::pieces::{self as plans, PlannedPiece as Planned};
+use ingest_ledger::ChunkState;
+use ingest_rows::pieces::cut;
 
 use crate::dataset::Dataset;
 use crate::loader::{
-    claim, record_metrics, settle, skipped, still_owner, LoadError, Loader, Outcome, Position,
+    claim, record_metrics, record_outcome, skipped, still_owner, LoadError, Loader, Outcome,
+    Position,
 };
 use crate::metrics::{self, Outcome as Counted};
 use crate::rejected;
@@ -74,14 +77,6 @@ impl PieceSessions {
     }
 }
 
-/// One piece of the plan.
-#[derive(Debug, Clone, Copy)]
-struct Planned {
-    piece_no: i32,
-    piece: Piece,
-    loaded: bool,
-}
-
 /// What became of one piece.
 enum PieceOutcome {
     Loaded(ChunkReport),
@@ -107,7 +102,7 @@ impl Loader {
         let Some(dataset) = Dataset::builtin(&row.dataset) else {
             return Ok(None);
         };
-        if ErrorPolicy::parse(&row.on_error) != Some(ErrorPolicy::RejectRows) {
+        if row.on_error != ErrorPolicy::RejectRows {
             return Ok(None);
         }
         let path = self.upload_dir.join(&row.stored_path);
@@ -155,7 +150,7 @@ impl Loader {
         message: &ChunkMessage,
         path: &std::path::Path,
     ) -> Result<Vec<Planned>, LoadError> {
-        let existing = read_plan(&*client, message).await?;
+        let existing = plans::plan(&*client, message.upload_id, message.chunk_no).await?;
         if !existing.is_empty() {
             return Ok(existing);
         }
@@ -178,45 +173,10 @@ impl Loader {
         if pieces.len() < 2 {
             return Ok(Vec::new());
         }
-        // Written once, under the chunk row's lock: a racing engine reads this plan instead of
-        // writing its own (its cut could differ if its INGEST_PIECE_BYTES does).
-        let tx = client.transaction().await?;
-        let stored = tx
-            .query_opt(
-                "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
-                 FOR NO KEY UPDATE",
-                &[&message.upload_id, &message.chunk_no],
-            )
-            .await?;
-        if stored.is_none() {
-            return Ok(Vec::new());
-        }
-        let raced = read_plan(&tx, message).await?;
-        if !raced.is_empty() {
-            tx.commit().await?;
-            return Ok(raced);
-        }
-        let numbers: Vec<i32> = (0..pieces.len() as i32).collect();
-        let starts: Vec<i64> = pieces.iter().map(|p| p.start as i64).collect();
-        let ends: Vec<i64> = pieces.iter().map(|p| p.end as i64).collect();
-        let lines: Vec<i32> = pieces.iter().map(|p| p.first_line).collect();
-        tx.execute(
-            "INSERT INTO chunk_pieces (upload_id, chunk_no, piece_no, byte_start, byte_end, first_line)
-             SELECT $1, $2, * FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::int[])",
-            &[&message.upload_id, &message.chunk_no, &numbers, &starts, &ends, &lines],
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::debug!(upload_id = %message.upload_id, chunk = message.chunk_no, pieces = pieces.len(), "chunk cut into pieces");
-        Ok(pieces
-            .into_iter()
-            .zip(numbers)
-            .map(|(piece, piece_no)| Planned {
-                piece_no,
-                piece,
-                loaded: false,
-            })
-            .collect())
+        // Written once: a racing engine's plan wins over this one (see `write_plan`).
+        let plan = plans::write_plan(client, message.upload_id, message.chunk_no, &pieces).await?;
+        tracing::debug!(upload_id = %message.upload_id, chunk = message.chunk_no, pieces = plan.len(), "chunk cut into pieces");
+        Ok(plan)
     }
 
     /// Loads one piece on a session and COPY slot of its own.
@@ -268,21 +228,16 @@ impl Loader {
                 continue;
             }
             still_owner(&tx, position).await?;
-            let (rows, rejected) = (report.rows_loaded as i64, report.rows_rejected as i64);
-            let moved = tx
-                .execute(
-                    "UPDATE chunk_pieces SET state = 'loaded', rows_loaded = $4, rows_rejected = $5
-                     WHERE upload_id = $1 AND chunk_no = $2 AND piece_no = $3 AND state = 'stored'",
-                    &[
-                        &message.upload_id,
-                        &message.chunk_no,
-                        &planned.piece_no,
-                        &rows,
-                        &rejected,
-                    ],
-                )
-                .await?;
-            if moved == 0 {
+            let moved = plans::finish_piece(
+                &tx,
+                message.upload_id,
+                message.chunk_no,
+                planned.piece_no,
+                report.rows_loaded,
+                report.rows_rejected,
+            )
+            .await?;
+            if !moved {
                 return Ok(PieceOutcome::Skipped); // Dropping `tx` rolls the rows back.
             }
             if let Some(rejects) = rejects {
@@ -304,31 +259,21 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let tx = client.transaction().await?;
-        let counts = tx
-            .query_one(
-                "SELECT count(*) FILTER (WHERE state = 'stored'),
-                        coalesce(sum(rows_loaded), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint
-                 FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2",
-                &[&message.upload_id, &message.chunk_no],
-            )
-            .await?;
-        let (pending, rows, rejected): (i64, i64, i64) =
-            (counts.get(0), counts.get(1), counts.get(2));
-        if pending > 0 {
+        let totals = plans::totals(&tx, message.upload_id, message.chunk_no).await?;
+        if totals.pending > 0 {
             // A piece this engine saw loaded by a peer whose commit is still to come: retried.
+            let pending = totals.pending;
             return Err(LoadError::Parser(format!("{pending} pieces still loading")));
         }
-        let counts = (rows as u64, rejected as u64, None);
-        if !settle(&tx, message, position, "loaded", counts, None).await? {
+        let (rows, rejected) = (totals.rows_loaded, totals.rows_rejected);
+        let counts = (rows, rejected, None);
+        if !record_outcome(&tx, message, position, ChunkState::Loaded, counts, None).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
-        delete_plan(&tx, message).await?;
+        plans::delete_plan(&tx, message.upload_id, message.chunk_no).await?;
         tx.commit().await?;
-        Ok(Outcome::Loaded {
-            rows: rows as u64,
-            rejected: rejected as u64,
-        })
+        Ok(Outcome::Loaded { rows, rejected })
     }
 
     /// A piece found the chunk unloadable: the chunk fails whole, and what its other pieces
@@ -369,51 +314,14 @@ impl Loader {
         )
         .await?;
         let counts = (0, 0, Some(reason.as_str()));
-        if !settle(&tx, message, position, "failed", counts, None).await? {
+        if !record_outcome(&tx, message, position, ChunkState::Failed, counts, None).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
-        delete_plan(&tx, message).await?;
+        plans::delete_plan(&tx, message.upload_id, message.chunk_no).await?;
         tx.commit().await?;
         metrics::chunk(Counted::Failed);
         tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, %reason, undone, "chunk failed; rows its loaded pieces committed were deleted");
         Ok(Outcome::Failed { reason })
     }
-}
-
-async fn read_plan(
-    client: &impl tokio_postgres::GenericClient,
-    message: &ChunkMessage,
-) -> Result<Vec<Planned>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT piece_no, byte_start, byte_end, first_line, state = 'loaded'
-             FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2 ORDER BY piece_no",
-            &[&message.upload_id, &message.chunk_no],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Planned {
-            piece_no: row.get(0),
-            piece: Piece {
-                start: row.get::<_, i64>(1) as u64,
-                end: row.get::<_, i64>(2) as u64,
-                first_line: row.get(3),
-            },
-            loaded: row.get(4),
-        })
-        .collect())
-}
-
-async fn delete_plan(
-    tx: &tokio_postgres::Transaction<'_>,
-    message: &ChunkMessage,
-) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "DELETE FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2",
-        &[&message.upload_id, &message.chunk_no],
-    )
-    .await?;
-    Ok(())
 }

@@ -14,9 +14,10 @@ use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::db;
 
 use crate::consumer::PartitionConsumer;
-use crate::loader::{commit_offset, LoadError, Loader, Outcome, Position};
+use crate::loader::{LoadError, Loader, Outcome, Position};
 use crate::metrics::{self, Stage};
 use crate::session::Sessions;
+use ingest_ledger::{offsets, Partition};
 
 /// What every processor of this engine process shares.
 pub struct Shared {
@@ -35,8 +36,8 @@ pub struct Shared {
 pub enum ProcessorError {
     #[error("database: {0}")]
     Db(#[from] db::DbError),
-    #[error("database: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Ledger(#[from] ingest_ledger::LedgerError),
     #[error("stream broker: {0}")]
     Broker(String),
     #[error("lost the lease on partition {0}")]
@@ -51,15 +52,9 @@ pub async fn run_partition(
 ) -> Result<(), ProcessorError> {
     let stream = ingest_contract::streams::stream_name(&shared.stream_prefix, partition as u16);
     let mut client = shared.sessions.loader().await?;
-    let committed: Option<i64> = client
-        .query_opt(
-            "SELECT \"offset\" FROM stream_offsets WHERE stream = $1 AND consumer_group = $2",
-            &[&stream, &shared.group],
-        )
-        .await?
-        .map(|row| row.get(0));
+    let committed = offsets::committed(&client, &stream, &shared.group).await?;
     let start = match committed {
-        Some(offset) => OffsetSpecification::Offset(offset as u64 + 1),
+        Some(offset) => OffsetSpecification::Offset(offset + 1),
         None => OffsetSpecification::First,
     };
     let mut consumer = PartitionConsumer::subscribe(&shared.broker, &stream, start)
@@ -67,6 +62,9 @@ pub async fn run_partition(
         .map_err(|err| ProcessorError::Broker(err.to_string()))?;
     tracing::info!(partition, stream = %stream, resume_after = ?committed, "partition processor started");
     metrics::partition_owned(true);
+    // Stream offsets are contiguous: a delivery past this one means messages were removed by
+    // the stream's retention before this group read them.
+    let mut expected = committed.map_or(0, |offset| offset + 1);
     let result = loop {
         let delivery = tokio::select! {
             () = cancel.cancelled() => break Ok(()),
@@ -81,6 +79,12 @@ pub async fn run_partition(
             }
             None => break Err(ProcessorError::Broker("consumer closed".into())),
         };
+        if delivery.offset > expected {
+            if let Err(err) = announce_again(&client, partition, expected, delivery.offset).await {
+                break Err(err);
+            }
+        }
+        expected = delivery.offset + 1;
         let position = Position {
             stream: stream.clone(),
             partition,
@@ -96,7 +100,7 @@ pub async fn run_partition(
             Err(err) => {
                 tracing::warn!(partition, offset = position.offset, error = %err, "skipping a malformed message");
                 metrics::error(Stage::Decode);
-                commit_offset(&client, &position)
+                offsets::commit(&client, &stream, &shared.group, position.offset)
                     .await
                     .map(|()| None)
                     .map_err(ProcessorError::from)
@@ -114,6 +118,27 @@ pub async fn run_partition(
     consumer.close().await;
     tracing::info!(partition, "partition processor stopped");
     result
+}
+
+/// Messages `from..to` of the partition's stream aged out unread. The ledger still holds their
+/// chunks as `stored`: every waiting chunk of the partition is marked unannounced, and the
+/// gateways' announce sweep publishes them again (those still in the stream come twice, which
+/// the ledger makes harmless).
+async fn announce_again(
+    client: &Client,
+    partition: i32,
+    from: u64,
+    to: u64,
+) -> Result<(), ProcessorError> {
+    let chunks = ingest_ledger::files::announce_again(client, Partition(partition)).await?;
+    metrics::error(Stage::StreamGap);
+    tracing::warn!(
+        partition,
+        missing_offsets = ?(from..to),
+        chunks,
+        "stream messages aged out before they were read; their chunks are announced again"
+    );
+    Ok(())
 }
 
 /// Loads one message, retrying database errors with backoff until it commits or we stop.

@@ -152,6 +152,7 @@ async fn prepare_streams(settings: &EngineSettings) -> anyhow::Result<()> {
         &environment,
         &settings.shared.stream_prefix,
         settings.shared.partitions,
+        &settings.shared.retention(),
     )
     .await?;
     Ok(())

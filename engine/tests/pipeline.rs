@@ -432,3 +432,70 @@ async fn a_chunk_failed_by_one_piece_keeps_none_of_its_rows() {
     engine.stop().await;
     gateway.stop().await;
 }
+
+/// Partition streams keep messages for `INGEST_STREAM_MAX_AGE_SECS`; chunks whose messages aged
+/// out before any engine read them are still `stored` in the ledger: the engine sees the gap in
+/// the stream's offsets, the gateway announces them again, and every row loads exactly once.
+#[tokio::test]
+async fn chunks_whose_messages_aged_out_unread_are_announced_again_and_loaded() {
+    let env = TestEnv::new(1).await;
+    // One-second messages in ~2 KB segments: retention removes a segment once a newer one starts.
+    let retention = ["--stream-max-age-secs=1", "--stream-segment-bytes=2000"];
+    let gateway = start_gateway(&env, &retention).await;
+    let api = Api::connect(&gateway).await;
+    // No engine yet: these messages wait in the stream, filling a few segments...
+    let early_chunks = 20;
+    let early = api
+        .create(serde_json::json!({"expected_chunks": early_chunks}))
+        .await;
+    for n in 0..early_chunks {
+        let rows = original_rows(n as u64 * 10, 10, n == 0);
+        assert_eq!(api.put(&early, n, rows).await, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...and age out as later messages start new segments.
+    let late_chunks = 20;
+    let late = api
+        .create(serde_json::json!({"expected_chunks": late_chunks}))
+        .await;
+    for n in 0..late_chunks {
+        let rows = original_rows(n as u64 * 10, 10, n == 0);
+        assert_eq!(api.put(&late, n, rows).await, 200);
+    }
+    let first = first_offset(&env).await;
+    assert!(
+        first > 0,
+        "the broker should have removed the oldest messages"
+    );
+
+    let engine = start_engine(&env, &retention).await;
+    for (folder, chunks) in [(&early, early_chunks), (&late, late_chunks)] {
+        let status = api.wait_finished(folder, Duration::from_secs(90)).await;
+        assert_eq!(status["state"], "done", "{status}");
+        assert_eq!(status["rows_loaded"], chunks * 10, "{status}");
+        assert_eq!(table_counts(&env.db, folder).await, (chunks as i64 * 10, 0));
+    }
+    engine.stop().await;
+    gateway.stop().await;
+}
+
+/// The offset of the first message the partition-0 stream still holds.
+async fn first_offset(env: &TestEnv) -> u64 {
+    use rabbitmq_stream_client::types::OffsetSpecification;
+    let options = engine::consumer::client_options(&ingest_contract::testkit::broker());
+    let stream = ingest_contract::streams::stream_name(&env.prefix, 0);
+    let mut consumer = engine::consumer::PartitionConsumer::subscribe(
+        &options,
+        &stream,
+        OffsetSpecification::First,
+    )
+    .await
+    .expect("subscribe to the partition stream");
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the consumer stays open")
+        .expect("a delivery");
+    consumer.close().await;
+    delivery.offset
+}

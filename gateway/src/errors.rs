@@ -102,6 +102,12 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
+impl From<ingest_ledger::LedgerError> for ApiError {
+    fn from(err: ingest_ledger::LedgerError) -> Self {
+        Self::Internal(anyhow::Error::new(err).context("ledger"))
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         Self::Unavailable(format!("database unavailable: {err}"))

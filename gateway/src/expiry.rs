@@ -1,4 +1,4 @@
-//! Expiry of stale uploads: an upload still `receiving` with no activity (its creation or its
+//! Expiry of stale uploads (the rule and its statements are [`ingest_ledger::completion::expire`]): an upload still `receiving` with no activity (its creation or its
 //! last chunk) for `INGEST_UPLOAD_TTL_SECS` is failed with error `expired` — unless it lost
 //! nothing: an upload without a declared count whose received chunks are all loaded is settled
 //! `done` instead ([`crate::settle`]), whatever the settle period. What expires is an upload
@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio_util::task::AbortOnDropHandle;
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::sweeps;
@@ -29,8 +28,8 @@ const BATCH: i64 = 1000;
 /// Why a sweep stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExpiryError {
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Ledger(#[from] ingest_ledger::LedgerError),
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
 }
@@ -113,76 +112,23 @@ impl Expiry {
     }
 
     async fn expire_batch(&self) -> Result<Expired, ExpiryError> {
-        let ttl = self.ttl.as_secs_f64();
         let mut db = self.pool.get().await?;
         crate::settle::settle_idle(&db, self.ttl).await?;
-        let tx = db.transaction().await?;
-        let uploads: Vec<Uuid> = tx
-            .query(
-                "WITH stale AS (
-                     SELECT u.upload_id FROM uploads u
-                     WHERE u.state = 'receiving'
-                       AND u.created_at < now() - make_interval(secs => $1)
-                       AND NOT (u.expected_chunks IS NULL AND u.chunks_received > 0
-                                AND u.chunks_loaded + u.chunks_failed >= u.chunks_received)
-                       AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
-                                       AND c.received_at >= now() - make_interval(secs => $1))
-                     ORDER BY u.created_at
-                     LIMIT $2
-                     FOR UPDATE OF u SKIP LOCKED)
-                 UPDATE uploads u SET state = 'failed', error = 'expired', completed_at = now()
-                 FROM stale WHERE u.upload_id = stale.upload_id
-                 RETURNING u.upload_id",
-                &[&ttl, &BATCH],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if uploads.is_empty() {
-            return Ok(Expired::default());
-        }
-        // A chunk an engine is loading right now is locked: this waits for its commit, after
-        // which it is `loaded` and stays so.
-        let chunks: Vec<(Uuid, i32, String)> = tx
-            .query(
-                "WITH failed AS (
-                     UPDATE chunks SET state = 'failed', committed_at = now(),
-                            error = 'upload expired before this chunk was loaded'
-                     WHERE upload_id = ANY($1) AND state = 'stored'
-                     RETURNING upload_id, chunk_no, stored_path),
-                 counted AS (
-                     UPDATE uploads u SET chunks_failed = u.chunks_failed + f.n
-                     FROM (SELECT upload_id, count(*)::int4 AS n FROM failed GROUP BY 1) f
-                     WHERE u.upload_id = f.upload_id)
-                 SELECT upload_id, chunk_no, stored_path FROM failed",
-                &[&uploads],
-            )
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
-            .collect();
-        tx.commit().await?;
-
+        let expired = ingest_ledger::completion::expire(&mut db, self.ttl, BATCH).await?;
         let mut files = 0;
-        for (upload_id, chunk_no, stored_path) in &chunks {
-            if remove(&self.upload_dir.join(stored_path)).await {
+        for chunk in &expired.chunks {
+            if remove(&self.upload_dir.join(&chunk.stored_path)).await {
                 files += 1;
             }
             // If this fails, the engine's sweep removes the file again (harmlessly) later.
-            let _ = db
-                .execute(
-                    "UPDATE chunks SET file_removed = true WHERE upload_id = $1 AND chunk_no = $2",
-                    &[upload_id, chunk_no],
-                )
-                .await;
+            let _ = ingest_ledger::files::mark_removed(&db, chunk.upload_id, chunk.chunk_no).await;
         }
-        for upload_id in &uploads {
+        for upload_id in &expired.uploads {
             files += remove_temporary_files(&self.upload_dir.join(upload_id.to_string())).await;
         }
         Ok(Expired {
-            uploads: uploads.len() as u64,
-            chunks: chunks.len() as u64,
+            uploads: expired.uploads.len() as u64,
+            chunks: expired.chunks.len() as u64,
             files,
         })
     }

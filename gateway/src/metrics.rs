@@ -27,6 +27,7 @@ pub const ROUTES: &[&str] = &[
     "health",
     "ready",
     "metrics",
+    "docs",
     "other",
 ];
 /// Every `class` label of [`RATE_LIMITED`].

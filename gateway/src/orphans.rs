@@ -24,8 +24,6 @@ use deadpool_postgres::Pool;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-use ingest_contract::chunk::ChunkMessage;
-
 use crate::app::AppState;
 use crate::publish::{PublishError, Publisher};
 use crate::sweeps;
@@ -36,8 +34,8 @@ const ANNOUNCE_BATCH: i64 = 500;
 /// Why a sweep stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum OrphanError {
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Ledger(#[from] ingest_ledger::LedgerError),
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("listing the upload directory: {0}")]
@@ -95,45 +93,16 @@ struct Candidate {
 impl Orphans {
     /// Publishes stored chunks whose message was never confirmed; returns how many.
     pub async fn announce(&self) -> Result<u64, OrphanError> {
-        let age = (self.publish_timeout * 2).as_secs_f64();
-        let rows = self
-            .pool
-            .get()
-            .await?
-            .query(
-                "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256, c.has_header,
-                        u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
-                 FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
-                 WHERE c.state = 'stored' AND c.announced_at IS NULL
-                   AND c.received_at < now() - make_interval(secs => $1)
-                 ORDER BY c.received_at LIMIT $2",
-                &[&age, &ANNOUNCE_BATCH],
-            )
-            .await?;
-        for row in &rows {
-            let bytes: i64 = row.get(3);
-            let message = ChunkMessage {
-                upload_id: row.get(0),
-                chunk_no: row.get(1),
-                path: row.get(2),
-                bytes: bytes as u64,
-                sha256: row.get(4),
-                has_header: row.get(5),
-                dataset: row.get(6),
-                received_at_ms: row.get(7),
-            };
-            // The broker being down stops the sweep; the next one tries again.
-            self.publisher.publish(&message).await?;
-            self.pool
-                .get()
-                .await?
-                .execute(
-                    "UPDATE chunks SET announced_at = now() WHERE upload_id = $1 AND chunk_no = $2",
-                    &[&message.upload_id, &message.chunk_no],
-                )
+        let db = self.pool.get().await?;
+        let messages =
+            ingest_ledger::files::unannounced(&db, self.publish_timeout * 2, ANNOUNCE_BATCH)
                 .await?;
+        for message in &messages {
+            // The broker being down stops the sweep; the next one tries again.
+            self.publisher.publish(message).await?;
+            ingest_ledger::files::mark_announced(&db, message.upload_id, message.chunk_no).await?;
         }
-        Ok(rows.len() as u64)
+        Ok(messages.len() as u64)
     }
 
     /// One sweep of the upload directory; returns how many files it removed.
@@ -160,13 +129,10 @@ impl Orphans {
         }
         let db = self.pool.get().await?;
         for candidate in chunks {
-            let recorded = db
-                .query_opt(
-                    "SELECT 1 FROM chunks WHERE upload_id = $1 AND stored_path = $2",
-                    &[&candidate.upload_id, &candidate.relative],
-                )
-                .await?;
-            if recorded.is_none() {
+            let recorded =
+                ingest_ledger::files::is_recorded(&db, candidate.upload_id, &candidate.relative)
+                    .await?;
+            if !recorded {
                 removed += u64::from(remove(&candidate.path).await);
             }
         }

@@ -21,7 +21,9 @@ use rabbitmq_stream_client::{Dedup, Environment, Producer};
 use tokio::sync::{oneshot, Mutex};
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::streams::{ensure_streams, partition_for, stream_name, BrokerAddress};
+use ingest_contract::streams::{
+    ensure_streams, partition_for, stream_name, BrokerAddress, Retention,
+};
 
 /// Why a chunk message was not confirmed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ pub struct Publisher {
     environment: Mutex<Option<Environment>>,
     prefix: String,
     partitions: u16,
+    retention: Retention,
     name: String,
     pool: Pool,
     timeout: Duration,
@@ -56,6 +59,7 @@ impl Publisher {
         broker: BrokerAddress,
         prefix: String,
         partitions: u16,
+        retention: Retention,
         name: String,
         pool: Pool,
         timeout: Duration,
@@ -73,6 +77,7 @@ impl Publisher {
             environment: Mutex::new(None),
             prefix,
             partitions,
+            retention,
             name,
             pool,
             timeout,
@@ -90,7 +95,7 @@ impl Publisher {
             .await
             .map_err(|_| PublishError::Timeout(self.timeout))?
             .map_err(|err| PublishError::Broker(err.to_string()))?;
-        ensure_streams(&env, &self.prefix, self.partitions)
+        ensure_streams(&env, &self.prefix, self.partitions, &self.retention)
             .await
             .map_err(|err| PublishError::Broker(err.to_string()))?;
         *environment = Some(env.clone());

@@ -20,9 +20,9 @@ use crate::expiry;
 use crate::orphans;
 use crate::publish::Publisher;
 use crate::ratelimit::RateLimiter;
+use crate::routes::uploads::Uploads;
 use crate::settings::{GatewaySettings, DEV_JWT_SECRET};
 use crate::settle::Settle;
-use crate::upload::Uploads;
 
 /// Prepares the database (created and migrated if needed) and returns a connection pool.
 pub async fn database_pool(database_url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
@@ -68,6 +68,7 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
         settings.shared.rabbitmq_stream_url.clone(),
         settings.shared.stream_prefix.clone(),
         settings.shared.partitions,
+        settings.shared.retention(),
         name,
         pool.clone(),
         settings.publish_timeout,

@@ -1,11 +1,11 @@
 //! Completion of uploads that never declare their chunk count: the original's flow, which has
 //! no `/complete`.
 //!
-//! The rule: an upload with no declared count settles once it has received at least one chunk,
+//! The rule ([`ingest_ledger::completion`] holds it): an upload with no declared count settles once it has received at least one chunk,
 //! every received chunk is loaded or failed (nothing `stored` waits for an engine), and no chunk
 //! arrived for `INGEST_UPLOAD_SETTLE_SECS`. It then ends `done` (or `failed` if a chunk failed),
 //! as a declared upload does with its last chunk. A settled upload stays open to its client: a
-//! later chunk reopens it (`receiving` again, see [`crate::upload::Uploads::record_chunk`]), and
+//! later chunk reopens it (`receiving` again, see [`ingest_ledger::uploads::record_chunk`]), and
 //! `/complete` may still declare its count. The status shows the rule and when it settles.
 //!
 //! Every gateway runs the sweep; each upload is settled by one atomic `UPDATE`, and a chunk
@@ -60,31 +60,20 @@ impl Settle {
 /// Why a sweep stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Ledger(#[from] ingest_ledger::LedgerError),
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
 }
 
-/// Ends every undeclared upload idle for `idle` whose received chunks are all loaded or failed.
-/// Also used by the expiry sweep, so expiry never fails an upload that lost nothing.
+/// Ends every undeclared upload idle for `idle` whose received chunks are all loaded or failed
+/// ([`ingest_ledger::completion::settle_idle`]). Also used by the expiry sweep, so expiry never
+/// fails an upload that lost nothing.
 pub async fn settle_idle(
     db: &tokio_postgres::Client,
     idle: Duration,
-) -> Result<u64, tokio_postgres::Error> {
-    let settled = db
-        .execute(
-            "UPDATE uploads u
-             SET state = CASE WHEN u.chunks_failed > 0 THEN 'failed' ELSE 'done' END,
-                 completed_at = clock_timestamp()
-             WHERE u.state = 'receiving' AND u.expected_chunks IS NULL AND u.chunks_received > 0
-               AND u.chunks_loaded + u.chunks_failed >= u.chunks_received
-               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
-                               AND (c.state = 'stored'
-                                    OR c.received_at >= now() - make_interval(secs => $1)))",
-            &[&idle.as_secs_f64()],
-        )
-        .await?;
+) -> Result<u64, ingest_ledger::LedgerError> {
+    let settled = ingest_ledger::completion::settle_idle(db, idle).await?;
     if settled > 0 {
         metrics::counter!(crate::metrics::UPLOADS_SETTLED).increment(settled);
     }

@@ -90,6 +90,8 @@ pub enum BenchError {
     Connect(#[from] DbError),
     #[error("querying PostgreSQL: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("reading the ledger: {0}")]
+    Ledger(#[from] ingest_ledger::LedgerError),
     #[error(transparent)]
     Baseline(#[from] BaselineError),
     #[error("splitting the files: {0}")]

@@ -10,7 +10,10 @@ use serde::Serialize;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use ingest_ledger::{LedgerError, UploadState};
+
 use super::scenario::Ending;
+use super::BenchError;
 
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,7 +54,7 @@ pub async fn lineage(
     upload: Uuid,
     planned_rows: &[u64],
     ending: Ending,
-) -> Result<Vec<Check>, tokio_postgres::Error> {
+) -> Result<Vec<Check>, BenchError> {
     let expected_rows: u64 = planned_rows.iter().sum();
     let row = client
         .query_one(
@@ -84,22 +87,15 @@ pub async fn lineage(
         }
     }
     let with_rows = planned_rows.iter().filter(|&&r| r > 0).count();
-    let ledger = client
-        .query_one(
-            "SELECT state, rows_loaded, rows_rejected, chunks_loaded, chunks_failed
-             FROM uploads WHERE upload_id = $1",
-            &[&upload],
-        )
-        .await?;
-    let (state, loaded, rejected): (String, i64, i64) =
-        (ledger.get(0), ledger.get(1), ledger.get(2));
-    let (chunks_loaded, chunks_failed): (i32, i32) = (ledger.get(3), ledger.get(4));
+    let ledger = ingest_ledger::report::totals(client, upload).await?;
+    let (state, loaded, rejected) = (ledger.state, ledger.rows_loaded, ledger.rows_rejected);
+    let (chunks_loaded, chunks_failed) = (ledger.chunks_loaded, ledger.chunks_failed);
     let ended = match ending {
-        Ending::Declared => Check::equal("upload state", state.as_str(), "done"),
+        Ending::Declared => Check::equal("upload state", state, UploadState::Done),
         // No count declared: `done` only after the settle period, which nobody waited for.
         Ending::Settle => Check {
             name: "upload state (settle rule)".to_owned(),
-            ok: state == "receiving" || state == "done",
+            ok: matches!(state, UploadState::Receiving | UploadState::Done),
             detail: format!("{state}, expected receiving or done"),
         },
     };
@@ -192,26 +188,12 @@ pub async fn partitions(
 }
 
 /// The p50 and p99 of `committed_at - received_at` over the upload's chunks.
-pub async fn chunk_latency(
-    client: &Client,
-    upload: Uuid,
-) -> Result<Option<Latency>, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT percentile_disc(ARRAY[0.5, 0.99]::float8[]) WITHIN GROUP
-                 (ORDER BY extract(epoch FROM committed_at - received_at)::float8)
-             FROM chunks WHERE upload_id = $1 AND committed_at IS NOT NULL",
-            &[&upload],
-        )
-        .await?;
-    let quantiles: Option<Vec<f64>> = row.get(0);
-    Ok(match quantiles.as_deref() {
-        Some(&[p50, p99]) => Some(Latency {
-            p50_ms: p50 * 1e3,
-            p99_ms: p99 * 1e3,
-        }),
-        _ => None,
-    })
+pub async fn chunk_latency(client: &Client, upload: Uuid) -> Result<Option<Latency>, LedgerError> {
+    let quantiles = ingest_ledger::report::chunk_latency_quantiles(client, upload).await?;
+    Ok(quantiles.map(|(p50, p99)| Latency {
+        p50_ms: p50 * 1e3,
+        p99_ms: p99 * 1e3,
+    }))
 }
 
 /// A short list of chunk numbers, `none` when empty.

@@ -26,7 +26,8 @@ use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError};
 use crate::settings::GatewaySettings;
 use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
-use crate::upload::{header_of, Recorded, StoredFacts, Upload};
+use ingest_ledger::uploads::{NewChunk, Recorded, Upload};
+use ingest_rows::dataset::Dataset;
 
 /// Raw chunk upload, idempotent by chunk number.
 pub async fn receive_chunk(
@@ -42,7 +43,7 @@ pub async fn receive_chunk(
     let rules = ChunkRules {
         encoding: content_encoding(headers)?,
         max_bytes: state.settings.max_chunk_bytes,
-        header_line: dataset_header(upload)?.to_owned(),
+        header_line: dataset_header(upload)?,
         require_header: false,
         expect_md5: expected_md5(headers)?,
         expect_sha256: expected_sha256(headers)?,
@@ -80,7 +81,7 @@ pub async fn receive_multipart(
             ApiError::Unprocessable("multipart/form-data with a `file` field is required".into())
         })?;
     let expect_md5 = expected_md5(headers)?;
-    let header_line = dataset_header(upload)?.to_owned();
+    let header_line = dataset_header(upload)?;
     let timer = BodyTimer::start(&state.settings);
     let frames =
         http_body_util::BodyStream::new(request.into_body()).filter_map(|frame| async move {
@@ -185,7 +186,7 @@ async fn commit(
         ));
     }
     let final_path = state.settings.shared.upload_dir.join(&relative);
-    let facts = StoredFacts {
+    let facts = NewChunk {
         path: relative,
         bytes: stored.bytes,
         sha256: stored.sha256_hex.clone(),
@@ -210,6 +211,10 @@ async fn commit(
             return Err(ApiError::Conflict(
                 "this chunk number was already stored with different content".into(),
             ));
+        }
+        Ok(Recorded::Closed(state)) => {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(crate::routes::uploads::closed(state));
         }
         Err(err) => {
             let _ = tokio::fs::remove_file(&final_path).await;
@@ -314,10 +319,7 @@ where
 
 fn accepting(upload: &Upload, chunk_no: Option<i32>) -> Result<(), ApiError> {
     if !upload.accepts_chunks() {
-        return Err(ApiError::Conflict(format!(
-            "upload is {}; it takes no more chunks",
-            upload.state
-        )));
+        return Err(crate::routes::uploads::closed(upload.state));
     }
     if let (Some(n), Some(expected)) = (chunk_no, upload.expected_chunks) {
         if n >= expected {
@@ -337,8 +339,10 @@ fn upload_dir(state: &AppState, upload: &Upload) -> std::path::PathBuf {
         .join(upload.upload_id.to_string())
 }
 
-fn dataset_header(upload: &Upload) -> Result<&'static str, ApiError> {
-    header_of(&upload.dataset)
+/// The header line a file of the upload's dataset may start with, from the one dataset registry.
+fn dataset_header(upload: &Upload) -> Result<String, ApiError> {
+    Dataset::builtin(&upload.dataset)
+        .map(|dataset| dataset.header_line())
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown dataset {}", upload.dataset)))
 }
 

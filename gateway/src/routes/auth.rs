@@ -1,0 +1,88 @@
+//! Tokens: issuing one for client credentials, checking one for nginx's `auth_request`, and
+//! authenticating a request's bearer token.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::app::{AppState, HttpResponse};
+use crate::auth;
+use crate::errors::{json_response, ApiError};
+use crate::metrics as names;
+
+/// `POST /api/auth/token`: HTTP Basic client credentials for a JWT.
+pub async fn issue_token(
+    state: &AppState,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let Some((id, secret)) = auth::basic_credentials(request.headers()) else {
+        metrics::counter!(names::AUTH_FAILURES, "reason" => "no_credentials").increment(1);
+        return Err(ApiError::Unauthorized(
+            "client credentials required (HTTP Basic)",
+        ));
+    };
+    let valid = state
+        .clients
+        .verify(&id, &secret)
+        .await
+        .map_err(|err| ApiError::Internal(err.into()))?;
+    if !valid {
+        metrics::counter!(names::AUTH_FAILURES, "reason" => "bad_credentials").increment(1);
+        return Err(ApiError::Unauthorized("invalid client credentials"));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!(state.tokens.issue(&id)),
+    ))
+}
+
+/// `GET /api/auth/verify`: 204 for a valid token of an enabled client, 401 otherwise.
+pub async fn verify(
+    state: &AppState,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(state, request).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()))
+        .expect("a static response should build"))
+}
+
+/// The API client a request's bearer token names, if the token is valid and the client enabled.
+pub async fn authenticate(
+    state: &AppState,
+    request: &Request<Incoming>,
+) -> Result<String, ApiError> {
+    let verified = auth::bearer(request.headers()).and_then(|token| state.tokens.verify(token));
+    match verified {
+        Ok(claims) => {
+            // A valid signature is not enough: the client must still exist and be enabled.
+            let enabled = state.clients.is_enabled(&claims.sub).await.map_err(|err| {
+                tracing::warn!(error = %err, "cannot check whether a client is enabled");
+                ApiError::Unavailable("cannot check the client now; retry later".into())
+            })?;
+            if !enabled {
+                metrics::counter!(names::AUTH_FAILURES, "reason" => "client_disabled").increment(1);
+                return Err(ApiError::Unauthorized("client is disabled or unknown"));
+            }
+            Ok(claims.sub)
+        }
+        Err(err) => {
+            let reason = match err {
+                auth::TokenError::Missing => "missing",
+                auth::TokenError::Expired => "expired",
+                auth::TokenError::NotYetValid => "not_yet_valid",
+                auth::TokenError::Invalid => "invalid",
+            };
+            metrics::counter!(names::AUTH_FAILURES, "reason" => reason).increment(1);
+            Err(ApiError::Unauthorized(match err {
+                auth::TokenError::Missing => "not authenticated",
+                auth::TokenError::Expired => "token expired",
+                auth::TokenError::NotYetValid => "token not yet valid",
+                auth::TokenError::Invalid => "invalid token",
+            }))
+        }
+    }
+}

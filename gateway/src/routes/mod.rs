@@ -1,0 +1,241 @@
+//! The route table: every endpoint, parsed once from method and path into a [`Route`], which
+//! names its metric label, its rate-limit class and whether it needs an API client; the
+//! handlers live in one module per resource.
+//!
+//! - [`auth`]: tokens (`/api/auth/token`, nginx's `/api/auth/verify`) and authenticating a
+//!   request's bearer token.
+//! - [`uploads`]: upload sessions (create, status, declare the chunk count).
+//! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file.
+//! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
+//!
+//! Adding an endpoint: a variant here, its line in [`Route::parse`], [`Route::label`] and
+//! [`Route::class`] (the compiler lists every match that misses it), and its handler in the
+//! resource's module, called from [`crate::app`]'s dispatch.
+
+pub mod auth;
+pub mod chunks;
+pub mod operations;
+pub mod uploads;
+
+use http::Method;
+
+use crate::ratelimit::RouteClass;
+
+/// One endpoint, with the path parameters it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'p> {
+    Health,
+    Ready,
+    Metrics,
+    /// The docs page or the OpenAPI document.
+    Docs,
+    /// `GET /api/auth/verify`: nginx's `auth_request` subrequest.
+    VerifyToken,
+    /// `POST /api/auth/token`.
+    IssueToken,
+    /// `/api/auth/token` with another method: 405.
+    TokenMethodNotAllowed,
+    /// `POST /api/upload` (or `/api/upload/`, as the original's curl script sends it).
+    CreateUpload,
+    /// `POST /api/upload/{folder}`: the original's multipart file.
+    SendFile {
+        folder: &'p str,
+    },
+    /// `GET /api/upload/{folder}`.
+    Status {
+        folder: &'p str,
+    },
+    /// `POST /api/upload/{folder}/complete`.
+    Complete {
+        folder: &'p str,
+    },
+    /// `PUT /api/upload/{folder}/chunks/{n}`.
+    PutChunk {
+        folder: &'p str,
+        chunk: &'p str,
+    },
+    /// Any other request under `/api/auth` or `/api/upload`: 404, but only after its rate limit
+    /// and authentication, so probing paths costs what using them does.
+    UnknownApi(RouteClass),
+    /// Anything else: 404.
+    NotFound,
+}
+
+impl<'p> Route<'p> {
+    pub fn parse(method: &Method, path: &'p str) -> Self {
+        let segments: Vec<&'p str> = path.split('/').collect();
+        let get = method == Method::GET;
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["", "health"]) => Self::Health,
+            (&Method::GET, ["", "ready"]) => Self::Ready,
+            (&Method::GET, ["", "metrics"]) => Self::Metrics,
+            _ if get && crate::docs::is_docs_path(path) => Self::Docs,
+            (&Method::GET, ["", "api", "auth", "verify"]) => Self::VerifyToken,
+            (&Method::POST, ["", "api", "auth", "token"]) => Self::IssueToken,
+            (_, ["", "api", "auth", "token"]) => Self::TokenMethodNotAllowed,
+            (_, ["", "api", "auth", ..]) => Self::UnknownApi(RouteClass::Auth),
+            (&Method::POST, ["", "api", "upload"] | ["", "api", "upload", ""]) => {
+                Self::CreateUpload
+            }
+            (&Method::POST, ["", "api", "upload", folder]) => Self::SendFile { folder },
+            (&Method::GET, ["", "api", "upload", folder]) => Self::Status { folder },
+            (&Method::POST, ["", "api", "upload", folder, "complete"]) => Self::Complete { folder },
+            (&Method::PUT, ["", "api", "upload", folder, "chunks", chunk]) => {
+                Self::PutChunk { folder, chunk }
+            }
+            // A GET of anything below an upload counts against the status quota, as a real
+            // status query would.
+            (&Method::GET, ["", "api", "upload", _, ..]) => Self::UnknownApi(RouteClass::Status),
+            (_, ["", "api", "upload", ..]) => Self::UnknownApi(RouteClass::Upload),
+            _ => Self::NotFound,
+        }
+    }
+
+    /// A low-cardinality name for metrics (never ids).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Ready => "ready",
+            Self::Metrics => "metrics",
+            Self::Docs => "docs",
+            Self::VerifyToken => "auth_verify",
+            Self::IssueToken | Self::TokenMethodNotAllowed => "auth_token",
+            Self::CreateUpload => "upload_create",
+            Self::SendFile { .. } => "upload_multipart",
+            Self::Status { .. } => "upload_status",
+            Self::Complete { .. } => "upload_complete",
+            Self::PutChunk { .. } => "upload_chunk",
+            Self::UnknownApi(_) | Self::NotFound => "other",
+        }
+    }
+
+    /// The rate-limit class, `None` for what is never limited: probes and scrapers must always
+    /// get through, and nginx's verify subrequest guards an upload that is limited when it
+    /// arrives (nginx turns any answer but 2xx/401/403 into 500).
+    pub fn class(&self) -> Option<RouteClass> {
+        match self {
+            Self::Health
+            | Self::Ready
+            | Self::Metrics
+            | Self::Docs
+            | Self::VerifyToken
+            | Self::NotFound => None,
+            Self::IssueToken | Self::TokenMethodNotAllowed => Some(RouteClass::Auth),
+            Self::CreateUpload
+            | Self::SendFile { .. }
+            | Self::Complete { .. }
+            | Self::PutChunk { .. } => Some(RouteClass::Upload),
+            Self::Status { .. } => Some(RouteClass::Status),
+            Self::UnknownApi(class) => Some(*class),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Method, path: &str) -> (Route<'_>, &'static str, Option<RouteClass>) {
+        let route = Route::parse(&method, path);
+        (route, route.label(), route.class())
+    }
+
+    #[test]
+    fn each_endpoint_has_its_label_and_class() {
+        use RouteClass::{Auth, Status, Upload};
+        let folder = "7f1c";
+        assert_eq!(
+            route(Method::GET, "/health"),
+            (Route::Health, "health", None)
+        );
+        assert_eq!(
+            route(Method::GET, "/api/auth/verify"),
+            (Route::VerifyToken, "auth_verify", None)
+        );
+        assert_eq!(
+            route(Method::POST, "/api/auth/token"),
+            (Route::IssueToken, "auth_token", Some(Auth))
+        );
+        assert_eq!(
+            route(Method::GET, "/api/auth/token"),
+            (Route::TokenMethodNotAllowed, "auth_token", Some(Auth))
+        );
+        for path in ["/api/upload", "/api/upload/"] {
+            assert_eq!(
+                route(Method::POST, path),
+                (Route::CreateUpload, "upload_create", Some(Upload))
+            );
+        }
+        assert_eq!(
+            route(Method::POST, "/api/upload/7f1c"),
+            (Route::SendFile { folder }, "upload_multipart", Some(Upload))
+        );
+        assert_eq!(
+            route(Method::GET, "/api/upload/7f1c"),
+            (Route::Status { folder }, "upload_status", Some(Status))
+        );
+        assert_eq!(
+            route(Method::PUT, "/api/upload/7f1c/chunks/3"),
+            (
+                Route::PutChunk { folder, chunk: "3" },
+                "upload_chunk",
+                Some(Upload)
+            )
+        );
+        assert_eq!(route(Method::GET, "/api/upload/docs").0, Route::Docs);
+        assert_eq!(
+            route(Method::POST, "/api/upload/docs").0,
+            Route::SendFile { folder: "docs" }
+        );
+    }
+
+    #[test]
+    fn every_label_is_registered_at_start() {
+        let samples = [
+            (Method::GET, "/health"),
+            (Method::GET, "/ready"),
+            (Method::GET, "/metrics"),
+            (Method::GET, "/api/upload/docs"),
+            (Method::GET, "/api/auth/verify"),
+            (Method::POST, "/api/auth/token"),
+            (Method::POST, "/api/upload"),
+            (Method::POST, "/api/upload/f"),
+            (Method::GET, "/api/upload/f"),
+            (Method::POST, "/api/upload/f/complete"),
+            (Method::PUT, "/api/upload/f/chunks/0"),
+            (Method::GET, "/nowhere"),
+        ];
+        for (method, path) in samples {
+            let label = Route::parse(&method, path).label();
+            assert!(
+                crate::metrics::ROUTES.contains(&label),
+                "{label} is not in ROUTES"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_under_the_api_are_limited_like_their_neighbours() {
+        assert_eq!(
+            route(Method::GET, "/api/upload/7f1c/chunks"),
+            (
+                Route::UnknownApi(RouteClass::Status),
+                "other",
+                Some(RouteClass::Status)
+            )
+        );
+        assert_eq!(
+            route(Method::DELETE, "/api/upload/7f1c").0,
+            Route::UnknownApi(RouteClass::Upload)
+        );
+        assert_eq!(
+            route(Method::POST, "/api/auth/verify").0,
+            Route::UnknownApi(RouteClass::Auth)
+        );
+        assert_eq!(
+            route(Method::POST, "/health"),
+            (Route::NotFound, "other", None)
+        );
+        assert_eq!(route(Method::GET, "/"), (Route::NotFound, "other", None));
+    }
+}

@@ -1,0 +1,243 @@
+//! Upload sessions: `POST /api/upload` creates one, `GET /api/upload/{folder}` reads its status,
+//! `POST /api/upload/{folder}/complete` declares its chunk count. [`Uploads`] validates what the
+//! API takes and calls the upload ledger ([`ingest_ledger::uploads`]), which owns every statement
+//! on its tables.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use ingest_contract::chunk::ChunkMessage;
+use ingest_ledger::uploads::{self, NewChunk, Recorded, Upload, UploadStatus};
+use ingest_ledger::{ErrorPolicy, Partition, UploadState};
+use ingest_rows::dataset::Dataset;
+
+use crate::app::{AppState, HttpResponse};
+use crate::errors::{json_response, ApiError};
+
+/// `POST /api/upload`.
+pub async fn create(
+    state: &AppState,
+    client_id: &str,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let new = read_json::<NewUpload>(request).await?.unwrap_or_default();
+    let upload = state.uploads.create(client_id, new).await?;
+    // 200, not 201: the original answered 200 and its own client test asserts it.
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"folder": upload.upload_id, "dataset": upload.dataset, "state": upload.state,
+                "expected_chunks": upload.expected_chunks}),
+    ))
+}
+
+/// `GET /api/upload/{folder}`.
+pub async fn status(state: &AppState, upload: &Upload) -> Result<HttpResponse, ApiError> {
+    let status = state.uploads.status(upload).await?;
+    Ok(json_response(StatusCode::OK, &json!(status)))
+}
+
+/// `POST /api/upload/{folder}/complete` with `{"chunks": N}`.
+pub async fn complete(
+    state: &AppState,
+    upload: &Upload,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Complete {
+        chunks: i32,
+    }
+    let body = read_json::<Complete>(request)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest("body {\"chunks\": N} is required".into()))?;
+    let new_state = state.uploads.complete(upload, body.chunks).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"folder": upload.upload_id, "state": new_state, "expected_chunks": body.chunks}),
+    ))
+}
+
+/// The caller's upload named by `folder`; anything but a UUID is simply not found (never a path).
+pub async fn find(state: &AppState, client_id: &str, folder: &str) -> Result<Upload, ApiError> {
+    let upload_id = Uuid::parse_str(folder).map_err(|_| ApiError::NotFound)?;
+    state.uploads.find(client_id, upload_id).await
+}
+
+/// The optional body of `POST /api/upload`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUpload {
+    pub dataset: Option<String>,
+    pub expected_chunks: Option<i32>,
+    pub total_bytes: Option<i64>,
+    pub on_error: Option<String>,
+}
+
+/// Upload sessions and their chunks.
+#[derive(Clone)]
+pub struct Uploads {
+    pool: Pool,
+    /// `INGEST_UPLOAD_SETTLE_SECS`, shown in statuses.
+    settle_after: Duration,
+}
+
+impl Uploads {
+    pub fn new(pool: Pool, settle_after: Duration) -> Self {
+        Self { pool, settle_after }
+    }
+
+    pub async fn create(&self, client_id: &str, new: NewUpload) -> Result<Upload, ApiError> {
+        let dataset = new.dataset.unwrap_or_else(|| "transactions".to_owned());
+        if Dataset::builtin(&dataset).is_none() {
+            return Err(ApiError::BadRequest(format!("unknown dataset {dataset:?}")));
+        }
+        let on_error = match new.on_error.as_deref() {
+            None => ErrorPolicy::RejectRows,
+            Some(text) => ErrorPolicy::parse(text).ok_or_else(|| {
+                ApiError::BadRequest("on_error must be \"reject-rows\" or \"reject-chunk\"".into())
+            })?,
+        };
+        if new
+            .expected_chunks
+            .is_some_and(|n| !(1..=1_000_000).contains(&n))
+        {
+            return Err(ApiError::BadRequest(
+                "expected_chunks must be 1 to 1000000".into(),
+            ));
+        }
+        if new.total_bytes.is_some_and(|n| n < 0) {
+            return Err(ApiError::BadRequest(
+                "total_bytes must not be negative".into(),
+            ));
+        }
+        let new = uploads::NewUpload {
+            client_id,
+            dataset: &dataset,
+            on_error,
+            expected_chunks: new.expected_chunks,
+            total_bytes: new.total_bytes,
+        };
+        let db = self.pool.get().await?;
+        Ok(uploads::create(&db, &new).await?)
+    }
+
+    /// The upload if it exists and belongs to `client_id` (another client's upload is "not found").
+    pub async fn find(&self, client_id: &str, upload_id: Uuid) -> Result<Upload, ApiError> {
+        let db = self.pool.get().await?;
+        uploads::find(&db, client_id, upload_id)
+            .await?
+            .ok_or(ApiError::NotFound)
+    }
+
+    /// Records a stored chunk. `chunk_no` None numbers it in arrival order (multipart uploads).
+    pub async fn record_chunk(
+        &self,
+        upload: &Upload,
+        chunk_no: Option<i32>,
+        stored: NewChunk,
+        partition_of: impl Fn(i32) -> u16,
+    ) -> Result<Recorded, ApiError> {
+        let mut db = self.pool.get().await?;
+        let recorded = uploads::record_chunk(&mut db, upload, chunk_no, stored, |n| {
+            Partition::from(partition_of(n))
+        })
+        .await?;
+        Ok(recorded)
+    }
+
+    /// Takes back a chunk whose message the broker did not confirm, unless the engine already
+    /// loaded it (then the publish did happen). Returns whether it was taken back.
+    pub async fn forget_chunk(&self, message: &ChunkMessage) -> Result<bool, ApiError> {
+        let mut db = self.pool.get().await?;
+        Ok(uploads::forget_chunk(&mut db, message).await?)
+    }
+
+    /// Records that the broker confirmed the chunk's message. Chunks a killed gateway never
+    /// announced are published again by [`crate::orphans`]; if this update fails, that sweep
+    /// publishes the chunk once more, which the engine's ledger makes harmless.
+    pub async fn mark_announced(&self, message: &ChunkMessage) {
+        let marked = async {
+            let db = self.pool.get().await?;
+            ingest_ledger::files::mark_announced(&db, message.upload_id, message.chunk_no).await?;
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        if let Err(err) = marked {
+            tracing::debug!(error = %err, "could not mark a chunk announced");
+        }
+    }
+
+    /// Declares the number of chunks; the upload is done at once if they are all loaded already.
+    pub async fn complete(&self, upload: &Upload, chunks: i32) -> Result<UploadState, ApiError> {
+        if !(0..=1_000_000).contains(&chunks) {
+            return Err(ApiError::BadRequest("chunks must be 0 to 1000000".into()));
+        }
+        let mut db = self.pool.get().await?;
+        match uploads::declare_chunks(&mut db, upload.upload_id, chunks).await? {
+            Some(state) => Ok(state),
+            None if upload.expected_chunks == Some(chunks) => Ok(upload.state),
+            None => Err(ApiError::Conflict(format!(
+                "upload already declared {} chunks",
+                upload
+                    .expected_chunks
+                    .map_or("a different number of".into(), |n| n.to_string())
+            ))),
+        }
+    }
+
+    /// The upload's state, counters, received chunk numbers and first rejected rows.
+    pub async fn status(&self, upload: &Upload) -> Result<UploadStatus, ApiError> {
+        let db = self.pool.get().await?;
+        Ok(uploads::status(&db, upload.upload_id, self.settle_after).await?)
+    }
+}
+
+/// An upload that takes no more chunks.
+pub fn closed(state: UploadState) -> ApiError {
+    ApiError::Conflict(format!("upload is {state}; it takes no more chunks"))
+}
+
+/// Reads a small JSON body (at most 64 KiB); an empty body is `None`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<Option<T>, ApiError> {
+    const MAX: usize = 64 * 1024;
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX as u64) {
+        return Err(ApiError::PayloadTooLarge(
+            "JSON body larger than 64 KiB".into(),
+        ));
+    }
+    let body = tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(request.into_body(), MAX).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout)?
+    .map_err(|err| {
+        // A body without Content-Length can still be too large: same answer as with one.
+        if err.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge("JSON body larger than 64 KiB".into())
+        } else {
+            ApiError::BadRequest(format!("cannot read body: {err}"))
+        }
+    })?
+    .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
+}

@@ -1,0 +1,144 @@
+//! Chunk files as the ledger sees them: announced to the engines or not, still on disk or
+//! removed. The file operations themselves belong to the services; the ledger is what their
+//! sweeps go by (never by listing a shared directory alone).
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Row};
+use uuid::Uuid;
+
+use ingest_contract::chunk::ChunkMessage;
+
+use crate::states::Partition;
+use crate::LedgerError;
+
+/// A chunk's file, by the ledger's name for it (relative to the upload directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkFile {
+    pub upload_id: Uuid,
+    pub chunk_no: i32,
+    pub stored_path: String,
+}
+
+impl ChunkFile {
+    pub(crate) fn from_row(row: &Row) -> Self {
+        Self {
+            upload_id: row.get(0),
+            chunk_no: row.get(1),
+            stored_path: row.get(2),
+        }
+    }
+}
+
+/// Records that the broker confirmed the chunk's message.
+pub async fn mark_announced(
+    client: &Client,
+    upload_id: Uuid,
+    chunk_no: i32,
+) -> Result<(), LedgerError> {
+    client
+        .execute(
+            "UPDATE chunks SET announced_at = now()
+             WHERE upload_id = $1 AND chunk_no = $2 AND announced_at IS NULL",
+            &[&upload_id, &chunk_no],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Stored chunks whose message was never confirmed, received more than `older_than` ago, oldest
+/// first: the messages to publish again.
+pub async fn unannounced(
+    client: &Client,
+    older_than: Duration,
+    limit: i64,
+) -> Result<Vec<ChunkMessage>, LedgerError> {
+    let rows = client
+        .query(
+            "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256, c.has_header,
+                    u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
+             FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
+             WHERE c.state = 'stored' AND c.announced_at IS NULL
+               AND c.received_at < now() - make_interval(secs => $1)
+             ORDER BY c.received_at LIMIT $2",
+            &[&older_than.as_secs_f64(), &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ChunkMessage {
+            upload_id: row.get(0),
+            chunk_no: row.get(1),
+            path: row.get(2),
+            bytes: row.get::<_, i64>(3) as u64,
+            sha256: row.get(4),
+            has_header: row.get(5),
+            dataset: row.get(6),
+            received_at_ms: row.get(7),
+        })
+        .collect())
+}
+
+/// Marks every waiting chunk of `partition` as not announced, so the gateways' announce sweep
+/// publishes each again ([`unannounced`]): what an engine does when messages of its stream aged
+/// out before it read them. Returns how many. A chunk whose message is still in the stream is
+/// then delivered twice, which the ledger makes harmless.
+pub async fn announce_again(client: &Client, partition: Partition) -> Result<u64, LedgerError> {
+    Ok(client
+        .execute(
+            "UPDATE chunks SET announced_at = NULL
+             WHERE partition = $1 AND state = 'stored' AND announced_at IS NOT NULL",
+            &[&partition.0],
+        )
+        .await?)
+}
+
+/// Whether a chunk row names this file.
+pub async fn is_recorded(
+    client: &Client,
+    upload_id: Uuid,
+    stored_path: &str,
+) -> Result<bool, LedgerError> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM chunks WHERE upload_id = $1 AND stored_path = $2",
+            &[&upload_id, &stored_path],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Records that a committed chunk's file is gone.
+pub async fn mark_removed(
+    client: &Client,
+    upload_id: Uuid,
+    chunk_no: i32,
+) -> Result<(), LedgerError> {
+    client
+        .execute(
+            "UPDATE chunks SET file_removed = true WHERE upload_id = $1 AND chunk_no = $2",
+            &[&upload_id, &chunk_no],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Files of `partitions`' chunks committed more than a few seconds ago whose removal was
+/// interrupted (a process killed between its commit and [`mark_removed`]).
+pub async fn left_behind(
+    client: &Client,
+    partitions: &[Partition],
+    limit: i64,
+) -> Result<Vec<ChunkFile>, LedgerError> {
+    let partitions: Vec<i32> = partitions.iter().map(|p| p.0).collect();
+    let rows = client
+        .query(
+            "SELECT upload_id, chunk_no, stored_path FROM chunks
+             WHERE state <> 'stored' AND NOT file_removed AND partition = ANY($1)
+               AND committed_at < now() - interval '5 seconds'
+             LIMIT $2",
+            &[&partitions, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(ChunkFile::from_row).collect())
+}

@@ -1,0 +1,423 @@
+//! What the gateway does with an upload: create it, find it for its owner, record a stored chunk
+//! (or take one back the broker never confirmed), declare the chunk count, read its status.
+//!
+//! A chunk's row is inserted only after its file is synced under its final name, and its message
+//! is published only after that row is committed: the engine never sees a chunk that is not
+//! wholly stored. A client only ever sees its own uploads.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use ingest_contract::chunk::ChunkMessage;
+
+use crate::completion::{end_if_done, SETTLED};
+use crate::states::{parse_policy, ErrorPolicy, Partition, UploadState};
+use crate::LedgerError;
+
+/// A new upload, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewUpload<'a> {
+    pub client_id: &'a str,
+    pub dataset: &'a str,
+    pub on_error: ErrorPolicy,
+    pub expected_chunks: Option<i32>,
+    pub total_bytes: Option<i64>,
+}
+
+/// An upload as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub upload_id: Uuid,
+    pub dataset: String,
+    pub state: UploadState,
+    pub expected_chunks: Option<i32>,
+    /// Ended by the settle rule ([`crate::completion`]), not by a declared count or expiry: a
+    /// further chunk reopens it.
+    pub settled: bool,
+}
+
+impl Upload {
+    /// Whether a chunk may still be added (a settled upload is reopened by one).
+    pub fn accepts_chunks(&self) -> bool {
+        self.state.is_open() || self.settled
+    }
+}
+
+pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Upload, LedgerError> {
+    let upload_id = Uuid::new_v4();
+    client
+        .execute(
+            "INSERT INTO uploads (upload_id, client_id, dataset, on_error, expected_chunks, total_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &upload_id,
+                &new.client_id,
+                &new.dataset,
+                &new.on_error.as_str(),
+                &new.expected_chunks,
+                &new.total_bytes,
+            ],
+        )
+        .await?;
+    Ok(Upload {
+        upload_id,
+        dataset: new.dataset.to_owned(),
+        state: UploadState::Receiving,
+        expected_chunks: new.expected_chunks,
+        settled: false,
+    })
+}
+
+/// The upload if it exists and belongs to `client_id` (another client's upload is not found).
+pub async fn find(
+    client: &Client,
+    client_id: &str,
+    upload_id: Uuid,
+) -> Result<Option<Upload>, LedgerError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT dataset, state, expected_chunks, {SETTLED} FROM uploads
+                 WHERE upload_id = $1 AND client_id = $2"
+            ),
+            &[&upload_id, &client_id],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Upload {
+        upload_id,
+        dataset: row.get(0),
+        state: UploadState::parse(row.get(1))?,
+        expected_chunks: row.get(2),
+        settled: row.get(3),
+    }))
+}
+
+/// What the store knows of a chunk it just persisted.
+#[derive(Debug)]
+pub struct NewChunk {
+    /// Relative to the upload directory.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub has_header: bool,
+}
+
+/// Result of recording a stored chunk.
+#[derive(Debug)]
+pub enum Recorded {
+    /// A new chunk: publish this message.
+    New(ChunkMessage),
+    /// The same chunk number with the same content was stored before: publish the original
+    /// message again (harmless: the engine loads a chunk once).
+    Again(ChunkMessage),
+    /// The same chunk number with different content.
+    Conflict,
+    /// The upload ended (or expired) meanwhile and takes no more chunks.
+    Closed(UploadState),
+}
+
+/// Records a stored chunk. `chunk_no` None numbers it in arrival order (multipart uploads).
+pub async fn record_chunk(
+    client: &mut Client,
+    upload: &Upload,
+    chunk_no: Option<i32>,
+    stored: NewChunk,
+    partition_of: impl Fn(i32) -> Partition,
+) -> Result<Recorded, LedgerError> {
+    let tx = client.transaction().await?;
+    // The upload's row lock orders this against the settle and expiry sweeps: a chunk is never
+    // added to an upload that expired meanwhile, and one added to an upload that settled
+    // meanwhile reopens it (below).
+    let current = tx
+        .query_one(
+            &format!("SELECT state, {SETTLED} FROM uploads WHERE upload_id = $1 FOR UPDATE"),
+            &[&upload.upload_id],
+        )
+        .await?;
+    let (state, settled) = (
+        UploadState::parse(current.get(0))?,
+        current.get::<_, bool>(1),
+    );
+    if !state.is_open() && !settled {
+        return Ok(Recorded::Closed(state));
+    }
+    let chunk_no = match chunk_no {
+        Some(n) => n,
+        None => tx
+            .query_one(
+                "UPDATE uploads SET next_chunk_no = next_chunk_no + 1
+                 WHERE upload_id = $1 RETURNING next_chunk_no - 1",
+                &[&upload.upload_id],
+            )
+            .await?
+            .get(0),
+    };
+    let partition = partition_of(chunk_no).0;
+    let inserted = tx
+        .execute(
+            "INSERT INTO chunks (upload_id, chunk_no, stored_path, bytes, sha256, has_header, partition)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (upload_id, chunk_no) DO NOTHING",
+            &[
+                &upload.upload_id,
+                &chunk_no,
+                &stored.path,
+                &(stored.bytes as i64),
+                &stored.sha256,
+                &stored.has_header,
+                &partition,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        let row = tx
+            .query_one(
+                "SELECT stored_path, bytes, sha256, has_header,
+                        (extract(epoch FROM received_at) * 1000)::int8
+                 FROM chunks WHERE upload_id = $1 AND chunk_no = $2",
+                &[&upload.upload_id, &chunk_no],
+            )
+            .await?;
+        let sha256: String = row.get(2);
+        if sha256 != stored.sha256 {
+            return Ok(Recorded::Conflict);
+        }
+        return Ok(Recorded::Again(ChunkMessage {
+            upload_id: upload.upload_id,
+            chunk_no,
+            path: row.get(0),
+            bytes: row.get::<_, i64>(1) as u64,
+            sha256,
+            dataset: upload.dataset.clone(),
+            has_header: row.get(3),
+            received_at_ms: row.get(4),
+        }));
+    }
+    // Chunks declared by number move the arrival counter past them, so a multipart chunk sent
+    // later never takes a number already used. A settled upload is reopened.
+    tx.execute(
+        &format!(
+            "UPDATE uploads SET chunks_received = chunks_received + 1,
+                bytes_received = bytes_received + $2,
+                next_chunk_no = greatest(next_chunk_no, $3 + 1),
+                state = CASE WHEN {SETTLED} THEN 'receiving'
+                             WHEN state = 'receiving' AND expected_chunks = chunks_received + 1
+                             THEN 'processing' ELSE state END,
+                completed_at = CASE WHEN {SETTLED} THEN NULL ELSE completed_at END
+             WHERE upload_id = $1"
+        ),
+        &[&upload.upload_id, &(stored.bytes as i64), &chunk_no],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Recorded::New(ChunkMessage {
+        upload_id: upload.upload_id,
+        chunk_no,
+        path: stored.path,
+        bytes: stored.bytes,
+        sha256: stored.sha256,
+        dataset: upload.dataset.clone(),
+        has_header: stored.has_header,
+        received_at_ms: now_ms(),
+    }))
+}
+
+/// Takes back a chunk whose message the broker did not confirm, unless the engine already
+/// loaded it (then the publish did happen). Returns whether it was taken back.
+pub async fn forget_chunk(
+    client: &mut Client,
+    message: &ChunkMessage,
+) -> Result<bool, LedgerError> {
+    let tx = client.transaction().await?;
+    let deleted = tx
+        .execute(
+            "DELETE FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'",
+            &[&message.upload_id, &message.chunk_no],
+        )
+        .await?;
+    if deleted == 1 {
+        tx.execute(
+            "UPDATE uploads SET chunks_received = chunks_received - 1,
+                    bytes_received = bytes_received - $2,
+                    state = CASE WHEN state = 'processing' AND completed_at IS NULL
+                                 AND expected_chunks IS NOT NULL THEN 'receiving' ELSE state END
+             WHERE upload_id = $1",
+            &[&message.upload_id, &(message.bytes as i64)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted == 1)
+}
+
+/// Declares the upload's chunk count; it ends at once if they are all loaded already. `None`
+/// when the upload is closed or declared a different count before.
+pub async fn declare_chunks(
+    client: &mut Client,
+    upload_id: Uuid,
+    chunks: i32,
+) -> Result<Option<UploadState>, LedgerError> {
+    let tx = client.transaction().await?;
+    // A settled upload may still declare its count (the done rule then ends it the same way).
+    let declared = tx
+        .execute(
+            &format!(
+                "UPDATE uploads SET expected_chunks = $2, state = 'processing'
+                 WHERE upload_id = $1 AND (expected_chunks IS NULL OR expected_chunks = $2)
+                   AND (state IN ('receiving', 'processing') OR {SETTLED})"
+            ),
+            &[&upload_id, &chunks],
+        )
+        .await?;
+    if declared == 0 {
+        return Ok(None);
+    }
+    let state = match end_if_done(&tx, upload_id).await? {
+        Some(ended) => ended,
+        None => {
+            // Open again: a settled upload declaring more chunks than it has is not ended.
+            tx.execute(
+                "UPDATE uploads SET completed_at = NULL
+                 WHERE upload_id = $1 AND completed_at IS NOT NULL",
+                &[&upload_id],
+            )
+            .await?;
+            UploadState::Processing
+        }
+    };
+    tx.commit().await?;
+    Ok(Some(state))
+}
+
+/// The upload's state, counters, received chunk numbers and first rejected rows.
+/// `settle_after` is `INGEST_UPLOAD_SETTLE_SECS`, shown in the status.
+pub async fn status(
+    client: &Client,
+    upload_id: Uuid,
+    settle_after: Duration,
+) -> Result<UploadStatus, LedgerError> {
+    let row = client
+        .query_one(
+            "SELECT state, dataset, on_error, expected_chunks, chunks_received, chunks_loaded,
+                    chunks_failed, bytes_received, rows_loaded, rows_rejected, error,
+                    created_at::text, completed_at::text,
+                    CASE WHEN expected_chunks IS NULL AND state = 'receiving'
+                         THEN ((SELECT max(received_at) FROM chunks c
+                                WHERE c.upload_id = uploads.upload_id)
+                               + make_interval(secs => $2))::text END
+             FROM uploads WHERE upload_id = $1",
+            &[&upload_id, &settle_after.as_secs_f64()],
+        )
+        .await?;
+    let chunks = client
+        .query(
+            "SELECT chunk_no, error FROM chunks WHERE upload_id = $1 ORDER BY chunk_no",
+            &[&upload_id],
+        )
+        .await?;
+    let rejected = client
+        .query(
+            "SELECT chunk_no, line_no, reason, raw_line FROM rejected_rows
+             WHERE upload_id = $1 ORDER BY chunk_no, line_no LIMIT 100",
+            &[&upload_id],
+        )
+        .await?;
+    let error: Option<String> = row.get(10);
+    let first_chunk_error = chunks.iter().find_map(|c| {
+        c.get::<_, Option<String>>(1)
+            .map(|e| format!("chunk {}: {e}", c.get::<_, i32>(0)))
+    });
+    let expected_chunks: Option<i32> = row.get(3);
+    Ok(UploadStatus {
+        folder: upload_id,
+        state: UploadState::parse(row.get(0))?,
+        dataset: row.get(1),
+        on_error: parse_policy(row.get(2))?.as_str(),
+        expected_chunks,
+        chunks_received: row.get(4),
+        chunks_loaded: row.get(5),
+        chunks_failed: row.get(6),
+        bytes_received: row.get(7),
+        rows_loaded: row.get(8),
+        rows_rejected: row.get(9),
+        error: error.or(first_chunk_error),
+        created_at: row.get(11),
+        completed_at: row.get(12),
+        completion: match expected_chunks {
+            Some(_) => Completion::Declared,
+            None => Completion::Settle {
+                idle_secs: settle_after.as_secs(),
+                settles_at: row.get(13),
+            },
+        },
+        received_chunks: chunks.iter().map(|c| c.get(0)).collect(),
+        rejected_rows: rejected
+            .iter()
+            .map(|r| RejectedRow {
+                chunk: r.get(0),
+                line: r.get(1),
+                reason: r.get(2),
+                raw: r.get(3),
+            })
+            .collect(),
+    })
+}
+
+/// `GET /api/upload/{folder}`.
+#[derive(Debug, Serialize)]
+pub struct UploadStatus {
+    pub folder: Uuid,
+    pub state: UploadState,
+    pub dataset: String,
+    pub on_error: &'static str,
+    pub expected_chunks: Option<i32>,
+    pub chunks_received: i32,
+    pub chunks_loaded: i32,
+    pub chunks_failed: i32,
+    pub bytes_received: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+    /// How this upload ends.
+    pub completion: Completion,
+    pub received_chunks: Vec<i32>,
+    pub rejected_rows: Vec<RejectedRow>,
+}
+
+/// How an upload ends, as its status shows it.
+#[derive(Debug, Serialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum Completion {
+    /// `done` when the declared number of chunks is loaded (`/complete` or `expected_chunks`).
+    Declared,
+    /// No count declared: `done` once every received chunk is loaded and none arrived for
+    /// `idle_secs` ([`crate::completion::settle_idle`]); `settles_at` is the earliest moment,
+    /// while receiving with nothing pending.
+    Settle {
+        idle_secs: u64,
+        settles_at: Option<String>,
+    },
+}
+
+/// One rejected row in a status.
+#[derive(Debug, Serialize)]
+pub struct RejectedRow {
+    pub chunk: i32,
+    pub line: i32,
+    pub reason: String,
+    pub raw: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
