@@ -132,7 +132,7 @@ fn timestamp() -> impl Strategy<Value = String> {
     (year, month, 1..=31u32, clock, "[0-9]{0,6}", 0..3u8).prop_map(
         |(y, m, d, (hh, mi, ss), frac, style)| {
             // Clamping biases days toward month ends and leap days.
-            let d = d.min(engine::pgcopy::days_in_month(y, m));
+            let d = d.min(ingest_rows::values::days_in_month(y, m));
             let frac = if frac.is_empty() {
                 frac
             } else {

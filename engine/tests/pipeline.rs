@@ -444,24 +444,11 @@ async fn chunks_whose_messages_aged_out_unread_are_announced_again_and_loaded() 
     let gateway = start_gateway(&env, &retention).await;
     let api = Api::connect(&gateway).await;
     // No engine yet: these messages wait in the stream, filling a few segments...
-    let early_chunks = 20;
-    let early = api
-        .create(serde_json::json!({"expected_chunks": early_chunks}))
-        .await;
-    for n in 0..early_chunks {
-        let rows = original_rows(n as u64 * 10, 10, n == 0);
-        assert_eq!(api.put(&early, n, rows).await, 200);
-    }
+    let (early_chunks, late_chunks) = (20, 20);
+    let early = upload_ten_row_chunks(&api, early_chunks).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // ...and age out as later messages start new segments.
-    let late_chunks = 20;
-    let late = api
-        .create(serde_json::json!({"expected_chunks": late_chunks}))
-        .await;
-    for n in 0..late_chunks {
-        let rows = original_rows(n as u64 * 10, 10, n == 0);
-        assert_eq!(api.put(&late, n, rows).await, 200);
-    }
+    let late = upload_ten_row_chunks(&api, late_chunks).await;
     let first = first_offset(&env).await;
     assert!(
         first > 0,
@@ -477,6 +464,18 @@ async fn chunks_whose_messages_aged_out_unread_are_announced_again_and_loaded() 
     }
     engine.stop().await;
     gateway.stop().await;
+}
+
+/// A new upload of `chunks` chunks of ten rows each, all stored; its folder.
+async fn upload_ten_row_chunks(api: &Api, chunks: i32) -> String {
+    let folder = api
+        .create(serde_json::json!({"expected_chunks": chunks}))
+        .await;
+    for n in 0..chunks {
+        let rows = original_rows(n as u64 * 10, 10, n == 0);
+        assert_eq!(api.put(&folder, n, rows).await, 200);
+    }
+    folder
 }
 
 /// The offset of the first message the partition-0 stream still holds.

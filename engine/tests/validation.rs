@@ -4,10 +4,11 @@
 
 use bytes::Bytes;
 use engine::dataset::Dataset;
-use engine::pgcopy::{days_from_civil, SIGNATURE};
+use engine::pgcopy::SIGNATURE;
 use engine::validate::{
     load_chunk, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, RejectedRow,
 };
+use ingest_rows::values::days_from_civil;
 use uuid::Uuid;
 
 const HEADER: &str = "date,content,amount,type\r\n";

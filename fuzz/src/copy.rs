@@ -2,7 +2,8 @@
 //! PostgreSQL accepts for its column (as `COPY ... FROM STDIN (FORMAT binary)` would).
 
 use bytes::Bytes;
-use ingest_rows::pgcopy::{days_from_civil, SIGNATURE};
+use ingest_rows::pgcopy::SIGNATURE;
+use ingest_rows::values::days_from_civil;
 use ingest_rows::validate::Lineage;
 
 /// What a decoded tuple tells about its row.

@@ -25,7 +25,8 @@ mod headers;
 
 use bytes::Bytes;
 use ingest_rows::dataset::Dataset;
-use ingest_rows::pgcopy::{days_from_civil, Decimal, Timestamp};
+use ingest_rows::pgcopy::write_numeric;
+use ingest_rows::values::{days_from_civil, Decimal, Timestamp};
 use ingest_rows::validate::{load_chunk, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage};
 
 pub use copy::decode_copy;
@@ -154,7 +155,7 @@ pub fn csv_chunk(data: &[u8]) {
 pub fn pgcopy_values(data: &[u8]) {
     if let Some(decimal) = Decimal::parse(data) {
         let mut out = Vec::new();
-        decimal.write(&mut out);
+        write_numeric(&mut out, &decimal);
         let field = copy::field(&out);
         let value = copy::numeric(field);
         let text = std::str::from_utf8(data).expect("a decimal is ASCII");
@@ -176,9 +177,8 @@ pub fn pgcopy_values(data: &[u8]) {
             fraction
         );
         let mut again = Vec::new();
-        Decimal::parse(canonical.as_bytes())
-            .expect("canonical text parses")
-            .write(&mut again);
+        let reread = Decimal::parse(canonical.as_bytes()).expect("canonical text parses");
+        write_numeric(&mut again, &reread);
         assert_eq!(again, out, "{text:?} and {canonical:?} encode differently");
     }
     if let Ok(ts) = Timestamp::parse(data) {

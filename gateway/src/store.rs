@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use ingest_rows::dataset::Dataset;
+
 /// How many body frames may wait for the writer.
 const QUEUE_FRAMES: usize = 16;
 /// How many leading bytes are checked to be UTF-8 text.
@@ -37,7 +39,8 @@ pub enum BodyEncoding {
 pub struct ChunkRules {
     pub encoding: BodyEncoding,
     pub max_bytes: u64,
-    pub header_line: String,
+    /// The upload's dataset: whether the bytes start with its header record.
+    pub dataset: Dataset,
     /// Multipart files must start with the header line, as every file of the original's does.
     pub require_header: bool,
     pub expect_md5: Option<[u8; 16]>,
@@ -205,7 +208,8 @@ impl Output {
         Ok(())
     }
 
-    /// Whether the stored bytes start with the header line, after checking they start as text.
+    /// Whether the stored bytes start with the dataset's header record, after checking they start
+    /// as text.
     fn check_head(&self) -> Result<bool, StoreError> {
         let head = self
             .head
@@ -217,9 +221,7 @@ impl Output {
                 return Err(StoreError::NotText("it is not UTF-8 text"));
             }
         }
-        let first_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-        let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
-        Ok(first_line == self.rules.header_line.as_bytes())
+        Ok(self.rules.dataset.starts_with_header(&self.head))
     }
 }
 
@@ -320,7 +322,7 @@ fn write_chunk(
         return Err(StoreError::ChecksumMismatch("SHA-256"));
     }
     if rules.require_header && !has_header {
-        return Err(StoreError::MissingHeader(rules.header_line.clone()));
+        return Err(StoreError::MissingHeader(rules.dataset.header_line()));
     }
     output.file.sync_data()?;
     Ok((output.written, hex::encode(stored_sha256), has_header))

@@ -6,7 +6,10 @@
 //! is checked against its column and written as a COPY field, straight from the tokenizer's
 //! bytes; the chunk-level rules (records, header, policies) live in [`crate::validate`].
 
-use crate::pgcopy::{self, Decimal, Timestamp, TimestampError};
+use simd_csv::ZeroCopyReaderBuilder;
+
+use crate::pgcopy;
+use crate::values::{Decimal, Timestamp, TimestampError};
 
 /// Lineage columns appended to every loaded row, after the dataset's own columns.
 pub const LINEAGE_COLUMNS: [&str; 3] = ["upload_id", "chunk_no", "line_no"];
@@ -39,7 +42,7 @@ pub struct Column {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnKind {
     /// `timestamp`: `DD/MM/YYYY HH:MM:SS` (day first) or ISO 8601 `YYYY-MM-DD[T ]HH:MM:SS`,
-    /// optional `.ffffff`, no time zone. See [`crate::pgcopy::Timestamp::parse`].
+    /// optional `.ffffff`, no time zone. See [`crate::values::Timestamp::parse`].
     Timestamp,
     /// `text`: valid UTF-8 of at most `max_chars` characters, no spreadsheet formula prefix.
     /// An unquoted empty cell is NULL, a quoted one (`""`) the empty string, as in
@@ -124,7 +127,7 @@ impl Column {
                         "more than {max_scale} digits after the decimal point"
                     ));
                 }
-                decimal.write(out);
+                pgcopy::write_numeric(out, &decimal);
             }
             ColumnKind::OneOf(options) => {
                 if cell.escapes > 0 || !options.iter().any(|o| o.as_bytes() == value) {
@@ -202,6 +205,46 @@ impl Dataset {
     pub fn header_line(&self) -> String {
         let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
         names.join(",")
+    }
+
+    /// Whether `cells`, as the tokenizer gives them (quotes and all), are this dataset's column
+    /// names in order: its header record. The one comparison behind every header check.
+    pub fn is_header_record<'c>(
+        &self,
+        cells: impl ExactSizeIterator<Item = &'c [u8]>,
+        ignore_case: bool,
+    ) -> bool {
+        cells.len() == self.columns.len()
+            && cells.zip(&self.columns).all(|(cell, column)| {
+                unquote(cell).is_ok_and(|cell| {
+                    let name = column.name.as_bytes();
+                    cell.value == name || (ignore_case && cell.value.eq_ignore_ascii_case(name))
+                })
+            })
+    }
+
+    /// Whether a file whose first bytes are `head` starts with the header record, read by the
+    /// same tokenizer as validation (so a UTF-8 BOM, CRLF and quoted names count alike): what
+    /// the gateway records as a chunk's `has_header`. `head` must hold the whole first record.
+    pub fn starts_with_header(&self, head: &[u8]) -> bool {
+        let mut reader = ZeroCopyReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(head);
+        let Ok(Some(record)) = reader.read_byte_record() else {
+            return false;
+        };
+        let last = record.len().saturating_sub(1);
+        let cells = (0..record.len()).map(|i| {
+            let cell = record.get(i).unwrap_or_default();
+            // A bare CR where `head` ends (a line cut between CR and LF) is a line ending too.
+            if i == last {
+                cell.strip_suffix(b"\r").unwrap_or(cell)
+            } else {
+                cell
+            }
+        });
+        self.is_header_record(cells, false)
     }
 
     /// `COPY <table> (<columns>, upload_id, chunk_no, line_no) FROM STDIN (FORMAT binary)`,
@@ -307,6 +350,30 @@ fn show(value: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_starts_with_the_header_as_the_tokenizer_reads_it() {
+        let dataset = Dataset::transactions();
+        for head in [
+            &b"date,content,amount,type\n01/01/2023 00:00:00,a,1,Deposit\n"[..],
+            b"date,content,amount,type",
+            b"\xEF\xBB\xBFdate,content,amount,type\r\nx",
+            b"\"date\",\"content\",amount,\"type\"\n",
+            b"date,content,amount,type\r",
+        ] {
+            assert!(dataset.starts_with_header(head), "{head:?}");
+        }
+        for head in [
+            &b"01/01/2023 00:00:00,a,1,Deposit\n"[..],
+            b"Date,content,amount,type\n",
+            b"date,content,amount\n",
+            b"date,content,amount,type,extra\n",
+            b"date,content,amo",
+            b"",
+        ] {
+            assert!(!dataset.starts_with_header(head), "{head:?}");
+        }
+    }
 
     #[test]
     fn transactions_statements() {

@@ -6,6 +6,7 @@
 //! - [`validate`]: tokenizes a chunk with simd-csv and checks every row against the dataset.
 //! - [`months`]: the months a chunk's rows fall in, read ahead of its load.
 //! - [`pieces`]: cuts a big chunk at record boundaries so several connections load it.
+//! - [`values`]: timestamps and decimals read from a cell's text, beside the column types.
 //! - [`pgcopy`]: encodes validated rows in PostgreSQL's binary COPY format.
 //! - [`rejects`]: the rejected rows of a chunk, encoded for COPY and spilled to disk past a
 //!   memory budget.
@@ -17,3 +18,4 @@ pub mod pieces;
 pub mod rejects;
 mod scan;
 pub mod validate;
+pub mod values;

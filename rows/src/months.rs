@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use simd_csv::ZeroCopyReaderBuilder;
 
 use crate::dataset::Dataset;
-use crate::pgcopy::Timestamp;
+use crate::values::Timestamp;
 
 /// The tokenizer's read buffer.
 const READ_BUFFER: usize = 256 << 10;

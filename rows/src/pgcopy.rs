@@ -3,20 +3,13 @@
 //! tokio-postgres' `BinaryCopyInWriter` awaits per row and flushes every few KiB; writing the
 //! stream ourselves into ~1 MiB buffers is what makes loading fast. Everything here appends to a
 //! caller-owned `Vec<u8>` and never allocates per row.
-//!
-//! Also here: turning the text of a timestamp or a decimal into PostgreSQL's binary form
-//! ([`Timestamp`], [`Decimal`]), stricter than PostgreSQL's own input functions: no time zones,
-//! no exponents, no `NaN` or `Infinity`, real calendar dates only.
+//! The values themselves are read from their text in [`crate::values`]; this module only
+//! encodes them.
 
 /// The 11-byte signature that opens every binary COPY stream.
 pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
-/// Microseconds per day.
-const DAY_MICROS: i64 = 86_400_000_000;
-/// Days from 1970-01-01 (the civil-date algorithm's epoch) to 2000-01-01 (PostgreSQL's).
-const PG_EPOCH_DAYS: i64 = 10_957;
-/// More digits than any sane decimal; keeps `dscale` and the weight well inside `i16`.
-const MAX_DECIMAL_DIGITS: usize = 1000;
+use crate::values::Decimal;
 
 /// Appends the stream header: signature, flags (0: no OIDs) and an empty header extension.
 pub fn write_header(out: &mut Vec<u8>) {
@@ -90,241 +83,62 @@ fn patch_len(out: &mut [u8], len_at: usize) {
     out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Why a timestamp's text was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampError {
-    /// Neither `DD/MM/YYYY HH:MM:SS` nor `YYYY-MM-DD HH:MM:SS`.
-    Format,
-    /// Well-formed, but no such day (31/02, 13th month, year 0).
-    Date,
-    /// Well-formed, but no such time of day (25:00:00, 10:61:00).
-    Time,
-}
+/// Appends `decimal` as a binary `numeric` field: ndigits, weight, sign, dscale, then
+/// base-10000 digits without leading or trailing zero groups.
+pub fn write_numeric(out: &mut Vec<u8>, decimal: &Decimal<'_>) {
+    let len_at = out.len();
+    out.extend_from_slice(&[0u8; 12]); // field length + 4 header words, patched below
+    let digits_at = out.len();
 
-/// A timestamp without time zone, as read from a cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timestamp {
-    pub year: i32,
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-    pub micros: u32,
-}
-
-impl Timestamp {
-    /// Reads `DD/MM/YYYY HH:MM:SS` (day first, like the original generator) or ISO 8601
-    /// `YYYY-MM-DD HH:MM:SS` / `YYYY-MM-DDTHH:MM:SS`; both take an optional `.f` to `.ffffff`.
-    /// Every number has its full width: `1/2/2023` is refused rather than guessed at.
-    pub fn parse(text: &[u8]) -> Result<Timestamp, TimestampError> {
-        if text.len() < 19 {
-            return Err(TimestampError::Format);
-        }
-        let (year, month, day) = match (text[2], text[4], text[10]) {
-            (b'/', _, b' ') if text[5] == b'/' => (
-                digits(text, 6, 4)?,
-                digits(text, 3, 2)?,
-                digits(text, 0, 2)?,
-            ),
-            (_, b'-', b' ' | b'T') if text[7] == b'-' => (
-                digits(text, 0, 4)?,
-                digits(text, 5, 2)?,
-                digits(text, 8, 2)?,
-            ),
-            _ => return Err(TimestampError::Format),
-        };
-        if text[13] != b':' || text[16] != b':' {
-            return Err(TimestampError::Format);
-        }
-        let (hour, minute, second) = (
-            digits(text, 11, 2)?,
-            digits(text, 14, 2)?,
-            digits(text, 17, 2)?,
-        );
-        let micros = fraction_micros(&text[19..])?;
-        let year = i32::try_from(year).map_err(|_| TimestampError::Format)?;
-        if year < 1 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-            return Err(TimestampError::Date);
-        }
-        if hour > 23 || minute > 59 || second > 59 {
-            return Err(TimestampError::Time);
-        }
-        Ok(Timestamp {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-        })
-    }
-
-    /// Microseconds since 2000-01-01 00:00:00, PostgreSQL's binary `timestamp`.
-    pub fn pg_micros(&self) -> i64 {
-        let days = days_from_civil(self.year, self.month, self.day) - PG_EPOCH_DAYS;
-        let secs = i64::from(self.hour * 3600 + self.minute * 60 + self.second);
-        days * DAY_MICROS + secs * 1_000_000 + i64::from(self.micros)
-    }
-}
-
-/// Reads `width` ASCII digits at `at`.
-fn digits(text: &[u8], at: usize, width: usize) -> Result<u32, TimestampError> {
-    let field = text.get(at..at + width).ok_or(TimestampError::Format)?;
-    field.iter().try_fold(0u32, |acc, &b| {
-        if b.is_ascii_digit() {
-            Ok(acc * 10 + u32::from(b - b'0'))
-        } else {
-            Err(TimestampError::Format)
-        }
-    })
-}
-
-/// Reads an optional `.` followed by 1 to 6 digits.
-fn fraction_micros(rest: &[u8]) -> Result<u32, TimestampError> {
-    let Some((&b'.', frac)) = rest.split_first() else {
-        return if rest.is_empty() {
-            Ok(0)
-        } else {
-            Err(TimestampError::Format)
-        };
+    // Integer groups are aligned on the point: the first one takes the leftover digits.
+    let mut rest = decimal.integer;
+    let first = match rest.len() % 4 {
+        0 => 4,
+        n => n,
     };
-    if frac.is_empty() || frac.len() > 6 {
-        return Err(TimestampError::Format);
+    let mut take = first;
+    while !rest.is_empty() {
+        let (group, tail) = rest.split_at(take);
+        out.extend_from_slice(&group_value(group).to_be_bytes());
+        rest = tail;
+        take = 4;
     }
-    let value = digits(frac, 0, frac.len())?;
-    Ok(value * 10u32.pow(6 - frac.len() as u32))
-}
-
-/// Whether `year` has a 29th of February (proleptic Gregorian calendar, as PostgreSQL).
-pub fn is_leap_year(year: i32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-/// Days in `month` (1-12) of `year`.
-pub fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to the given civil date (Howard Hinnant's `days_from_civil`).
-pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
-    let y = i64::from(year) - i64::from(month <= 2);
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// A plain decimal as read from a cell: `[+-]digits[.digits]`, borrowed from the cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decimal<'a> {
-    pub negative: bool,
-    /// Digits before the point, leading zeros removed (empty for `0.5`).
-    pub integer: &'a [u8],
-    /// Digits after the point as written, trailing zeros kept: they set the scale, as in
-    /// PostgreSQL (`1.50` stays `1.50`).
-    pub fraction: &'a [u8],
-}
-
-impl<'a> Decimal<'a> {
-    /// Reads a plain decimal. Refuses exponents, `NaN`, `Infinity`, spaces, `.5` and `5.`,
-    /// and numbers with more than 1000 digits on either side of the point.
-    pub fn parse(text: &'a [u8]) -> Option<Decimal<'a>> {
-        let (negative, unsigned) = match text.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            Some((b'+', rest)) => (false, rest),
-            _ => (false, text),
-        };
-        let (integer, fraction) = match unsigned.iter().position(|&b| b == b'.') {
-            Some(dot) => (&unsigned[..dot], &unsigned[dot + 1..]),
-            None => (unsigned, &[][..]),
-        };
-        let has_dot = integer.len() < unsigned.len();
-        if integer.is_empty()
-            || (has_dot && fraction.is_empty())
-            || !integer.iter().all(u8::is_ascii_digit)
-            || !fraction.iter().all(u8::is_ascii_digit)
-            || integer.len() > MAX_DECIMAL_DIGITS
-            || fraction.len() > MAX_DECIMAL_DIGITS
-        {
-            return None;
-        }
-        let first_significant = integer
-            .iter()
-            .position(|&b| b != b'0')
-            .unwrap_or(integer.len());
-        Some(Decimal {
-            negative,
-            integer: &integer[first_significant..],
-            fraction,
-        })
+    let integer_groups = decimal.integer.len().div_ceil(4);
+    for group in decimal.fraction.chunks(4) {
+        // A short last group is padded on the right: ".5" is 5000 in base 10000.
+        let scaled = group_value(group) * 10u16.pow(4 - group.len() as u32);
+        out.extend_from_slice(&scaled.to_be_bytes());
     }
 
-    /// Appends the value as a binary `numeric` field: ndigits, weight, sign, dscale, then
-    /// base-10000 digits without leading or trailing zero groups.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        let len_at = out.len();
-        out.extend_from_slice(&[0u8; 12]); // field length + 4 header words, patched below
-        let digits_at = out.len();
-
-        // Integer groups are aligned on the point: the first one takes the leftover digits.
-        let mut rest = self.integer;
-        let first = match rest.len() % 4 {
-            0 => 4,
-            n => n,
-        };
-        let mut take = first;
-        while !rest.is_empty() {
-            let (group, tail) = rest.split_at(take);
-            out.extend_from_slice(&group_value(group).to_be_bytes());
-            rest = tail;
-            take = 4;
-        }
-        let integer_groups = self.integer.len().div_ceil(4);
-        for group in self.fraction.chunks(4) {
-            // A short last group is padded on the right: ".5" is 5000 in base 10000.
-            let scaled = group_value(group) * 10u16.pow(4 - group.len() as u32);
-            out.extend_from_slice(&scaled.to_be_bytes());
-        }
-
-        // Trailing zero groups carry no value (dscale keeps the written scale).
-        while out.len() > digits_at && out[out.len() - 2..] == [0, 0] {
-            out.truncate(out.len() - 2);
-        }
-        // Leading zero groups only occur in the fraction of numbers below 1.
-        let leading_zero_groups = out[digits_at..]
-            .chunks_exact(2)
-            .take_while(|g| *g == [0, 0])
-            .count();
-        out.drain(digits_at..digits_at + 2 * leading_zero_groups);
-
-        let ndigits = (out.len() - digits_at) / 2;
-        let (weight, sign) = if ndigits == 0 {
-            (0, 0x0000)
-        } else {
-            let weight = integer_groups as i16 - 1 - leading_zero_groups as i16;
-            (weight, if self.negative { 0x4000 } else { 0x0000 })
-        };
-        let header = [
-            ndigits as i16,
-            weight,
-            sign as i16,
-            self.fraction.len() as i16,
-        ];
-        for (i, word) in header.iter().enumerate() {
-            let at = len_at + 4 + 2 * i;
-            out[at..at + 2].copy_from_slice(&word.to_be_bytes());
-        }
-        patch_len(out, len_at);
+    // Trailing zero groups carry no value (dscale keeps the written scale).
+    while out.len() > digits_at && out[out.len() - 2..] == [0, 0] {
+        out.truncate(out.len() - 2);
     }
+    // Leading zero groups only occur in the fraction of numbers below 1.
+    let leading_zero_groups = out[digits_at..]
+        .chunks_exact(2)
+        .take_while(|g| *g == [0, 0])
+        .count();
+    out.drain(digits_at..digits_at + 2 * leading_zero_groups);
+
+    let ndigits = (out.len() - digits_at) / 2;
+    let (weight, sign) = if ndigits == 0 {
+        (0, 0x0000)
+    } else {
+        let weight = integer_groups as i16 - 1 - leading_zero_groups as i16;
+        (weight, if decimal.negative { 0x4000 } else { 0x0000 })
+    };
+    let header = [
+        ndigits as i16,
+        weight,
+        sign as i16,
+        decimal.fraction.len() as i16,
+    ];
+    for (i, word) in header.iter().enumerate() {
+        let at = len_at + 4 + 2 * i;
+        out[at..at + 2].copy_from_slice(&word.to_be_bytes());
+    }
+    patch_len(out, len_at);
 }
 
 /// The value of up to four ASCII digits.
@@ -337,12 +151,12 @@ fn group_value(group: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::values::Decimal;
 
     fn numeric(text: &str) -> Vec<i16> {
         let mut out = Vec::new();
-        Decimal::parse(text.as_bytes())
-            .expect("test decimal should parse")
-            .write(&mut out);
+        let decimal = Decimal::parse(text.as_bytes()).expect("test decimal should parse");
+        write_numeric(&mut out, &decimal);
         let len = i32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         assert_eq!(len, out.len() - 4);
         out[4..]
@@ -365,63 +179,6 @@ mod tests {
         assert_eq!(
             numeric("999999999999999.999999"),
             [6, 3, 0, 6, 999, 9999, 9999, 9999, 9999, 9900]
-        );
-    }
-
-    #[test]
-    fn decimal_syntax_is_strict() {
-        for bad in [
-            "", "-", "+", ".5", "5.", "1e5", "NaN", "inf", " 1", "1 ", "1.2.3", "--1", "1,5",
-        ] {
-            assert_eq!(Decimal::parse(bad.as_bytes()), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn civil_days_and_epoch() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 1, 1), PG_EPOCH_DAYS);
-        assert_eq!(
-            days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28),
-            2
-        );
-        assert_eq!(
-            days_from_civil(1900, 3, 1) - days_from_civil(1900, 2, 28),
-            1
-        );
-        let t = Timestamp::parse(b"01/01/2023 00:00:01").expect("valid");
-        assert_eq!(t.pg_micros(), (8401 * 86_400 + 1) * 1_000_000);
-    }
-
-    #[test]
-    fn timestamps_are_day_first_or_iso() {
-        let dmy = Timestamp::parse(b"01/02/2023 10:11:12").expect("valid");
-        assert_eq!((dmy.year, dmy.month, dmy.day), (2023, 2, 1));
-        let iso = Timestamp::parse(b"2023-02-01T10:11:12.5").expect("valid");
-        assert_eq!(iso.pg_micros(), dmy.pg_micros() + 500_000);
-        assert_eq!(
-            Timestamp::parse(b"29/02/2024 00:00:00").map(|t| t.day),
-            Ok(29)
-        );
-        assert_eq!(
-            Timestamp::parse(b"29/02/2023 00:00:00"),
-            Err(TimestampError::Date)
-        );
-        assert_eq!(
-            Timestamp::parse(b"02/13/2023 00:00:00"),
-            Err(TimestampError::Date)
-        );
-        assert_eq!(
-            Timestamp::parse(b"01/01/2023 24:00:00"),
-            Err(TimestampError::Time)
-        );
-        assert_eq!(
-            Timestamp::parse(b"2023-01-01 00:00:00+01"),
-            Err(TimestampError::Format)
-        );
-        assert_eq!(
-            Timestamp::parse(b"1/1/2023 00:00:00"),
-            Err(TimestampError::Format)
         );
     }
 }

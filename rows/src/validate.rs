@@ -332,13 +332,7 @@ impl Row<'_, '_> {
     }
 
     fn is_header(&self, dataset: &Dataset, ignore_case: bool) -> bool {
-        self.record.len() == dataset.columns.len()
-            && dataset.columns.iter().enumerate().all(|(i, column)| {
-                unquote(self.cell(i)).is_ok_and(|cell| {
-                    let name = column.name.as_bytes();
-                    cell.value == name || (ignore_case && cell.value.eq_ignore_ascii_case(name))
-                })
-            })
+        dataset.is_header_record((0..self.record.len()).map(|i| self.cell(i)), ignore_case)
     }
 
     /// The first quoting problem of any cell, to explain a record that came out misshapen.

@@ -43,7 +43,7 @@ pub async fn receive_chunk(
     let rules = ChunkRules {
         encoding: content_encoding(headers)?,
         max_bytes: state.settings.max_chunk_bytes,
-        header_line: dataset_header(upload)?,
+        dataset: dataset_of(upload)?,
         require_header: false,
         expect_md5: expected_md5(headers)?,
         expect_sha256: expected_sha256(headers)?,
@@ -81,7 +81,7 @@ pub async fn receive_multipart(
             ApiError::Unprocessable("multipart/form-data with a `file` field is required".into())
         })?;
     let expect_md5 = expected_md5(headers)?;
-    let header_line = dataset_header(upload)?;
+    let dataset = dataset_of(upload)?;
     let timer = BodyTimer::start(&state.settings);
     let frames =
         http_body_util::BodyStream::new(request.into_body()).filter_map(|frame| async move {
@@ -113,7 +113,7 @@ pub async fn receive_multipart(
             let rules = ChunkRules {
                 encoding: BodyEncoding::Identity,
                 max_bytes: state.settings.max_chunk_bytes,
-                header_line: header_line.clone(),
+                dataset: dataset.clone(),
                 require_header: true,
                 expect_md5,
                 expect_sha256: None,
@@ -339,10 +339,9 @@ fn upload_dir(state: &AppState, upload: &Upload) -> std::path::PathBuf {
         .join(upload.upload_id.to_string())
 }
 
-/// The header line a file of the upload's dataset may start with, from the one dataset registry.
-fn dataset_header(upload: &Upload) -> Result<String, ApiError> {
+/// The upload's dataset, from the one dataset registry.
+fn dataset_of(upload: &Upload) -> Result<Dataset, ApiError> {
     Dataset::builtin(&upload.dataset)
-        .map(|dataset| dataset.header_line())
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown dataset {}", upload.dataset)))
 }
 
