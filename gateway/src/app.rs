@@ -98,6 +98,7 @@ async fn dispatch(
     limit(state, class, "client", &client_id).await?;
     match route {
         Route::CreateUpload => uploads::create(state, &client_id, request).await,
+        Route::ListUploads => uploads::list(state, &client_id, &request).await,
         Route::SendFile { folder } => {
             let upload = uploads::find(state, &client_id, folder).await?;
             chunks::receive_multipart(state, &upload, request).await

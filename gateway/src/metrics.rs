@@ -20,6 +20,7 @@ pub const ROUTES: &[&str] = &[
     "auth_token",
     "auth_verify",
     "upload_create",
+    "upload_list",
     "upload_multipart",
     "upload_status",
     "upload_complete",

@@ -596,3 +596,100 @@ async fn metrics_list_every_counter_at_zero_from_the_first_scrape() {
 fn tempfile_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(ingest_contract::testkit::random_name("ingest-metrics-"))
 }
+
+#[tokio::test]
+async fn uploads_are_listed_newest_first_a_page_at_a_time_and_only_to_their_owner() {
+    let app = TestGateway::start(&[]).await;
+    let token = app.token().await;
+    let mut folders = Vec::new();
+    for _ in 0..5 {
+        folders.push(app.create_upload(&token).await);
+    }
+    // One ends at once: it declares zero chunks.
+    let declared = app
+        .http
+        .post(format!("{}/api/upload/{}/complete", app.url, folders[1]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"chunks": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 200);
+    // Another client's upload is never listed.
+    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
+    let secret = ingest_contract::settings::Secret::new("other-secret-123");
+    gateway::clients::ApiClients::new(pool)
+        .upsert("other-client", &secret)
+        .await
+        .unwrap();
+    let other = app.token_for("other-client", secret.expose()).await;
+    let others = app.create_upload(&other).await;
+
+    let list = |query: String| {
+        let request = app
+            .http
+            .get(format!("{}/api/uploads{query}", app.url))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap() }
+    };
+    let (mut listed, mut pages, mut after) = (Vec::new(), 0, None::<String>);
+    loop {
+        let query = match &after {
+            Some(cursor) => format!("?limit=2&after={cursor}"),
+            None => "?limit=2".to_owned(),
+        };
+        let response = list(query).await;
+        assert_eq!(response.status(), 200);
+        let page: serde_json::Value = response.json().await.unwrap();
+        pages += 1;
+        for upload in page["uploads"].as_array().unwrap() {
+            let folder = upload["folder"].as_str().unwrap().to_owned();
+            let open = upload["state"] == "receiving";
+            assert_eq!(upload["expires_at"].is_string(), open, "{upload}");
+            listed.push(folder);
+        }
+        match page["next"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = folders.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first);
+    assert_eq!(pages, 3);
+    assert!(!listed.contains(&others));
+
+    let done: serde_json::Value = list("?state=done".into()).await.json().await.unwrap();
+    let done: Vec<&str> = done["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["folder"].as_str().unwrap())
+        .collect();
+    assert_eq!(done, [folders[1].as_str()]);
+
+    let forged = base64_url("2026-12-06 18:40:01.123456+00|not-a-uuid");
+    let forged_time = base64_url(&format!("'; DROP TABLE uploads; --|{}", folders[0]));
+    for bad in [
+        "?limit=0".to_owned(),
+        "?limit=501".to_owned(),
+        "?state=aborted".to_owned(),
+        "?after=garbage!".to_owned(),
+        format!("?after={forged}"),
+        format!("?after={forged_time}"),
+        "?sort=oldest".to_owned(),
+    ] {
+        assert_eq!(list(bad.clone()).await.status(), 400, "{bad}");
+    }
+    let anonymous = app
+        .http
+        .get(format!("{}/api/uploads", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}

@@ -368,6 +368,101 @@ pub async fn status(
     })
 }
 
+/// Which of a client's uploads to list: newest first, after `after` (the keyset of the last one
+/// of the previous page), in state `state` if given.
+#[derive(Debug, Clone)]
+pub struct ListQuery<'a> {
+    pub client_id: &'a str,
+    pub state: Option<UploadState>,
+    /// `(created_at as text, upload_id)` of the previous page's last upload.
+    pub after: Option<(String, Uuid)>,
+    pub limit: i64,
+    /// `INGEST_UPLOAD_TTL_SECS`, for `expires_at`.
+    pub ttl: Duration,
+}
+
+/// One upload in a list.
+#[derive(Debug, Serialize)]
+pub struct UploadSummary {
+    pub folder: Uuid,
+    pub dataset: String,
+    pub state: UploadState,
+    pub on_error: &'static str,
+    pub expected_chunks: Option<i32>,
+    pub chunks_received: i32,
+    pub chunks_loaded: i32,
+    pub chunks_failed: i32,
+    pub bytes_received: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub error: Option<String>,
+    /// Exact (microseconds, with its offset): the keyset of the next page starts from it.
+    pub created_at: String,
+    pub completed_at: Option<String>,
+    /// While receiving: when expiry fails it if nothing more arrives (its last activity plus the
+    /// TTL). An upload without a declared count whose chunks are all loaded settles `done`
+    /// instead ([`crate::completion`]).
+    pub expires_at: Option<String>,
+}
+
+/// The client's uploads as `query` asks, newest first. The keyset `(created_at, upload_id)`
+/// makes each page one index range, however many uploads came before.
+pub async fn list(
+    client: &Client,
+    query: &ListQuery<'_>,
+) -> Result<Vec<UploadSummary>, LedgerError> {
+    let state = query.state.map(UploadState::as_str);
+    let (after_created, after_id) = match &query.after {
+        Some((created_at, upload_id)) => (Some(created_at.as_str()), Some(*upload_id)),
+        None => (None, None),
+    };
+    let rows = client
+        .query(
+            "SELECT upload_id, dataset, state, on_error, expected_chunks, chunks_received,
+                    chunks_loaded, chunks_failed, bytes_received, rows_loaded, rows_rejected, error,
+                    created_at::text, completed_at::text,
+                    CASE WHEN state = 'receiving'
+                         THEN (greatest(created_at, (SELECT max(received_at) FROM chunks c
+                                                     WHERE c.upload_id = u.upload_id))
+                               + make_interval(secs => $6))::text END
+             FROM uploads u
+             WHERE client_id = $1 AND ($2::text IS NULL OR state = $2::text)
+               AND ($3::text IS NULL OR (created_at, upload_id) < ($3::text::timestamptz, $4::uuid))
+             ORDER BY created_at DESC, upload_id DESC
+             LIMIT $5",
+            &[
+                &query.client_id,
+                &state,
+                &after_created,
+                &after_id,
+                &query.limit,
+                &query.ttl.as_secs_f64(),
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(UploadSummary {
+                folder: row.get(0),
+                dataset: row.get(1),
+                state: UploadState::parse(row.get(2))?,
+                on_error: parse_policy(row.get(3))?.as_str(),
+                expected_chunks: row.get(4),
+                chunks_received: row.get(5),
+                chunks_loaded: row.get(6),
+                chunks_failed: row.get(7),
+                bytes_received: row.get(8),
+                rows_loaded: row.get(9),
+                rows_rejected: row.get(10),
+                error: row.get(11),
+                created_at: row.get(12),
+                completed_at: row.get(13),
+                expires_at: row.get(14),
+            })
+        })
+        .collect()
+}
+
 /// `GET /api/upload/{folder}`.
 #[derive(Debug, Serialize)]
 pub struct UploadStatus {

@@ -4,7 +4,7 @@
 //!
 //! - [`auth`]: tokens (`/api/auth/token`, nginx's `/api/auth/verify`) and authenticating a
 //!   request's bearer token.
-//! - [`uploads`]: upload sessions (create, status, declare the chunk count).
+//! - [`uploads`]: upload sessions (create, list, status, declare the chunk count).
 //! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file.
 //! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
 //!
@@ -37,6 +37,8 @@ pub enum Route<'p> {
     TokenMethodNotAllowed,
     /// `POST /api/upload` (or `/api/upload/`, as the original's curl script sends it).
     CreateUpload,
+    /// `GET /api/uploads`: the caller's uploads, newest first, a page at a time.
+    ListUploads,
     /// `POST /api/upload/{folder}`: the original's multipart file.
     SendFile {
         folder: &'p str,
@@ -77,6 +79,9 @@ impl<'p> Route<'p> {
             (&Method::POST, ["", "api", "upload"] | ["", "api", "upload", ""]) => {
                 Self::CreateUpload
             }
+            (&Method::GET, ["", "api", "uploads"] | ["", "api", "uploads", ""]) => {
+                Self::ListUploads
+            }
             (&Method::POST, ["", "api", "upload", folder]) => Self::SendFile { folder },
             (&Method::GET, ["", "api", "upload", folder]) => Self::Status { folder },
             (&Method::POST, ["", "api", "upload", folder, "complete"]) => Self::Complete { folder },
@@ -101,6 +106,7 @@ impl<'p> Route<'p> {
             Self::VerifyToken => "auth_verify",
             Self::IssueToken | Self::TokenMethodNotAllowed => "auth_token",
             Self::CreateUpload => "upload_create",
+            Self::ListUploads => "upload_list",
             Self::SendFile { .. } => "upload_multipart",
             Self::Status { .. } => "upload_status",
             Self::Complete { .. } => "upload_complete",
@@ -125,7 +131,7 @@ impl<'p> Route<'p> {
             | Self::SendFile { .. }
             | Self::Complete { .. }
             | Self::PutChunk { .. } => Some(RouteClass::Upload),
-            Self::Status { .. } => Some(RouteClass::Status),
+            Self::Status { .. } | Self::ListUploads => Some(RouteClass::Status),
             Self::UnknownApi(class) => Some(*class),
         }
     }
@@ -182,6 +188,11 @@ mod tests {
                 Some(Upload)
             )
         );
+        assert_eq!(
+            route(Method::GET, "/api/uploads"),
+            (Route::ListUploads, "upload_list", Some(Status))
+        );
+        assert_eq!(route(Method::POST, "/api/uploads").0, Route::NotFound);
         assert_eq!(route(Method::GET, "/api/upload/docs").0, Route::Docs);
         assert_eq!(
             route(Method::POST, "/api/upload/docs").0,
@@ -199,6 +210,7 @@ mod tests {
             (Method::GET, "/api/auth/verify"),
             (Method::POST, "/api/auth/token"),
             (Method::POST, "/api/upload"),
+            (Method::GET, "/api/uploads"),
             (Method::POST, "/api/upload/f"),
             (Method::GET, "/api/upload/f"),
             (Method::POST, "/api/upload/f/complete"),

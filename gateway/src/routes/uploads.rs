@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use deadpool_postgres::Pool;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -17,6 +19,7 @@ use ingest_contract::chunk::ChunkMessage;
 use ingest_ledger::uploads::{self, NewChunk, Recorded, Upload, UploadStatus};
 use ingest_ledger::{ErrorPolicy, Partition, UploadState};
 use ingest_rows::dataset::Dataset;
+use ingest_rows::values::Timestamp;
 
 use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError};
@@ -35,6 +38,94 @@ pub async fn create(
         &json!({"folder": upload.upload_id, "dataset": upload.dataset, "state": upload.state,
                 "expected_chunks": upload.expected_chunks}),
     ))
+}
+
+/// Most uploads one page of `GET /api/uploads` lists (and its default).
+const MAX_PAGE: i64 = 500;
+const DEFAULT_PAGE: i64 = 50;
+
+/// `GET /api/uploads[?state=S][&limit=N][&after=CURSOR]`: the caller's uploads, newest first;
+/// `next` is the cursor of the following page, `null` on the last one.
+pub async fn list(
+    state: &AppState,
+    client_id: &str,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let mut query = uploads::ListQuery {
+        client_id,
+        state: None,
+        after: None,
+        limit: DEFAULT_PAGE,
+        ttl: Duration::from_secs(state.settings.upload_ttl_secs),
+    };
+    let pairs = url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes());
+    for (name, value) in pairs {
+        match name.as_ref() {
+            "state" => {
+                query.state = Some(UploadState::parse(&value).map_err(|_| {
+                    ApiError::BadRequest(
+                        "state must be receiving, processing, done or failed".into(),
+                    )
+                })?)
+            }
+            "limit" => {
+                query.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_PAGE}")))?
+            }
+            "after" => query.after = Some(read_cursor(&value)?),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter {other:?}; use state, limit or after"
+                )))
+            }
+        }
+    }
+    let db = state.pool.get().await?;
+    let page = uploads::list(&db, &query).await?;
+    let next = match page.last() {
+        Some(last) if page.len() as i64 == query.limit => {
+            Some(write_cursor(&last.created_at, last.folder))
+        }
+        _ => None,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"uploads": page, "next": next}),
+    ))
+}
+
+/// The opaque cursor of a page: the keyset of its last upload.
+fn write_cursor(created_at: &str, folder: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{created_at}|{folder}"))
+}
+
+fn read_cursor(cursor: &str) -> Result<(String, Uuid), ApiError> {
+    let bad = || ApiError::BadRequest("after is not a cursor this API gave".into());
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (created_at, folder) = text.rsplit_once('|').ok_or_else(bad)?;
+    let folder = Uuid::parse_str(folder).map_err(|_| bad())?;
+    // Only a timestamp as PostgreSQL writes one (`2026-12-06 18:40:01.123456+00`) is passed on
+    // to be cast, so a forged cursor is a 400, not a database error.
+    if !created_at.is_ascii() {
+        return Err(bad());
+    }
+    let zone_at = created_at.get(19..).and_then(|tail| tail.rfind(['+', '-']));
+    let (local, zone) = match zone_at {
+        Some(at) => created_at.split_at(19 + at),
+        None => return Err(bad()),
+    };
+    let zone_ok = matches!(zone.len(), 3 | 6)
+        && zone[1..3].bytes().all(|b| b.is_ascii_digit())
+        && (zone.len() == 3
+            || (&zone[3..4] == ":" && zone[4..].bytes().all(|b| b.is_ascii_digit())));
+    if !zone_ok || Timestamp::parse(local.as_bytes()).is_err() {
+        return Err(bad());
+    }
+    Ok((created_at.to_owned(), folder))
 }
 
 /// `GET /api/upload/{folder}`.
@@ -240,4 +331,36 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_what_was_written_and_nothing_else() {
+        let folder = Uuid::new_v4();
+        for created_at in [
+            "2026-12-06 18:40:01.123456+00",
+            "2026-12-06 18:40:01+05:30",
+            "1999-01-31 00:00:00.5-08",
+        ] {
+            let cursor = write_cursor(created_at, folder);
+            assert_eq!(
+                read_cursor(&cursor).unwrap(),
+                (created_at.to_owned(), folder)
+            );
+        }
+        for forged in [
+            "2026-12-06 18:40:01.123456",
+            "2026-02-30 18:40:01+00",
+            "2026-12-06 18:40:01+0",
+            "now()|",
+            "2026-12-06 18:40:01+é0",
+        ] {
+            let cursor = write_cursor(forged, folder);
+            assert!(read_cursor(&cursor).is_err(), "{forged}");
+        }
+        assert!(read_cursor("not base64 !").is_err());
+    }
 }
