@@ -433,6 +433,89 @@ async fn a_chunk_failed_by_one_piece_keeps_none_of_its_rows() {
     gateway.stop().await;
 }
 
+/// `GET /api/upload/{folder}/rejected` streams every rejected row, beyond the status's sample of
+/// 100 and across the download's pages, as JSON lines and as CSV with the original lines intact.
+#[tokio::test]
+async fn every_rejected_row_downloads_as_csv_or_json_lines() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let bad_rows = 2500; // three pages of the download
+    let mut chunk = b"date,content,amount,type\n".to_vec();
+    let mut sent = Vec::new();
+    for i in 0..bad_rows {
+        // Quotes, commas and a non-ASCII character: what a CSV round trip gets wrong first.
+        let line = format!("01/01/2023 00:00:00,\"say \"\"hi\"\", {i} \u{e9}\",x{i},Deposit");
+        chunk.extend_from_slice(line.as_bytes());
+        chunk.push(b'\n');
+        sent.push(line);
+        if i % 100 == 0 {
+            chunk.extend_from_slice(b"02/01/2023 00:00:00,fine,1,Deposit\n");
+        }
+    }
+    let folder = api.create(serde_json::json!({"expected_chunks": 1})).await;
+    assert_eq!(api.put(&folder, 0, chunk).await, 200);
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["rows_rejected"], bad_rows, "{status}");
+    assert_eq!(status["rejected_rows"].as_array().unwrap().len(), 100);
+
+    let download = |query: &str| {
+        let request = api
+            .http
+            .get(format!("{}/api/upload/{folder}/rejected{query}", api.url))
+            .bearer_auth(&api.token);
+        async move { request.send().await.unwrap() }
+    };
+    let json = download("?format=json").await;
+    assert_eq!(json.status(), 200);
+    let json = json.text().await.unwrap();
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let raws: Vec<&str> = rows.iter().map(|r| r["raw"].as_str().unwrap()).collect();
+    assert_eq!(raws, sent, "every rejected row, in line order, as sent");
+    assert!(rows
+        .iter()
+        .all(|r| r["reason"].as_str().unwrap().contains("amount")));
+
+    let csv = download("").await;
+    assert_eq!(csv.status(), 200);
+    let content_type = csv.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let expected: String = std::iter::once("chunk,line,reason,raw\n".to_owned())
+        .chain(rows.iter().map(|r| {
+            let (reason, raw) = (r["reason"].as_str().unwrap(), r["raw"].as_str().unwrap());
+            format!(
+                "{},{},{},{}\n",
+                r["chunk"],
+                r["line"],
+                quoted(reason),
+                quoted(raw)
+            )
+        }))
+        .collect();
+    assert_eq!(csv.text().await.unwrap(), expected);
+
+    assert_eq!(download("?format=xml").await.status(), 400);
+    let nothing_rejected = api.create(serde_json::json!({})).await;
+    let empty = api
+        .http
+        .get(format!(
+            "{}/api/upload/{nothing_rejected}/rejected",
+            api.url
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.text().await.unwrap(), "chunk,line,reason,raw\n");
+    engine.stop().await;
+    gateway.stop().await;
+}
+
 /// Partition streams keep messages for `INGEST_STREAM_MAX_AGE_SECS`; chunks whose messages aged
 /// out before any engine read them are still `stored` in the ledger: the engine sees the gap in
 /// the stream's offsets, the gateway announces them again, and every row loads exactly once.

@@ -12,7 +12,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -25,7 +26,7 @@ use crate::metrics as names;
 use crate::publish::Publisher;
 use crate::ratelimit::{RateLimiter, RouteClass};
 use crate::routes::uploads::Uploads;
-use crate::routes::{auth, chunks, operations, uploads, Route};
+use crate::routes::{auth, chunks, operations, rejected, uploads, Route};
 use crate::settings::GatewaySettings;
 
 /// Everything a request handler may need, shared by all connections.
@@ -40,21 +41,30 @@ pub struct AppState {
     pub pool: Pool,
 }
 
-/// A response with a small in-memory body.
+/// A response with a small in-memory body: what almost every handler answers.
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A response whose body is streamed as it is produced (a download); every response is sent as
+/// one of these.
+pub type StreamedResponse = Response<UnsyncBoxBody<Bytes, std::io::Error>>;
+
+/// An in-memory response as a streamed one.
+pub fn streamed(response: HttpResponse) -> StreamedResponse {
+    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
+}
 
 /// Handles one request; never fails at the HTTP level (errors become JSON responses).
 pub async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> Result<HttpResponse, Infallible> {
+) -> Result<StreamedResponse, Infallible> {
     let started = Instant::now();
     let path = request.uri().path().to_owned();
     let route = Route::parse(request.method(), &path);
     let response = match dispatch(&state, peer, route, request).await {
         Ok(response) => response,
-        Err(err) => err.into_response(),
+        Err(err) => streamed(err.into_response()),
     };
     let status = response.status().as_u16().to_string();
     let label = route.label();
@@ -70,14 +80,17 @@ async fn dispatch(
     peer: SocketAddr,
     route: Route<'_>,
     request: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<StreamedResponse, ApiError> {
     check_host(&request)?;
     match route {
-        Route::Health => return Ok(operations::health()),
-        Route::Ready => return Ok(operations::ready(state).await),
-        Route::Metrics => return Ok(operations::metrics(state)),
-        Route::Docs => return docs::serve(request.uri().path()).ok_or(ApiError::NotFound),
-        Route::VerifyToken => return auth::verify(state, &request).await,
+        Route::Health => return Ok(streamed(operations::health())),
+        Route::Ready => return Ok(streamed(operations::ready(state).await)),
+        Route::Metrics => return Ok(streamed(operations::metrics(state))),
+        Route::Docs => {
+            let page = docs::serve(request.uri().path()).ok_or(ApiError::NotFound)?;
+            return Ok(streamed(page));
+        }
+        Route::VerifyToken => return auth::verify(state, &request).await.map(streamed),
         _ => {}
     }
     let Some(class) = route.class() else {
@@ -90,29 +103,47 @@ async fn dispatch(
     );
     limit(state, class, "ip", &ip.to_string()).await?;
     match route {
-        Route::IssueToken => return auth::issue_token(state, &request).await,
+        Route::IssueToken => return auth::issue_token(state, &request).await.map(streamed),
         Route::TokenMethodNotAllowed => return Err(ApiError::MethodNotAllowed),
         _ => {}
     }
     let client_id = auth::authenticate(state, &request).await?;
     limit(state, class, "client", &client_id).await?;
     match route {
-        Route::CreateUpload => uploads::create(state, &client_id, request).await,
-        Route::ListUploads => uploads::list(state, &client_id, &request).await,
-        Route::SendFile { folder } => {
+        Route::Rejected { folder } => {
             let upload = uploads::find(state, &client_id, folder).await?;
+            rejected::download(state, &upload, &request).await
+        }
+        route => client_route(state, &client_id, route, request)
+            .await
+            .map(streamed),
+    }
+}
+
+/// The API client's routes answered with an in-memory body.
+async fn client_route(
+    state: &AppState,
+    client_id: &str,
+    route: Route<'_>,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    match route {
+        Route::CreateUpload => uploads::create(state, client_id, request).await,
+        Route::ListUploads => uploads::list(state, client_id, &request).await,
+        Route::SendFile { folder } => {
+            let upload = uploads::find(state, client_id, folder).await?;
             chunks::receive_multipart(state, &upload, request).await
         }
         Route::Status { folder } => {
-            let upload = uploads::find(state, &client_id, folder).await?;
+            let upload = uploads::find(state, client_id, folder).await?;
             uploads::status(state, &upload).await
         }
         Route::Complete { folder } => {
-            let upload = uploads::find(state, &client_id, folder).await?;
+            let upload = uploads::find(state, client_id, folder).await?;
             uploads::complete(state, &upload, request).await
         }
         Route::PutChunk { folder, chunk } => {
-            let upload = uploads::find(state, &client_id, folder).await?;
+            let upload = uploads::find(state, client_id, folder).await?;
             let chunk_no = chunk
                 .parse::<i32>()
                 .ok()

@@ -23,6 +23,7 @@ pub const ROUTES: &[&str] = &[
     "upload_list",
     "upload_multipart",
     "upload_status",
+    "upload_rejected",
     "upload_complete",
     "upload_chunk",
     "health",

@@ -16,6 +16,7 @@
 //! - [`offsets`]: the partition streams' committed offsets.
 //! - [`files`]: chunk files in the ledger's eyes: announced or not, still on disk or removed.
 //! - [`backlog`]: the waiting chunks per partition.
+//! - [`rejects`]: an upload's rejected rows, a page at a time, for a download.
 //! - [`report`]: what the benchmark reads back about one upload.
 
 pub mod backlog;
@@ -24,6 +25,7 @@ pub mod files;
 pub mod loads;
 pub mod offsets;
 pub mod pieces;
+pub mod rejects;
 pub mod report;
 pub mod states;
 pub mod uploads;

@@ -6,6 +6,7 @@
 //!   request's bearer token.
 //! - [`uploads`]: upload sessions (create, list, status, declare the chunk count).
 //! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file.
+//! - [`rejected`]: an upload's rejected rows as a streamed CSV or JSON-lines download.
 //! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
 //!
 //! Adding an endpoint: a variant here, its line in [`Route::parse`], [`Route::label`] and
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod chunks;
 pub mod operations;
+pub mod rejected;
 pub mod uploads;
 
 use http::Method;
@@ -51,6 +53,10 @@ pub enum Route<'p> {
     Complete {
         folder: &'p str,
     },
+    /// `GET /api/upload/{folder}/rejected`: every rejected row, streamed.
+    Rejected {
+        folder: &'p str,
+    },
     /// `PUT /api/upload/{folder}/chunks/{n}`.
     PutChunk {
         folder: &'p str,
@@ -85,6 +91,7 @@ impl<'p> Route<'p> {
             (&Method::POST, ["", "api", "upload", folder]) => Self::SendFile { folder },
             (&Method::GET, ["", "api", "upload", folder]) => Self::Status { folder },
             (&Method::POST, ["", "api", "upload", folder, "complete"]) => Self::Complete { folder },
+            (&Method::GET, ["", "api", "upload", folder, "rejected"]) => Self::Rejected { folder },
             (&Method::PUT, ["", "api", "upload", folder, "chunks", chunk]) => {
                 Self::PutChunk { folder, chunk }
             }
@@ -109,6 +116,7 @@ impl<'p> Route<'p> {
             Self::ListUploads => "upload_list",
             Self::SendFile { .. } => "upload_multipart",
             Self::Status { .. } => "upload_status",
+            Self::Rejected { .. } => "upload_rejected",
             Self::Complete { .. } => "upload_complete",
             Self::PutChunk { .. } => "upload_chunk",
             Self::UnknownApi(_) | Self::NotFound => "other",
@@ -131,7 +139,9 @@ impl<'p> Route<'p> {
             | Self::SendFile { .. }
             | Self::Complete { .. }
             | Self::PutChunk { .. } => Some(RouteClass::Upload),
-            Self::Status { .. } | Self::ListUploads => Some(RouteClass::Status),
+            Self::Status { .. } | Self::ListUploads | Self::Rejected { .. } => {
+                Some(RouteClass::Status)
+            }
             Self::UnknownApi(class) => Some(*class),
         }
     }
@@ -213,6 +223,7 @@ mod tests {
             (Method::GET, "/api/uploads"),
             (Method::POST, "/api/upload/f"),
             (Method::GET, "/api/upload/f"),
+            (Method::GET, "/api/upload/f/rejected"),
             (Method::POST, "/api/upload/f/complete"),
             (Method::PUT, "/api/upload/f/chunks/0"),
             (Method::GET, "/nowhere"),
