@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "chunk_pieces",
         include_str!("../../db/migrations/0007_chunk_pieces.sql"),
     ),
+    (
+        8,
+        "upload_idempotency",
+        include_str!("../../db/migrations/0008_upload_idempotency.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

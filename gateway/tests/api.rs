@@ -693,3 +693,62 @@ fn base64_url(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+#[tokio::test]
+async fn an_idempotency_key_names_one_upload_per_client_even_under_concurrent_retries() {
+    let app = TestGateway::start(&[]).await;
+    let token = app.token().await;
+    let create = |token: &str, key: &str, body: serde_json::Value| {
+        let request = app
+            .http
+            .post(format!("{}/api/upload", app.url))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let body = serde_json::json!({"expected_chunks": 3});
+    let tries = (0..10).map(|_| create(&token, "import-2026-12-06", body.clone()));
+    let answers = futures_util::future::join_all(tries).await;
+    let mut folders = Vec::new();
+    let mut replayed = 0;
+    for answer in answers {
+        assert_eq!(answer.status(), 200);
+        replayed += usize::from(answer.headers().contains_key("idempotent-replayed"));
+        let json: serde_json::Value = answer.json().await.unwrap();
+        folders.push(json["folder"].as_str().unwrap().to_owned());
+    }
+    folders.dedup();
+    assert_eq!(
+        folders.len(),
+        1,
+        "one upload for ten concurrent tries: {folders:?}"
+    );
+    assert_eq!(replayed, 9);
+    assert_eq!(app.count("uploads").await, 1);
+
+    // The same key with another request is refused; another client's key is its own.
+    let other_body = serde_json::json!({"expected_chunks": 4});
+    let reused = create(&token, "import-2026-12-06", other_body).await;
+    assert_eq!(reused.status(), 409);
+    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
+    let secret = ingest_contract::settings::Secret::new("other-secret-123");
+    gateway::clients::ApiClients::new(pool)
+        .upsert("other-client", &secret)
+        .await
+        .unwrap();
+    let other = app.token_for("other-client", secret.expose()).await;
+    let theirs = create(&other, "import-2026-12-06", body.clone()).await;
+    let theirs: serde_json::Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["folder"].as_str().unwrap(), folders[0]);
+
+    let long = "k".repeat(256);
+    for bad in ["two words", long.as_str()] {
+        assert_eq!(
+            create(&token, bad, body.clone()).await.status(),
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(app.count("uploads").await, 2);
+}

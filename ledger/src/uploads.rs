@@ -25,6 +25,18 @@ pub struct NewUpload<'a> {
     pub on_error: ErrorPolicy,
     pub expected_chunks: Option<i32>,
     pub total_bytes: Option<i64>,
+    /// The client's `Idempotency-Key`: the same key names the same upload.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Created {
+    New(Upload),
+    /// The client created an upload with this idempotency key before, with the same request.
+    Existing(Upload),
+    /// The key was used before for a different request (another dataset, count or policy).
+    KeyReused,
 }
 
 /// An upload as its owner sees it.
@@ -46,12 +58,18 @@ impl Upload {
     }
 }
 
-pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Upload, LedgerError> {
+/// Creates the upload, or finds the one this client created before with the same idempotency
+/// key. A race between two creates with one key is settled by the unique index: the loser
+/// finds the winner's upload.
+pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, LedgerError> {
     let upload_id = Uuid::new_v4();
-    client
+    let inserted = client
         .execute(
-            "INSERT INTO uploads (upload_id, client_id, dataset, on_error, expected_chunks, total_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO uploads (upload_id, client_id, dataset, on_error, expected_chunks,
+                                  total_bytes, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+             DO NOTHING",
             &[
                 &upload_id,
                 &new.client_id,
@@ -59,16 +77,43 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Upload, Ledg
                 &new.on_error.as_str(),
                 &new.expected_chunks,
                 &new.total_bytes,
+                &new.idempotency_key,
             ],
         )
         .await?;
-    Ok(Upload {
-        upload_id,
-        dataset: new.dataset.to_owned(),
-        state: UploadState::Receiving,
-        expected_chunks: new.expected_chunks,
-        settled: false,
-    })
+    if inserted == 1 {
+        return Ok(Created::New(Upload {
+            upload_id,
+            dataset: new.dataset.to_owned(),
+            state: UploadState::Receiving,
+            expected_chunks: new.expected_chunks,
+            settled: false,
+        }));
+    }
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT upload_id, dataset, state, expected_chunks, {SETTLED}, on_error, total_bytes
+                 FROM uploads WHERE client_id = $1 AND idempotency_key = $2"
+            ),
+            &[&new.client_id, &new.idempotency_key],
+        )
+        .await?;
+    let same_request = row.get::<_, &str>(1) == new.dataset
+        && parse_policy(row.get(5))? == new.on_error
+        && row.get::<_, Option<i64>>(6) == new.total_bytes;
+    // A count declared later (by `/complete`) does not make a retry a different request.
+    let declared: Option<i32> = row.get(3);
+    if !same_request || (new.expected_chunks.is_some() && declared != new.expected_chunks) {
+        return Ok(Created::KeyReused);
+    }
+    Ok(Created::Existing(Upload {
+        upload_id: row.get(0),
+        dataset: row.get(1),
+        state: UploadState::parse(row.get(2))?,
+        expected_chunks: declared,
+        settled: row.get(4),
+    }))
 }
 
 /// The upload if it exists and belongs to `client_id` (another client's upload is not found).

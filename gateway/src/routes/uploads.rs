@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_ledger::uploads::{self, NewChunk, Recorded, Upload, UploadStatus};
+use ingest_ledger::uploads::{self, Created, NewChunk, Recorded, Upload, UploadStatus};
 use ingest_ledger::{ErrorPolicy, Partition, UploadState};
 use ingest_rows::dataset::Dataset;
 use ingest_rows::values::Timestamp;
@@ -24,20 +24,44 @@ use ingest_rows::values::Timestamp;
 use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError};
 
-/// `POST /api/upload`.
+/// `POST /api/upload`, with an optional `Idempotency-Key` header: the same key from the same
+/// client answers the same upload (`Idempotent-Replayed: true`), whatever the retries.
 pub async fn create(
     state: &AppState,
     client_id: &str,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(request.headers())?;
     let new = read_json::<NewUpload>(request).await?.unwrap_or_default();
-    let upload = state.uploads.create(client_id, new).await?;
+    let (upload, replayed) = state.uploads.create(client_id, new, key.as_deref()).await?;
     // 200, not 201: the original answered 200 and its own client test asserts it.
-    Ok(json_response(
+    let mut response = json_response(
         StatusCode::OK,
         &json!({"folder": upload.upload_id, "dataset": upload.dataset, "state": upload.state,
                 "expected_chunks": upload.expected_chunks}),
-    ))
+    );
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|key| Some(key.to_owned()))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+        })
 }
 
 /// Most uploads one page of `GET /api/uploads` lists (and its default).
@@ -184,7 +208,13 @@ impl Uploads {
         Self { pool, settle_after }
     }
 
-    pub async fn create(&self, client_id: &str, new: NewUpload) -> Result<Upload, ApiError> {
+    /// Creates the upload, or finds the one `idempotency_key` named before; `true` when found.
+    pub async fn create(
+        &self,
+        client_id: &str,
+        new: NewUpload,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Upload, bool), ApiError> {
         let dataset = new.dataset.unwrap_or_else(|| "transactions".to_owned());
         if Dataset::builtin(&dataset).is_none() {
             return Err(ApiError::BadRequest(format!("unknown dataset {dataset:?}")));
@@ -214,9 +244,16 @@ impl Uploads {
             on_error,
             expected_chunks: new.expected_chunks,
             total_bytes: new.total_bytes,
+            idempotency_key,
         };
         let db = self.pool.get().await?;
-        Ok(uploads::create(&db, &new).await?)
+        match uploads::create(&db, &new).await? {
+            Created::New(upload) => Ok((upload, false)),
+            Created::Existing(upload) => Ok((upload, true)),
+            Created::KeyReused => Err(ApiError::Conflict(
+                "this Idempotency-Key was used for a different upload request".into(),
+            )),
+        }
     }
 
     /// The upload if it exists and belongs to `client_id` (another client's upload is "not found").
