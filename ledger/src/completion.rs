@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
+use ingest_rows::dataset::{quote_ident, Dataset};
+
 use crate::files::ChunkFile;
 use crate::states::UploadState;
 use crate::LedgerError;
@@ -133,6 +135,51 @@ pub async fn expire(
         .iter()
         .map(ChunkFile::from_row)
         .collect();
+    undo_loaded_pieces(&tx, &uploads).await?;
     tx.commit().await?;
     Ok(Expired { uploads, chunks })
+}
+
+/// A chunk loaded in pieces that failed before all of them were ([`crate::pieces`]) keeps none of
+/// its rows: those its loaded pieces committed are deleted by their lineage (a scan of the table,
+/// on this rare path only), with their rejected rows and the plan.
+async fn undo_loaded_pieces(
+    tx: &tokio_postgres::Transaction<'_>,
+    uploads: &[Uuid],
+) -> Result<(), LedgerError> {
+    let partial = tx
+        .query(
+            "SELECT DISTINCT p.upload_id, p.chunk_no, u.dataset
+             FROM chunk_pieces p JOIN uploads u ON u.upload_id = p.upload_id
+             WHERE p.upload_id = ANY($1) AND p.state = 'loaded'",
+            &[&uploads],
+        )
+        .await?;
+    for row in &partial {
+        let (upload_id, chunk_no, dataset): (Uuid, i32, &str) =
+            (row.get(0), row.get(1), row.get(2));
+        let Some(dataset) = Dataset::builtin(dataset) else {
+            continue; // A dataset no engine knows has no rows to undo.
+        };
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&upload_id, &chunk_no];
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE upload_id = $1 AND chunk_no = $2",
+                quote_ident(&dataset.table)
+            ),
+            &key,
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM rejected_rows WHERE upload_id = $1 AND chunk_no = $2",
+            &key,
+        )
+        .await?;
+    }
+    tx.execute(
+        "DELETE FROM chunk_pieces WHERE upload_id = ANY($1)",
+        &[&uploads],
+    )
+    .await?;
+    Ok(())
 }

@@ -95,7 +95,10 @@ pub async fn write_plan(
         .collect())
 }
 
-/// Moves a piece from `stored` to `loaded` with its counts; `false` when a peer got there first.
+/// Moves a piece from `stored` to `loaded` with its counts; `false` when a peer got there first
+/// or the chunk itself is no longer `stored` (expired or failed meanwhile). The chunk row is
+/// share-locked until the piece commits, so whatever fails the chunk waits for the pieces in
+/// flight and every later piece sees it failed and rolls back.
 pub async fn finish_piece(
     tx: &Transaction<'_>,
     upload_id: Uuid,
@@ -104,6 +107,16 @@ pub async fn finish_piece(
     rows_loaded: u64,
     rows_rejected: u64,
 ) -> Result<bool, LedgerError> {
+    let chunk_stored = tx
+        .query_opt(
+            "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+             FOR SHARE",
+            &[&upload_id, &chunk_no],
+        )
+        .await?;
+    if chunk_stored.is_none() {
+        return Ok(false);
+    }
     let moved = tx
         .execute(
             "UPDATE chunk_pieces SET state = 'loaded', rows_loaded = $4, rows_rejected = $5

@@ -272,7 +272,7 @@ impl Dataset {
 
 /// Quotes an SQL identifier, so column names like `type` or `date` can never clash with
 /// keywords.
-fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
