@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "upload_idempotency",
         include_str!("../../db/migrations/0008_upload_idempotency.sql"),
     ),
+    (
+        9,
+        "upload_withdrawal",
+        include_str!("../../db/migrations/0009_upload_withdrawal.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -516,6 +516,135 @@ async fn every_rejected_row_downloads_as_csv_or_json_lines() {
     gateway.stop().await;
 }
 
+/// `DELETE /api/upload/{folder}` aborts an upload: its chunks not loaded yet never are, their
+/// files go, it takes no more. `?rows=true` undoes an import: every row it loaded is deleted.
+#[tokio::test]
+async fn an_aborted_upload_loads_nothing_more_and_an_undone_one_keeps_no_row() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let delete = |folder: &str, query: &str| {
+        let request = api
+            .http
+            .delete(format!("{}/api/upload/{folder}{query}", api.url))
+            .bearer_auth(&api.token);
+        async move { request.send().await.unwrap() }
+    };
+    // No engine yet: two of three chunks are stored, none loaded.
+    let aborted = api.create(serde_json::json!({"expected_chunks": 3})).await;
+    for n in 0..2 {
+        let rows = original_rows(n as u64 * 100, 100, n == 0);
+        assert_eq!(api.put(&aborted, n, rows).await, 200);
+    }
+    let answer = delete(&aborted, "").await;
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["state"], "aborted", "{answer}");
+    assert_eq!(answer["chunks_failed"], 2);
+    assert_eq!(answer["rows_deleted"], serde_json::Value::Null);
+    assert!(env.files_left().is_empty(), "{:?}", env.files_left());
+    assert_eq!(
+        api.put(&aborted, 2, original_rows(200, 100, false)).await,
+        409
+    );
+    assert_eq!(delete(&aborted, "").await.status(), 409);
+
+    let engine = start_engine(&env, &[]).await;
+    let loaded = api.create(serde_json::json!({"expected_chunks": 5})).await;
+    for n in 0..5 {
+        let rows = original_rows(n as u64 * 100, 100, n == 0);
+        assert_eq!(api.put(&loaded, n, rows).await, 200);
+    }
+    let status = api.wait_finished(&loaded, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(table_counts(&env.db, &loaded).await, (500, 0));
+    assert_eq!(
+        delete(&loaded, "").await.status(),
+        409,
+        "a done upload only undoes"
+    );
+    assert_eq!(delete(&loaded, "?rows=maybe").await.status(), 400);
+    let undone = delete(&loaded, "?rows=true").await;
+    assert_eq!(undone.status(), 200);
+    let undone: serde_json::Value = undone.json().await.unwrap();
+    assert_eq!(undone["state"], "undone", "{undone}");
+    assert_eq!(undone["rows_deleted"], 500);
+    assert_eq!(table_counts(&env.db, &loaded).await, (0, 0));
+    let status = api.status(&loaded).await;
+    assert_eq!(status["rows_undone"], 500, "{status}");
+    assert_eq!(
+        status["rows_loaded"], 500,
+        "what was loaded stays on record"
+    );
+    assert_eq!(delete(&loaded, "?rows=true").await.status(), 409);
+
+    // The aborted upload's stored chunks were failed: the engine skipped them.
+    assert_eq!(table_counts(&env.db, &aborted).await, (0, 0));
+    engine.stop().await;
+    gateway.stop().await;
+}
+
+/// An undo that lands while the upload is still loading (whole chunks and pieces on several
+/// connections) leaves no row behind: every load committed before it is deleted with it, every
+/// load after it rolls back.
+#[tokio::test]
+async fn undoing_an_import_while_it_loads_leaves_no_row_behind() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &["--piece-bytes=65536"]).await;
+    let api = Api::connect(&gateway).await;
+    let chunks = 24;
+    let folder = api
+        .create(serde_json::json!({"expected_chunks": chunks}))
+        .await;
+    for n in 0..chunks {
+        // Every third chunk is big enough to be loaded in pieces.
+        let rows = if n % 3 == 0 { 6000 } else { 1500 };
+        let body = original_rows(n as u64 * 10_000, rows, n == 0);
+        assert_eq!(api.put(&folder, n, body).await, 200);
+    }
+    let undone = api
+        .http
+        .delete(format!("{}/api/upload/{folder}?rows=true", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(undone.status(), 200);
+    let undone: serde_json::Value = undone.json().await.unwrap();
+    // The engine settles what it was loading, then finds the rest failed.
+    let status = wait_for(
+        "every chunk loaded or failed",
+        Duration::from_secs(60),
+        || {
+            let api = &api;
+            let folder = &folder;
+            async move {
+                let status = api.status(folder).await;
+                let settled =
+                    status["chunks_loaded"].as_i64()? + status["chunks_failed"].as_i64()?;
+                (settled == i64::from(chunks)).then_some(status)
+            }
+        },
+    )
+    .await;
+    // Give a load that lost the race time to (not) commit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        table_counts(&env.db, &folder).await,
+        (0, 0),
+        "{undone} {status}"
+    );
+    assert_eq!(status["state"], "undone", "{status}");
+    println!(
+        "undone while loading: {} chunks loaded before, {} failed, {} rows deleted",
+        status["chunks_loaded"], status["chunks_failed"], undone["rows_deleted"]
+    );
+    env.wait_no_files().await;
+    engine.stop().await;
+    gateway.stop().await;
+}
+
 /// Partition streams keep messages for `INGEST_STREAM_MAX_AGE_SECS`; chunks whose messages aged
 /// out before any engine read them are still `stored` in the ledger: the engine sees the gap in
 /// the stream's offsets, the gateway announces them again, and every row loads exactly once.

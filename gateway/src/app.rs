@@ -142,6 +142,10 @@ async fn client_route(
             let upload = uploads::find(state, client_id, folder).await?;
             uploads::complete(state, &upload, request).await
         }
+        Route::Withdraw { folder } => {
+            let upload = uploads::find(state, client_id, folder).await?;
+            uploads::withdraw(state, &upload, &request).await
+        }
         Route::PutChunk { folder, chunk } => {
             let upload = uploads::find(state, client_id, folder).await?;
             let chunk_no = chunk

@@ -135,7 +135,7 @@ impl Expiry {
 }
 
 /// Removes a file; true if it was there.
-async fn remove(path: &Path) -> bool {
+pub(crate) async fn remove(path: &Path) -> bool {
     match tokio::fs::remove_file(path).await {
         Ok(()) => true,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
@@ -147,7 +147,7 @@ async fn remove(path: &Path) -> bool {
 }
 
 /// Removes the `.part` files of an expired upload's directory, then the directory if empty.
-async fn remove_temporary_files(dir: &Path) -> u64 {
+pub(crate) async fn remove_temporary_files(dir: &Path) -> u64 {
     let mut removed = 0;
     if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
         while let Ok(Some(entry)) = entries.next_entry().await {

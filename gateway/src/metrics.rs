@@ -24,6 +24,7 @@ pub const ROUTES: &[&str] = &[
     "upload_multipart",
     "upload_status",
     "upload_rejected",
+    "upload_delete",
     "upload_complete",
     "upload_chunk",
     "health",

@@ -115,26 +115,8 @@ pub async fn expire(
     if uploads.is_empty() {
         return Ok(Expired::default());
     }
-    // A chunk an engine is loading right now is locked: this waits for its commit, after which
-    // it is `loaded` and stays so.
-    let chunks = tx
-        .query(
-            "WITH failed AS (
-                 UPDATE chunks SET state = 'failed', committed_at = now(),
-                        error = 'upload expired before this chunk was loaded'
-                 WHERE upload_id = ANY($1) AND state = 'stored'
-                 RETURNING upload_id, chunk_no, stored_path),
-             counted AS (
-                 UPDATE uploads u SET chunks_failed = u.chunks_failed + f.n
-                 FROM (SELECT upload_id, count(*)::int4 AS n FROM failed GROUP BY 1) f
-                 WHERE u.upload_id = f.upload_id)
-             SELECT upload_id, chunk_no, stored_path FROM failed",
-            &[&uploads],
-        )
-        .await?
-        .iter()
-        .map(ChunkFile::from_row)
-        .collect();
+    let chunks =
+        fail_stored_chunks(&tx, &uploads, "upload expired before this chunk was loaded").await?;
     undo_loaded_pieces(&tx, &uploads).await?;
     tx.commit().await?;
     Ok(Expired { uploads, chunks })
@@ -182,4 +164,126 @@ async fn undo_loaded_pieces(
     )
     .await?;
     Ok(())
+}
+
+/// Fails the chunks of `uploads` that no engine loaded, counting them in their uploads, and
+/// undoes what pieces of them had loaded; returns their files, to remove. A chunk an engine is
+/// committing right now is locked (a piece share-locks it): this waits for that commit, after
+/// which the chunk is `loaded` and stays so, and every later load of one of these chunks rolls
+/// back.
+async fn fail_stored_chunks(
+    tx: &tokio_postgres::Transaction<'_>,
+    uploads: &[Uuid],
+    reason: &str,
+) -> Result<Vec<ChunkFile>, LedgerError> {
+    let chunks = tx
+        .query(
+            "WITH failed AS (
+                 UPDATE chunks SET state = 'failed', committed_at = now(), error = $2
+                 WHERE upload_id = ANY($1) AND state = 'stored'
+                 RETURNING upload_id, chunk_no, stored_path),
+             counted AS (
+                 UPDATE uploads u SET chunks_failed = u.chunks_failed + f.n
+                 FROM (SELECT upload_id, count(*)::int4 AS n FROM failed GROUP BY 1) f
+                 WHERE u.upload_id = f.upload_id)
+             SELECT upload_id, chunk_no, stored_path FROM failed",
+            &[&uploads, &reason],
+        )
+        .await?
+        .iter()
+        .map(ChunkFile::from_row)
+        .collect();
+    undo_loaded_pieces(tx, uploads).await?;
+    Ok(chunks)
+}
+
+/// What a client's `DELETE` of its upload did.
+#[derive(Debug)]
+pub enum Withdrawal {
+    /// Aborted (or undone): its chunks not loaded yet failed, their files are to be removed;
+    /// with an undo, how many rows were deleted.
+    Ended {
+        state: UploadState,
+        chunks: Vec<ChunkFile>,
+        rows_deleted: Option<u64>,
+    },
+    /// Nothing to do: the upload ended before (only its rows can still be undone), or its rows
+    /// were undone already.
+    AlreadyEnded(UploadState),
+}
+
+/// Aborts the upload, and with `undo_rows` also deletes every row it loaded, in one transaction.
+///
+/// Chunks still `stored` fail (waiting for loads being committed right now, see
+/// [`fail_stored_chunks`]); the rows are deleted by a statement that starts after that, so it
+/// sees every chunk that was loaded and no load commits after it: nothing is left half-deleted.
+/// The rows go by their lineage column `upload_id` (a scan of the dataset's table).
+pub async fn withdraw(
+    client: &mut Client,
+    upload_id: Uuid,
+    undo_rows: bool,
+) -> Result<Withdrawal, LedgerError> {
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT state, dataset, {SETTLED} FROM uploads WHERE upload_id = $1 FOR UPDATE"
+            ),
+            &[&upload_id],
+        )
+        .await?;
+    let (state, dataset, settled) = (
+        UploadState::parse(row.get(0))?,
+        row.get::<_, String>(1),
+        row.get::<_, bool>(2),
+    );
+    let abortable = state.is_open() || settled;
+    if state == UploadState::Undone || (!undo_rows && !abortable) {
+        return Ok(Withdrawal::AlreadyEnded(state));
+    }
+    let chunks = fail_stored_chunks(
+        &tx,
+        &[upload_id],
+        "upload aborted before this chunk was loaded",
+    )
+    .await?;
+    let rows_deleted = match (undo_rows, Dataset::builtin(&dataset)) {
+        (false, _) => None,
+        (true, None) => Some(0),
+        (true, Some(dataset)) => Some(
+            tx.execute(
+                &format!(
+                    "DELETE FROM {} WHERE upload_id = $1",
+                    quote_ident(&dataset.table)
+                ),
+                &[&upload_id],
+            )
+            .await?,
+        ),
+    };
+    let ended = if undo_rows {
+        UploadState::Undone
+    } else {
+        UploadState::Aborted
+    };
+    // An upload that had ended on its own keeps its error and completion time.
+    let error = abortable.then_some("aborted by its client");
+    tx.execute(
+        "UPDATE uploads SET state = $2, rows_undone = rows_undone + $3,
+                error = coalesce(error, $4), completed_at = coalesce(completed_at, now())
+         WHERE upload_id = $1",
+        &[
+            &upload_id,
+            &ended.as_str(),
+            &(rows_deleted.unwrap_or(0) as i64),
+            &error,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Withdrawal::Ended {
+        state: ended,
+        chunks,
+        rows_deleted,
+    })
 }

@@ -21,6 +21,10 @@ pub enum UploadState {
     Done,
     /// Ended with a failed chunk, or expired.
     Failed,
+    /// Ended by its client: chunks not loaded by then never will be.
+    Aborted,
+    /// Its client undid the import: its rows were deleted.
+    Undone,
 }
 
 impl UploadState {
@@ -30,6 +34,8 @@ impl UploadState {
             Self::Processing => "processing",
             Self::Done => "done",
             Self::Failed => "failed",
+            Self::Aborted => "aborted",
+            Self::Undone => "undone",
         }
     }
 
@@ -39,6 +45,8 @@ impl UploadState {
             "processing" => Self::Processing,
             "done" => Self::Done,
             "failed" => Self::Failed,
+            "aborted" => Self::Aborted,
+            "undone" => Self::Undone,
             _ => return Err(unknown("upload state", text)),
         })
     }
@@ -128,13 +136,15 @@ mod tests {
             UploadState::Processing,
             UploadState::Done,
             UploadState::Failed,
+            UploadState::Aborted,
+            UploadState::Undone,
         ] {
             assert_eq!(UploadState::parse(state.as_str()).unwrap(), state);
         }
         for state in [ChunkState::Stored, ChunkState::Loaded, ChunkState::Failed] {
             assert_eq!(ChunkState::parse(state.as_str()).unwrap(), state);
         }
-        assert!(UploadState::parse("aborted").is_err());
+        assert!(UploadState::parse("cancelled").is_err());
         assert!(ChunkState::parse("").is_err());
         assert!(parse_policy("ignore").is_err());
         assert_eq!(

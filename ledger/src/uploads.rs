@@ -354,7 +354,8 @@ pub async fn status(
                     CASE WHEN expected_chunks IS NULL AND state = 'receiving'
                          THEN ((SELECT max(received_at) FROM chunks c
                                 WHERE c.upload_id = uploads.upload_id)
-                               + make_interval(secs => $2))::text END
+                               + make_interval(secs => $2))::text END,
+                    rows_undone
              FROM uploads WHERE upload_id = $1",
             &[&upload_id, &settle_after.as_secs_f64()],
         )
@@ -390,6 +391,7 @@ pub async fn status(
         bytes_received: row.get(7),
         rows_loaded: row.get(8),
         rows_rejected: row.get(9),
+        rows_undone: row.get(14),
         error: error.or(first_chunk_error),
         created_at: row.get(11),
         completed_at: row.get(12),
@@ -440,6 +442,7 @@ pub struct UploadSummary {
     pub bytes_received: i64,
     pub rows_loaded: i64,
     pub rows_rejected: i64,
+    pub rows_undone: i64,
     pub error: Option<String>,
     /// Exact (microseconds, with its offset): the keyset of the next page starts from it.
     pub created_at: String,
@@ -469,7 +472,8 @@ pub async fn list(
                     CASE WHEN state = 'receiving'
                          THEN (greatest(created_at, (SELECT max(received_at) FROM chunks c
                                                      WHERE c.upload_id = u.upload_id))
-                               + make_interval(secs => $6))::text END
+                               + make_interval(secs => $6))::text END,
+                    rows_undone
              FROM uploads u
              WHERE client_id = $1 AND ($2::text IS NULL OR state = $2::text)
                AND ($3::text IS NULL OR (created_at, upload_id) < ($3::text::timestamptz, $4::uuid))
@@ -503,6 +507,7 @@ pub async fn list(
                 created_at: row.get(12),
                 completed_at: row.get(13),
                 expires_at: row.get(14),
+                rows_undone: row.get(15),
             })
         })
         .collect()
@@ -522,6 +527,8 @@ pub struct UploadStatus {
     pub bytes_received: i64,
     pub rows_loaded: i64,
     pub rows_rejected: i64,
+    /// Rows deleted again by an undo (`DELETE ...?rows=true`).
+    pub rows_undone: i64,
     pub error: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,

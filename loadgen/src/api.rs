@@ -61,6 +61,10 @@ pub enum UploadState {
     Done,
     /// The upload cannot finish; `error` says why.
     Failed,
+    /// Its client aborted it.
+    Aborted,
+    /// Its client undid its import.
+    Undone,
     /// A state this client does not know.
     #[serde(other)]
     Unknown,
@@ -69,7 +73,10 @@ pub enum UploadState {
 impl UploadState {
     /// Whether the state can no longer change.
     pub fn is_settled(self) -> bool {
-        matches!(self, Self::Done | Self::Failed)
+        matches!(
+            self,
+            Self::Done | Self::Failed | Self::Aborted | Self::Undone
+        )
     }
 }
 
@@ -80,6 +87,8 @@ impl std::fmt::Display for UploadState {
             Self::Processing => "processing",
             Self::Done => "done",
             Self::Failed => "failed",
+            Self::Aborted => "aborted",
+            Self::Undone => "undone",
             Self::Unknown => "unknown",
         })
     }

@@ -4,7 +4,8 @@
 //!
 //! - [`auth`]: tokens (`/api/auth/token`, nginx's `/api/auth/verify`) and authenticating a
 //!   request's bearer token.
-//! - [`uploads`]: upload sessions (create, list, status, declare the chunk count).
+//! - [`uploads`]: upload sessions (create, list, status, declare the chunk count, abort or
+//!   undo).
 //! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file.
 //! - [`rejected`]: an upload's rejected rows as a streamed CSV or JSON-lines download.
 //! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
@@ -49,6 +50,10 @@ pub enum Route<'p> {
     Status {
         folder: &'p str,
     },
+    /// `DELETE /api/upload/{folder}[?rows=true]`: abort it, or undo its import.
+    Withdraw {
+        folder: &'p str,
+    },
     /// `POST /api/upload/{folder}/complete`.
     Complete {
         folder: &'p str,
@@ -90,6 +95,7 @@ impl<'p> Route<'p> {
             }
             (&Method::POST, ["", "api", "upload", folder]) => Self::SendFile { folder },
             (&Method::GET, ["", "api", "upload", folder]) => Self::Status { folder },
+            (&Method::DELETE, ["", "api", "upload", folder]) => Self::Withdraw { folder },
             (&Method::POST, ["", "api", "upload", folder, "complete"]) => Self::Complete { folder },
             (&Method::GET, ["", "api", "upload", folder, "rejected"]) => Self::Rejected { folder },
             (&Method::PUT, ["", "api", "upload", folder, "chunks", chunk]) => {
@@ -116,6 +122,7 @@ impl<'p> Route<'p> {
             Self::ListUploads => "upload_list",
             Self::SendFile { .. } => "upload_multipart",
             Self::Status { .. } => "upload_status",
+            Self::Withdraw { .. } => "upload_delete",
             Self::Rejected { .. } => "upload_rejected",
             Self::Complete { .. } => "upload_complete",
             Self::PutChunk { .. } => "upload_chunk",
@@ -138,6 +145,7 @@ impl<'p> Route<'p> {
             Self::CreateUpload
             | Self::SendFile { .. }
             | Self::Complete { .. }
+            | Self::Withdraw { .. }
             | Self::PutChunk { .. } => Some(RouteClass::Upload),
             Self::Status { .. } | Self::ListUploads | Self::Rejected { .. } => {
                 Some(RouteClass::Status)
@@ -224,6 +232,7 @@ mod tests {
             (Method::POST, "/api/upload/f"),
             (Method::GET, "/api/upload/f"),
             (Method::GET, "/api/upload/f/rejected"),
+            (Method::DELETE, "/api/upload/f"),
             (Method::POST, "/api/upload/f/complete"),
             (Method::PUT, "/api/upload/f/chunks/0"),
             (Method::GET, "/nowhere"),
@@ -248,7 +257,7 @@ mod tests {
             )
         );
         assert_eq!(
-            route(Method::DELETE, "/api/upload/7f1c").0,
+            route(Method::DELETE, "/api/upload/7f1c/chunks/1").0,
             Route::UnknownApi(RouteClass::Upload)
         );
         assert_eq!(

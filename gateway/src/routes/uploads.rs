@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
+use ingest_ledger::completion::{self, Withdrawal};
 use ingest_ledger::uploads::{self, Created, NewChunk, Recorded, Upload, UploadStatus};
 use ingest_ledger::{ErrorPolicy, Partition, UploadState};
 use ingest_rows::dataset::Dataset;
@@ -88,7 +89,8 @@ pub async fn list(
             "state" => {
                 query.state = Some(UploadState::parse(&value).map_err(|_| {
                     ApiError::BadRequest(
-                        "state must be receiving, processing, done or failed".into(),
+                        "state must be receiving, processing, done, failed, aborted or undone"
+                            .into(),
                     )
                 })?)
             }
@@ -176,6 +178,59 @@ pub async fn complete(
     Ok(json_response(
         StatusCode::OK,
         &json!({"folder": upload.upload_id, "state": new_state, "expected_chunks": body.chunks}),
+    ))
+}
+
+/// `DELETE /api/upload/{folder}`: aborts the upload (chunks not loaded yet never will be, their
+/// files go); with `?rows=true` also deletes every row it loaded, in the same transaction, on an
+/// upload that ended too. 409 when there is nothing left to do.
+pub async fn withdraw(
+    state: &AppState,
+    upload: &Upload,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let mut undo_rows = false;
+    let query = request.uri().query().unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        undo_rows = match (name.as_ref(), value.as_ref()) {
+            ("rows", "true") => true,
+            ("rows", "false") => false,
+            ("rows", _) => return Err(ApiError::BadRequest("rows must be true or false".into())),
+            (other, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter {other:?}; use rows"
+                )))
+            }
+        };
+    }
+    let mut db = state.pool.get().await?;
+    let withdrawal = completion::withdraw(&mut db, upload.upload_id, undo_rows).await?;
+    let (ended, chunks, rows_deleted) = match withdrawal {
+        Withdrawal::Ended {
+            state,
+            chunks,
+            rows_deleted,
+        } => (state, chunks, rows_deleted),
+        Withdrawal::AlreadyEnded(UploadState::Undone) => {
+            return Err(ApiError::Conflict("its rows were undone already".into()))
+        }
+        Withdrawal::AlreadyEnded(ended) => {
+            return Err(ApiError::Conflict(format!(
+                "upload is {ended}; DELETE with ?rows=true undoes its rows"
+            )))
+        }
+    };
+    let upload_dir = &state.settings.shared.upload_dir;
+    for chunk in &chunks {
+        crate::expiry::remove(&upload_dir.join(&chunk.stored_path)).await;
+        // If this fails, the engine's sweep removes the file again (harmlessly) later.
+        let _ = ingest_ledger::files::mark_removed(&db, chunk.upload_id, chunk.chunk_no).await;
+    }
+    crate::expiry::remove_temporary_files(&upload_dir.join(upload.upload_id.to_string())).await;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"folder": upload.upload_id, "state": ended, "chunks_failed": chunks.len(),
+                "rows_deleted": rows_deleted}),
     ))
 }
 
