@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "upload_withdrawal",
         include_str!("../../db/migrations/0009_upload_withdrawal.sql"),
     ),
+    (
+        10,
+        "upload_hooks",
+        include_str!("../../db/migrations/0010_upload_hooks.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -5,10 +5,11 @@
 //! API client, authentication via [`auth`] and [`clients`]) and the handler, one module per
 //! resource under [`routes`]. For chunks ([`routes::chunks`]) the body streams to disk through
 //! [`store`], the chunk is recorded in the upload ledger ([`ingest_ledger`]), and its message is
-//! published to a partition stream by [`publish`]. The client gets 2xx only once the chunk is synced and the
-//! broker confirmed. Uploads without a declared count end by [`settle`]; abandoned ones by
-//! [`expiry`]; what killed requests leave behind is found by [`orphans`]. [`server`] runs the
-//! hyper accept loop and the graceful shutdown; [`docs`] serves the OpenAPI document.
+//! published to a partition stream by [`publish`]. The client gets 2xx only once the chunk is
+//! synced and the broker confirmed. Uploads without a declared count end by [`settle`];
+//! abandoned ones by [`expiry`]; what killed requests leave behind is found by [`orphans`];
+//! [`hooks`] tells callback URLs when uploads end. [`server`] runs the hyper accept loop and the
+//! graceful shutdown; [`docs`] serves the OpenAPI document.
 
 pub mod app;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod clients;
 pub mod docs;
 pub mod errors;
 pub mod expiry;
+pub mod hooks;
 pub mod metrics;
 pub mod orphans;
 pub mod publish;

@@ -42,6 +42,11 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
              anyone can forge tokens. Set INGEST_JWT_SECRET in any real deployment"
         );
     }
+    if settings.webhook_url.is_some() && settings.webhook_secret.is_none() {
+        anyhow::bail!(
+            "INGEST_WEBHOOK_URL is set but INGEST_WEBHOOK_SECRET is not: hooks must be signed"
+        );
+    }
     let pool = database_pool(&settings.shared.database_url).await?;
     let clients = ApiClients::new(pool.clone());
     if let Some((id, secret)) = &settings.bootstrap_client {
@@ -82,10 +87,7 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
     Ok(Arc::new(AppState {
         tokens,
         clients,
-        uploads: Uploads::new(
-            pool.clone(),
-            Duration::from_secs(settings.upload_settle_secs),
-        ),
+        uploads: Uploads::new(pool.clone(), &settings),
         publisher,
         limiter,
         metrics: {
@@ -130,6 +132,7 @@ pub async fn serve(
     )
     .run_periodically();
     let _orphans = orphans::spawn(&state);
+    let _hooks = crate::hooks::spawn(&state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     tokio::pin!(shutdown);
     loop {

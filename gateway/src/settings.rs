@@ -106,6 +106,24 @@ pub struct GatewaySettings {
     /// Log format: text or json.
     #[arg(long, env = "INGEST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Where every upload's completion hook goes unless it names its own `callback_url`.
+    #[arg(long, env = "INGEST_WEBHOOK_URL", value_parser = parse_callback_url)]
+    pub webhook_url: Option<String>,
+
+    /// HMAC-SHA256 key signing completion hooks (at least 16 characters); hooks are off without it.
+    #[arg(long, env = "INGEST_WEBHOOK_SECRET", value_parser = parse_webhook_secret)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Let uploads' own callback URLs reach loopback, private and link-local addresses (only
+    /// for trusted clients: otherwise any client could make the gateway call inside the network).
+    #[arg(long, env = "INGEST_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
+
+    /// The first retry of a hook that failed comes after this many ms, each next one after twice
+    /// as long, up to an hour.
+    #[arg(long = "webhook-retry-ms", env = "INGEST_WEBHOOK_RETRY_MS", default_value = "1000", value_parser = parse_millis("INGEST_WEBHOOK_RETRY_MS"))]
+    pub webhook_retry: Duration,
 }
 
 /// The parsed `INGEST_TRUSTED_PROXIES` list.
@@ -121,6 +139,22 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
         return Err("INGEST_JWT_SECRET must be at least 16 characters".into());
     }
     Ok(Secret::new(value))
+}
+
+fn parse_webhook_secret(value: &str) -> Result<Secret, String> {
+    if value.len() < 16 {
+        return Err("INGEST_WEBHOOK_SECRET must be at least 16 characters".into());
+    }
+    Ok(Secret::new(value))
+}
+
+/// An `http` or `https` URL of at most 2048 bytes: a completion hook's target.
+pub fn parse_callback_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|err| format!("not a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || value.len() > 2048 {
+        return Err("a callback URL must be http or https, with a host, at most 2048 bytes".into());
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_bootstrap(value: &str) -> Result<(String, Secret), String> {

@@ -752,3 +752,218 @@ async fn an_idempotency_key_names_one_upload_per_client_even_under_concurrent_re
     }
     assert_eq!(app.count("uploads").await, 2);
 }
+
+/// A completion-hook receiver: records every request, answers 500 to the first `failures`.
+struct HookReceiver {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl HookReceiver {
+    async fn start_on(addr: &str, failures: usize) -> Self {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let headers = request.headers().clone();
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                let count = {
+                                    let mut seen = seen.lock().unwrap();
+                                    seen.push((headers, body));
+                                    seen.len()
+                                };
+                                let status = if count <= failures { 500 } else { 200 };
+                                let response = http::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                    .unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            got,
+            _task: task,
+        }
+    }
+
+    async fn wait_for(&self, requests: usize) -> Vec<(http::HeaderMap, bytes::Bytes)> {
+        let got = self.got.clone();
+        ingest_contract::testkit::wait_for("hook requests", Duration::from_secs(30), || {
+            let got = got.clone();
+            async move {
+                let got = got.lock().unwrap();
+                (got.len() >= requests).then(|| got.clone())
+            }
+        })
+        .await
+    }
+}
+
+const HOOK_SECRET: &str = "hook-secret-0123456";
+
+/// Checks a hook's signature with an HMAC of our own, and returns its JSON.
+fn verified(headers: &http::HeaderMap, body: &[u8]) -> serde_json::Value {
+    use hmac::Mac;
+    let signature = headers["x-ingest-signature"].to_str().unwrap();
+    let (t, v1) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    assert_eq!(hex::encode(mac.finalize().into_bytes()), v1, "signature");
+    serde_json::from_slice(body).unwrap()
+}
+
+#[tokio::test]
+async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
+    let hook_args = [
+        "--webhook-secret=hook-secret-0123456",
+        "--webhook-allow-private",
+        "--webhook-retry-ms=100",
+    ];
+    let app = TestGateway::start(&hook_args).await;
+    let token = app.token().await;
+    let end_now = |callback: String| {
+        let http = app.http.clone();
+        let (url, token) = (app.url.clone(), token.clone());
+        async move {
+            let created: serde_json::Value = http
+                .post(format!("{url}/api/upload"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"callback_url": callback}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let folder = created["folder"].as_str().unwrap().to_owned();
+            let declared = http
+                .post(format!("{url}/api/upload/{folder}/complete"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"chunks": 0}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(declared.status(), 200);
+            folder
+        }
+    };
+
+    // The receiver fails the first attempt; the retry is acknowledged, and that is the last.
+    let receiver = HookReceiver::start_on("127.0.0.1:0", 1).await;
+    let folder = end_now(format!("http://{}/hooks", receiver.addr)).await;
+    let got = receiver.wait_for(2).await;
+    let (headers, body) = &got[1];
+    let event = verified(headers, body);
+    assert_eq!(event["folder"], folder.as_str());
+    assert_eq!(event["state"], "done");
+    assert_eq!(event["event"], "upload.ended");
+    assert_eq!(
+        headers["x-ingest-delivery"],
+        format!("{folder}:done").as_str()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.got.lock().unwrap().len(),
+        2,
+        "delivered once acknowledged"
+    );
+
+    // A receiver that is down: the hook waits in the ledger through a gateway restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let later = end_now(format!("http://127.0.0.1:{port}/hooks")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (db, upload_dir, streams) = app.stop().await;
+    let receiver = HookReceiver::start_on(&format!("127.0.0.1:{port}"), 0).await;
+    let app = TestGateway::start_on(db, upload_dir, streams, &hook_args).await;
+    let got = receiver.wait_for(1).await;
+    let event = verified(&got[0].0, &got[0].1);
+    assert_eq!(event["folder"], later.as_str());
+    let (db, upload_dir, streams) = app.stop().await;
+
+    // Without INGEST_WEBHOOK_ALLOW_PRIVATE a client's callback may not reach inside the network.
+    let strict = TestGateway::start_on(db, upload_dir, streams, &hook_args[..1]).await;
+    let token = strict.token().await;
+    let created: serde_json::Value = strict
+        .http
+        .post(format!("{}/api/upload", strict.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"callback_url": format!("http://{}/hooks", receiver.addr)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inside = created["folder"].as_str().unwrap().to_owned();
+    let aborted = strict
+        .http
+        .delete(format!("{}/api/upload/{inside}", strict.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aborted.status(), 200);
+    let client = strict.db.client().await.unwrap();
+    let id = uuid::Uuid::parse_str(&inside).unwrap();
+    let error: String = ingest_contract::testkit::wait_for(
+        "the refused hook's error",
+        Duration::from_secs(10),
+        || {
+            let client = &client;
+            async move {
+                client
+                    .query_one(
+                        "SELECT notify_error FROM uploads WHERE upload_id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .ok()?
+                    .get::<_, Option<String>>(0)
+            }
+        },
+    )
+    .await;
+    assert!(error.contains("private"), "{error}");
+    assert_eq!(
+        receiver.got.lock().unwrap().len(),
+        1,
+        "nothing reached the receiver"
+    );
+    let bad = strict
+        .http
+        .post(format!("{}/api/upload", strict.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"callback_url": "file:///etc/passwd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

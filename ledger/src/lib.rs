@@ -15,6 +15,7 @@
 //! - [`pieces`]: the plan of a big chunk loaded in pieces, and each piece's outcome.
 //! - [`offsets`]: the partition streams' committed offsets.
 //! - [`files`]: chunk files in the ledger's eyes: announced or not, still on disk or removed.
+//! - [`hooks`]: completion hooks due, claimed and acknowledged.
 //! - [`backlog`]: the waiting chunks per partition.
 //! - [`rejects`]: an upload's rejected rows, a page at a time, for a download.
 //! - [`report`]: what the benchmark reads back about one upload.
@@ -22,6 +23,7 @@
 pub mod backlog;
 pub mod completion;
 pub mod files;
+pub mod hooks;
 pub mod loads;
 pub mod offsets;
 pub mod pieces;

@@ -27,6 +27,8 @@ pub struct NewUpload<'a> {
     pub total_bytes: Option<i64>,
     /// The client's `Idempotency-Key`: the same key names the same upload.
     pub idempotency_key: Option<&'a str>,
+    /// Where its completion hook goes, if anywhere.
+    pub callback_url: Option<&'a str>,
 }
 
 /// What [`create`] did.
@@ -66,8 +68,8 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, Led
     let inserted = client
         .execute(
             "INSERT INTO uploads (upload_id, client_id, dataset, on_error, expected_chunks,
-                                  total_bytes, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                  total_bytes, idempotency_key, callback_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL
              DO NOTHING",
             &[
@@ -78,6 +80,7 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, Led
                 &new.expected_chunks,
                 &new.total_bytes,
                 &new.idempotency_key,
+                &new.callback_url,
             ],
         )
         .await?;

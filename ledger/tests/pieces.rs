@@ -32,6 +32,7 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
         expected_chunks: None,
         total_bytes: None,
         idempotency_key: None,
+        callback_url: None,
     };
     let uploads::Created::New(upload) = uploads::create(&client, &new).await.unwrap() else {
         panic!("a new upload");

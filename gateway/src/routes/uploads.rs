@@ -248,6 +248,8 @@ pub struct NewUpload {
     pub expected_chunks: Option<i32>,
     pub total_bytes: Option<i64>,
     pub on_error: Option<String>,
+    /// Where this upload's completion hook goes (instead of `INGEST_WEBHOOK_URL`).
+    pub callback_url: Option<String>,
 }
 
 /// Upload sessions and their chunks.
@@ -256,11 +258,21 @@ pub struct Uploads {
     pool: Pool,
     /// `INGEST_UPLOAD_SETTLE_SECS`, shown in statuses.
     settle_after: Duration,
+    /// Whether completion hooks can be signed (`INGEST_WEBHOOK_SECRET` is set).
+    hooks_on: bool,
+    /// `INGEST_WEBHOOK_URL`: where hooks of uploads that name no `callback_url` go.
+    default_callback: Option<String>,
 }
 
 impl Uploads {
-    pub fn new(pool: Pool, settle_after: Duration) -> Self {
-        Self { pool, settle_after }
+    pub fn new(pool: Pool, settings: &crate::settings::GatewaySettings) -> Self {
+        let hooks_on = settings.webhook_secret.is_some();
+        Self {
+            pool,
+            settle_after: Duration::from_secs(settings.upload_settle_secs),
+            hooks_on,
+            default_callback: settings.webhook_url.clone().filter(|_| hooks_on),
+        }
     }
 
     /// Creates the upload, or finds the one `idempotency_key` named before; `true` when found.
@@ -293,6 +305,18 @@ impl Uploads {
                 "total_bytes must not be negative".into(),
             ));
         }
+        let callback_url = match new.callback_url {
+            Some(_) if !self.hooks_on => {
+                return Err(ApiError::BadRequest(
+                    "completion hooks are off on this gateway (no INGEST_WEBHOOK_SECRET)".into(),
+                ))
+            }
+            Some(url) => Some(
+                crate::settings::parse_callback_url(&url)
+                    .map_err(|err| ApiError::BadRequest(format!("callback_url: {err}")))?,
+            ),
+            None => self.default_callback.clone(),
+        };
         let new = uploads::NewUpload {
             client_id,
             dataset: &dataset,
@@ -300,6 +324,7 @@ impl Uploads {
             expected_chunks: new.expected_chunks,
             total_bytes: new.total_bytes,
             idempotency_key,
+            callback_url: callback_url.as_deref(),
         };
         let db = self.pool.get().await?;
         match uploads::create(&db, &new).await? {

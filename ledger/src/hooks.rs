@@ -1,0 +1,124 @@
+//! Completion hooks as the ledger keeps them: an ended upload whose end its callback URL has not
+//! acknowledged yet is due. Gateways claim due ones for a short lease (so several share the
+//! sweep and a killed one's claims come back), and record each delivery or failed attempt.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::states::UploadState;
+use crate::LedgerError;
+
+/// What the hook says: the upload's end and its counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadEnded {
+    pub event: &'static str,
+    pub folder: Uuid,
+    pub state: UploadState,
+    pub dataset: String,
+    pub chunks_received: i32,
+    pub chunks_loaded: i32,
+    pub chunks_failed: i32,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub rows_undone: i64,
+    pub error: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+/// A hook to deliver.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub url: String,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    pub event: UploadEnded,
+}
+
+/// Claims up to `limit` due hooks for `lease` (none that failed `max_attempts` times).
+pub async fn claim_due(
+    client: &Client,
+    lease: Duration,
+    max_attempts: i32,
+    limit: i64,
+) -> Result<Vec<Due>, LedgerError> {
+    let rows = client
+        .query(
+            "UPDATE uploads u SET notify_after = now() + make_interval(secs => $1)
+             FROM (SELECT upload_id FROM uploads
+                   WHERE callback_url IS NOT NULL
+                     AND state IN ('done', 'failed', 'aborted', 'undone')
+                     AND notified_state IS DISTINCT FROM state
+                     AND coalesce(notify_after, '-infinity') <= now()
+                     AND notify_attempts < $2
+                   ORDER BY notify_after NULLS FIRST
+                   LIMIT $3
+                   FOR UPDATE SKIP LOCKED) due
+             WHERE u.upload_id = due.upload_id
+             RETURNING u.callback_url, u.notify_attempts, u.upload_id, u.state, u.dataset,
+                       u.chunks_received, u.chunks_loaded, u.chunks_failed, u.rows_loaded,
+                       u.rows_rejected, u.rows_undone, u.error, u.completed_at::text",
+            &[&lease.as_secs_f64(), &max_attempts, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Due {
+                url: row.get(0),
+                attempts: row.get(1),
+                event: UploadEnded {
+                    event: "upload.ended",
+                    folder: row.get(2),
+                    state: UploadState::parse(row.get(3))?,
+                    dataset: row.get(4),
+                    chunks_received: row.get(5),
+                    chunks_loaded: row.get(6),
+                    chunks_failed: row.get(7),
+                    rows_loaded: row.get(8),
+                    rows_rejected: row.get(9),
+                    rows_undone: row.get(10),
+                    error: row.get(11),
+                    completed_at: row.get(12),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The callback acknowledged the upload's end in `state`. A later end (an undo after `done`)
+/// is due again.
+pub async fn delivered(
+    client: &Client,
+    upload_id: Uuid,
+    state: UploadState,
+) -> Result<(), LedgerError> {
+    client
+        .execute(
+            "UPDATE uploads SET notified_state = $2, notify_attempts = 0, notify_error = NULL,
+                    notify_after = NULL
+             WHERE upload_id = $1",
+            &[&upload_id, &state.as_str()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// An attempt failed: the next one is due after `retry_after`.
+pub async fn attempt_failed(
+    client: &Client,
+    upload_id: Uuid,
+    retry_after: Duration,
+    error: &str,
+) -> Result<(), LedgerError> {
+    client
+        .execute(
+            "UPDATE uploads SET notify_attempts = notify_attempts + 1, notify_error = $3,
+                    notify_after = now() + make_interval(secs => $2)
+             WHERE upload_id = $1",
+            &[&upload_id, &retry_after.as_secs_f64(), &error],
+        )
+        .await?;
+    Ok(())
+}
