@@ -297,22 +297,9 @@ impl Loader {
             drop(tx);
             return skipped(client, message, position).await;
         }
-        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&message.upload_id, &message.chunk_no];
-        let undone = tx
-            .execute(
-                &format!(
-                    "DELETE FROM {} WHERE upload_id = $1 AND chunk_no = $2",
-                    dataset.table
-                ),
-                &key,
-            )
-            .await?;
-        tx.execute(
-            "DELETE FROM rejected_rows WHERE upload_id = $1 AND chunk_no = $2",
-            &key,
-        )
-        .await?;
+        let undone =
+            plans::undo_chunk_rows(&tx, &dataset.table, message.upload_id, message.chunk_no)
+                .await?;
         let counts = (0, 0, Some(reason.as_str()));
         if !record_outcome(&tx, message, position, ChunkState::Failed, counts, None).await? {
             drop(tx);

@@ -616,13 +616,9 @@ async fn uploads_are_listed_newest_first_a_page_at_a_time_and_only_to_their_owne
         .unwrap();
     assert_eq!(declared.status(), 200);
     // Another client's upload is never listed.
-    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
-    let secret = ingest_contract::settings::Secret::new("other-secret-123");
-    gateway::clients::ApiClients::new(pool)
-        .upsert("other-client", &secret)
-        .await
-        .unwrap();
-    let other = app.token_for("other-client", secret.expose()).await;
+    let other = app
+        .token_of_new_client("other-client", "other-secret-123")
+        .await;
     let others = app.create_upload(&other).await;
 
     let list = |query: String| {
@@ -731,13 +727,9 @@ async fn an_idempotency_key_names_one_upload_per_client_even_under_concurrent_re
     let other_body = serde_json::json!({"expected_chunks": 4});
     let reused = create(&token, "import-2026-12-06", other_body).await;
     assert_eq!(reused.status(), 409);
-    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
-    let secret = ingest_contract::settings::Secret::new("other-secret-123");
-    gateway::clients::ApiClients::new(pool)
-        .upsert("other-client", &secret)
-        .await
-        .unwrap();
-    let other = app.token_for("other-client", secret.expose()).await;
+    let other = app
+        .token_of_new_client("other-client", "other-secret-123")
+        .await;
     let theirs = create(&other, "import-2026-12-06", body.clone()).await;
     let theirs: serde_json::Value = theirs.json().await.unwrap();
     assert_ne!(theirs["folder"].as_str().unwrap(), folders[0]);

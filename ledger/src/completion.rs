@@ -143,20 +143,7 @@ async fn undo_loaded_pieces(
         let Some(dataset) = Dataset::builtin(dataset) else {
             continue; // A dataset no engine knows has no rows to undo.
         };
-        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&upload_id, &chunk_no];
-        tx.execute(
-            &format!(
-                "DELETE FROM {} WHERE upload_id = $1 AND chunk_no = $2",
-                quote_ident(&dataset.table)
-            ),
-            &key,
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM rejected_rows WHERE upload_id = $1 AND chunk_no = $2",
-            &key,
-        )
-        .await?;
+        crate::pieces::undo_chunk_rows(tx, &dataset.table, upload_id, chunk_no).await?;
     }
     tx.execute(
         "DELETE FROM chunk_pieces WHERE upload_id = ANY($1)",

@@ -9,6 +9,7 @@
 use tokio_postgres::{Client, GenericClient, Transaction};
 use uuid::Uuid;
 
+use ingest_rows::dataset::quote_ident;
 use ingest_rows::pieces::Piece;
 
 use crate::LedgerError;
@@ -174,4 +175,31 @@ pub async fn delete_plan(
     )
     .await?;
     Ok(())
+}
+
+/// Deletes the rows and rejected rows that loaded pieces of a chunk committed, by their lineage
+/// (a scan of `table`: only on the rare path of a chunk failing after some pieces loaded);
+/// returns how many rows. What keeps "a failed chunk loaded nothing" true for chunks in pieces.
+pub async fn undo_chunk_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    upload_id: Uuid,
+    chunk_no: i32,
+) -> Result<u64, LedgerError> {
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&upload_id, &chunk_no];
+    let undone = tx
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE upload_id = $1 AND chunk_no = $2",
+                quote_ident(table)
+            ),
+            &key,
+        )
+        .await?;
+    tx.execute(
+        "DELETE FROM rejected_rows WHERE upload_id = $1 AND chunk_no = $2",
+        &key,
+    )
+    .await?;
+    Ok(undone)
 }

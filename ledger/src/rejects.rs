@@ -27,15 +27,7 @@ pub async fn next_page(client: &Client, rows: u32) -> Result<Vec<RejectedRow>, L
     let page = client
         .query(&format!("FETCH FORWARD {rows} FROM rejected"), &[])
         .await?;
-    Ok(page
-        .iter()
-        .map(|r| RejectedRow {
-            chunk: r.get(0),
-            line: r.get(1),
-            reason: r.get(2),
-            raw: r.get(3),
-        })
-        .collect())
+    Ok(page.iter().map(RejectedRow::from_row).collect())
 }
 
 /// Ends the cursor's transaction.

@@ -247,7 +247,8 @@ pub async fn record_chunk(
         }));
     }
     // Chunks declared by number move the arrival counter past them, so a multipart chunk sent
-    // later never takes a number already used. A settled upload is reopened.
+    // later never takes a number already used. A settled upload is reopened, and its next end
+    // is announced again by its completion hook.
     tx.execute(
         &format!(
             "UPDATE uploads SET chunks_received = chunks_received + 1,
@@ -256,7 +257,8 @@ pub async fn record_chunk(
                 state = CASE WHEN {SETTLED} THEN 'receiving'
                              WHEN state = 'receiving' AND expected_chunks = chunks_received + 1
                              THEN 'processing' ELSE state END,
-                completed_at = CASE WHEN {SETTLED} THEN NULL ELSE completed_at END
+                completed_at = CASE WHEN {SETTLED} THEN NULL ELSE completed_at END,
+                notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END
              WHERE upload_id = $1"
         ),
         &[&upload.upload_id, &(stored.bytes as i64), &chunk_no],
@@ -343,24 +345,25 @@ pub async fn declare_chunks(
 }
 
 /// The upload's state, counters, received chunk numbers and first rejected rows.
-/// `settle_after` is `INGEST_UPLOAD_SETTLE_SECS`, shown in the status.
+/// `ttl` is `INGEST_UPLOAD_TTL_SECS` (for `expires_at`), `settle_after`
+/// `INGEST_UPLOAD_SETTLE_SECS` (for `settles_at`).
 pub async fn status(
     client: &Client,
     upload_id: Uuid,
+    ttl: Duration,
     settle_after: Duration,
 ) -> Result<UploadStatus, LedgerError> {
     let row = client
         .query_one(
-            "SELECT state, dataset, on_error, expected_chunks, chunks_received, chunks_loaded,
-                    chunks_failed, bytes_received, rows_loaded, rows_rejected, error,
-                    created_at::text, completed_at::text,
-                    CASE WHEN expected_chunks IS NULL AND state = 'receiving'
+            &format!(
+                "SELECT {}, CASE WHEN u.expected_chunks IS NULL AND u.state = 'receiving'
                          THEN ((SELECT max(received_at) FROM chunks c
-                                WHERE c.upload_id = uploads.upload_id)
-                               + make_interval(secs => $2))::text END,
-                    rows_undone
-             FROM uploads WHERE upload_id = $1",
-            &[&upload_id, &settle_after.as_secs_f64()],
+                                WHERE c.upload_id = u.upload_id)
+                               + make_interval(secs => $3))::text END
+                 FROM uploads u WHERE u.upload_id = $1",
+                summary_columns("$2")
+            ),
+            &[&upload_id, &ttl.as_secs_f64(), &settle_after.as_secs_f64()],
         )
         .await?;
     let chunks = client
@@ -376,46 +379,76 @@ pub async fn status(
             &[&upload_id],
         )
         .await?;
-    let error: Option<String> = row.get(10);
-    let first_chunk_error = chunks.iter().find_map(|c| {
-        c.get::<_, Option<String>>(1)
-            .map(|e| format!("chunk {}: {e}", c.get::<_, i32>(0)))
-    });
-    let expected_chunks: Option<i32> = row.get(3);
+    let mut summary = UploadSummary::from_row(&row)?;
+    if summary.error.is_none() {
+        summary.error = chunks.iter().find_map(|c| {
+            c.get::<_, Option<String>>(1)
+                .map(|e| format!("chunk {}: {e}", c.get::<_, i32>(0)))
+        });
+    }
     Ok(UploadStatus {
-        folder: upload_id,
-        state: UploadState::parse(row.get(0))?,
-        dataset: row.get(1),
-        on_error: parse_policy(row.get(2))?.as_str(),
-        expected_chunks,
-        chunks_received: row.get(4),
-        chunks_loaded: row.get(5),
-        chunks_failed: row.get(6),
-        bytes_received: row.get(7),
-        rows_loaded: row.get(8),
-        rows_rejected: row.get(9),
-        rows_undone: row.get(14),
-        error: error.or(first_chunk_error),
-        created_at: row.get(11),
-        completed_at: row.get(12),
-        completion: match expected_chunks {
+        completion: match summary.expected_chunks {
             Some(_) => Completion::Declared,
             None => Completion::Settle {
                 idle_secs: settle_after.as_secs(),
-                settles_at: row.get(13),
+                settles_at: row.get(SUMMARY_WIDTH),
             },
         },
+        summary,
         received_chunks: chunks.iter().map(|c| c.get(0)).collect(),
-        rejected_rows: rejected
-            .iter()
-            .map(|r| RejectedRow {
-                chunk: r.get(0),
-                line: r.get(1),
-                reason: r.get(2),
-                raw: r.get(3),
-            })
-            .collect(),
+        rejected_rows: rejected.iter().map(RejectedRow::from_row).collect(),
     })
+}
+
+/// The columns [`UploadSummary::from_row`] reads, from `uploads u`; `ttl` is the placeholder of
+/// the expiry TTL in seconds.
+fn summary_columns(ttl: &str) -> String {
+    format!(
+        "u.upload_id, u.dataset, u.state, u.on_error, u.expected_chunks, u.chunks_received,
+         u.chunks_loaded, u.chunks_failed, u.bytes_received, u.rows_loaded, u.rows_rejected,
+         u.rows_undone, u.error, u.created_at::text, u.completed_at::text,
+         CASE WHEN u.state = 'receiving'
+              THEN (greatest(u.created_at, (SELECT max(received_at) FROM chunks c
+                                            WHERE c.upload_id = u.upload_id))
+                    + make_interval(secs => {ttl}))::text END"
+    )
+}
+
+/// How many columns [`summary_columns`] holds.
+const SUMMARY_WIDTH: usize = 16;
+
+impl UploadSummary {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, LedgerError> {
+        Ok(Self {
+            folder: row.get(0),
+            dataset: row.get(1),
+            state: UploadState::parse(row.get(2))?,
+            on_error: parse_policy(row.get(3))?.as_str(),
+            expected_chunks: row.get(4),
+            chunks_received: row.get(5),
+            chunks_loaded: row.get(6),
+            chunks_failed: row.get(7),
+            bytes_received: row.get(8),
+            rows_loaded: row.get(9),
+            rows_rejected: row.get(10),
+            rows_undone: row.get(11),
+            error: row.get(12),
+            created_at: row.get(13),
+            completed_at: row.get(14),
+            expires_at: row.get(15),
+        })
+    }
+}
+
+impl RejectedRow {
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self {
+            chunk: row.get(0),
+            line: row.get(1),
+            reason: row.get(2),
+            raw: row.get(3),
+        }
+    }
 }
 
 /// Which of a client's uploads to list: newest first, after `after` (the keyset of the last one
@@ -469,19 +502,15 @@ pub async fn list(
     };
     let rows = client
         .query(
-            "SELECT upload_id, dataset, state, on_error, expected_chunks, chunks_received,
-                    chunks_loaded, chunks_failed, bytes_received, rows_loaded, rows_rejected, error,
-                    created_at::text, completed_at::text,
-                    CASE WHEN state = 'receiving'
-                         THEN (greatest(created_at, (SELECT max(received_at) FROM chunks c
-                                                     WHERE c.upload_id = u.upload_id))
-                               + make_interval(secs => $6))::text END,
-                    rows_undone
-             FROM uploads u
-             WHERE client_id = $1 AND ($2::text IS NULL OR state = $2::text)
-               AND ($3::text IS NULL OR (created_at, upload_id) < ($3::text::timestamptz, $4::uuid))
-             ORDER BY created_at DESC, upload_id DESC
-             LIMIT $5",
+            &format!(
+                "SELECT {} FROM uploads u
+                 WHERE u.client_id = $1 AND ($2::text IS NULL OR u.state = $2::text)
+                   AND ($3::text IS NULL
+                        OR (u.created_at, u.upload_id) < ($3::text::timestamptz, $4::uuid))
+                 ORDER BY u.created_at DESC, u.upload_id DESC
+                 LIMIT $5",
+                summary_columns("$6")
+            ),
             &[
                 &query.client_id,
                 &state,
@@ -492,49 +521,14 @@ pub async fn list(
             ],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(UploadSummary {
-                folder: row.get(0),
-                dataset: row.get(1),
-                state: UploadState::parse(row.get(2))?,
-                on_error: parse_policy(row.get(3))?.as_str(),
-                expected_chunks: row.get(4),
-                chunks_received: row.get(5),
-                chunks_loaded: row.get(6),
-                chunks_failed: row.get(7),
-                bytes_received: row.get(8),
-                rows_loaded: row.get(9),
-                rows_rejected: row.get(10),
-                error: row.get(11),
-                created_at: row.get(12),
-                completed_at: row.get(13),
-                expires_at: row.get(14),
-                rows_undone: row.get(15),
-            })
-        })
-        .collect()
+    rows.iter().map(UploadSummary::from_row).collect()
 }
 
-/// `GET /api/upload/{folder}`.
+/// `GET /api/upload/{folder}`: its summary (as listed), how it ends, and its chunks.
 #[derive(Debug, Serialize)]
 pub struct UploadStatus {
-    pub folder: Uuid,
-    pub state: UploadState,
-    pub dataset: String,
-    pub on_error: &'static str,
-    pub expected_chunks: Option<i32>,
-    pub chunks_received: i32,
-    pub chunks_loaded: i32,
-    pub chunks_failed: i32,
-    pub bytes_received: i64,
-    pub rows_loaded: i64,
-    pub rows_rejected: i64,
-    /// Rows deleted again by an undo (`DELETE ...?rows=true`).
-    pub rows_undone: i64,
-    pub error: Option<String>,
-    pub created_at: String,
-    pub completed_at: Option<String>,
+    #[serde(flatten)]
+    pub summary: UploadSummary,
     /// How this upload ends.
     pub completion: Completion,
     pub received_chunks: Vec<i32>,

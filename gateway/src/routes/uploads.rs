@@ -258,6 +258,8 @@ pub struct Uploads {
     pool: Pool,
     /// `INGEST_UPLOAD_SETTLE_SECS`, shown in statuses.
     settle_after: Duration,
+    /// `INGEST_UPLOAD_TTL_SECS`, for `expires_at`.
+    ttl: Duration,
     /// Whether completion hooks can be signed (`INGEST_WEBHOOK_SECRET` is set).
     hooks_on: bool,
     /// `INGEST_WEBHOOK_URL`: where hooks of uploads that name no `callback_url` go.
@@ -270,6 +272,7 @@ impl Uploads {
         Self {
             pool,
             settle_after: Duration::from_secs(settings.upload_settle_secs),
+            ttl: Duration::from_secs(settings.upload_ttl_secs),
             hooks_on,
             default_callback: settings.webhook_url.clone().filter(|_| hooks_on),
         }
@@ -403,7 +406,7 @@ impl Uploads {
     /// The upload's state, counters, received chunk numbers and first rejected rows.
     pub async fn status(&self, upload: &Upload) -> Result<UploadStatus, ApiError> {
         let db = self.pool.get().await?;
-        Ok(uploads::status(&db, upload.upload_id, self.settle_after).await?)
+        Ok(uploads::status(&db, upload.upload_id, self.ttl, self.settle_after).await?)
     }
 }
 

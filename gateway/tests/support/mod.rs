@@ -156,6 +156,17 @@ impl TestGateway {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Adds API client `client_id` and returns a token of it.
+    pub async fn token_of_new_client(&self, client_id: &str, secret: &str) -> String {
+        let pool = gateway::server::database_pool(&self.db.url).await.unwrap();
+        let secret = ingest_contract::settings::Secret::new(secret);
+        gateway::clients::ApiClients::new(pool)
+            .upsert(client_id, &secret)
+            .await
+            .unwrap();
+        self.token_for(client_id, secret.expose()).await
+    }
+
     pub async fn create_upload(&self, token: &str) -> String {
         let response = self
             .http
