@@ -668,7 +668,7 @@ async fn uploads_are_listed_newest_first_a_page_at_a_time_and_only_to_their_owne
     for bad in [
         "?limit=0".to_owned(),
         "?limit=501".to_owned(),
-        "?state=aborted".to_owned(),
+        "?state=cancelled".to_owned(),
         "?after=garbage!".to_owned(),
         format!("?after={forged}"),
         format!("?after={forged_time}"),
