@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_ledger::loads::{self, ChunkOutcome, Claimed};
+use ingest_ledger::loads::{self, ChunkOutcome, Claimed, Finished};
 use ingest_ledger::{offsets, ChunkState};
 
 use crate::cleanup::ChunkFiles;
@@ -167,7 +167,9 @@ impl Loader {
             }
             let rejected = report.rows_rejected;
             let counts = (report.rows_loaded, rejected, None);
-            if !record_outcome(&tx, message, position, ChunkState::Loaded, counts, rejects).await? {
+            let loaded = ChunkState::Loaded;
+            let whole = false;
+            if !record_outcome(&tx, message, position, loaded, counts, rejects, whole).await? {
                 drop(tx); // Rolls the rows back: a peer loaded or failed this chunk meanwhile.
                 return skipped(client, message, position).await;
             }
@@ -347,6 +349,7 @@ impl Loader {
             ChunkState::Failed,
             counts,
             failure.rejected,
+            false,
         )
         .await?
         {
@@ -416,6 +419,7 @@ pub(crate) async fn record_outcome(
     state: ChunkState,
     (rows_loaded, rows_rejected, error): (u64, u64, Option<&str>),
     rejects: Option<RejectedStream>,
+    in_pieces: bool,
 ) -> Result<bool, LoadError> {
     still_owner(tx, position).await?;
     let outcome = ChunkOutcome {
@@ -423,9 +427,17 @@ pub(crate) async fn record_outcome(
         rows_loaded,
         rows_rejected,
         error,
+        in_pieces,
     };
-    if !loads::finish(tx, message.upload_id, message.chunk_no, outcome).await? {
-        return Ok(false);
+    match loads::finish(tx, message.upload_id, message.chunk_no, outcome).await? {
+        Finished::Recorded => {}
+        Finished::Gone => return Ok(false),
+        // Retried: the next attempt finds the plan and loads the pieces.
+        Finished::Planned => {
+            return Err(LoadError::Parser(
+                "a peer cut the chunk into pieces meanwhile".into(),
+            ))
+        }
     }
     // After the ledger row: only the transaction that moved it writes the chunk's rejected rows,
     // so a peer never waits on another's uncommitted rows of the same chunk (their primary key).

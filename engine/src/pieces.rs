@@ -267,7 +267,8 @@ impl Loader {
         }
         let (rows, rejected) = (totals.rows_loaded, totals.rows_rejected);
         let counts = (rows, rejected, None);
-        if !record_outcome(&tx, message, position, ChunkState::Loaded, counts, None).await? {
+        let loaded = ChunkState::Loaded;
+        if !record_outcome(&tx, message, position, loaded, counts, None, true).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
@@ -297,14 +298,17 @@ impl Loader {
             drop(tx);
             return skipped(client, message, position).await;
         }
-        let undone =
-            plans::undo_chunk_rows(&tx, &dataset.table, message.upload_id, message.chunk_no)
-                .await?;
         let counts = (0, 0, Some(reason.as_str()));
-        if !record_outcome(&tx, message, position, ChunkState::Failed, counts, None).await? {
+        let failed = ChunkState::Failed;
+        if !record_outcome(&tx, message, position, failed, counts, None, true).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
+        // After the chunk row moved: that update waited for pieces still committing (they
+        // share-lock the row), so this delete sees their rows, and no piece commits after it.
+        let undone =
+            plans::undo_chunk_rows(&tx, &dataset.table, message.upload_id, message.chunk_no)
+                .await?;
         plans::delete_plan(&tx, message.upload_id, message.chunk_no).await?;
         tx.commit().await?;
         metrics::chunk(Counted::Failed);

@@ -62,8 +62,8 @@ pub async fn run_partition(
         .map_err(|err| ProcessorError::Broker(err.to_string()))?;
     tracing::info!(partition, stream = %stream, resume_after = ?committed, "partition processor started");
     metrics::partition_owned(true);
-    // Stream offsets are contiguous: a delivery past this one means messages were removed by
-    // the stream's retention before this group read them.
+    // A delivery past this offset skipped some: a producer-tracking entry the broker writes at
+    // each new segment (one offset, harmless), or messages retention removed unread.
     let mut expected = committed.map_or(0, |offset| offset + 1);
     let result = loop {
         let delivery = tokio::select! {
@@ -79,7 +79,7 @@ pub async fn run_partition(
             }
             None => break Err(ProcessorError::Broker("consumer closed".into())),
         };
-        if delivery.offset > expected {
+        if delivery.offset > expected && aged_out(&shared, &stream, expected).await {
             if let Err(err) = announce_again(&client, partition, expected, delivery.offset).await {
                 break Err(err);
             }
@@ -118,6 +118,28 @@ pub async fn run_partition(
     consumer.close().await;
     tracing::info!(partition, "partition processor stopped");
     result
+}
+
+/// Whether offset `expected` is gone from `stream`: the first message it still holds is later.
+/// A gap that starts at or after that first message is a producer-tracking entry, not lost
+/// messages. Asked only on a gap, over a connection of its own; unknown counts as not aged out.
+async fn aged_out(shared: &Shared, stream: &str, expected: u64) -> bool {
+    let first = async {
+        let mut probe =
+            PartitionConsumer::subscribe(&shared.broker, stream, OffsetSpecification::First)
+                .await
+                .ok()?;
+        let first = tokio::time::timeout(Duration::from_secs(5), probe.next()).await;
+        probe.close().await;
+        first.ok()??.ok().map(|delivery| delivery.offset)
+    };
+    match first.await {
+        Some(first) => first > expected,
+        None => {
+            tracing::warn!(stream, "could not read a stream's first offset after a gap");
+            false
+        }
+    }
 }
 
 /// Messages `from..to` of the partition's stream aged out unread. The ledger still holds their

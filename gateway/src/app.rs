@@ -39,6 +39,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub metrics: PrometheusHandle,
     pub pool: Pool,
+    /// Downloads streaming at once ([`crate::routes::rejected`]): each holds a connection.
+    pub downloads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A response with a small in-memory body: what almost every handler answers.

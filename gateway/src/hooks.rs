@@ -6,7 +6,7 @@
 //! A failed attempt is retried after `INGEST_WEBHOOK_RETRY_MS`, doubling up to an hour, for
 //! [`MAX_ATTEMPTS`] attempts (about a day). A gateway killed mid-delivery leaves its claims to
 //! expire and be claimed again, so a hook arrives at least once; receivers dedupe on
-//! `X-Ingest-Delivery` (`<folder>:<state>`).
+//! `X-Ingest-Delivery` (`<folder>:<state>:<completed_at>`).
 //!
 //! Signature: `X-Ingest-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with
 //! `INGEST_WEBHOOK_SECRET`; a receiver recomputes it and refuses old timestamps.
@@ -87,7 +87,7 @@ impl Hooks {
         for (hook, outcome) in futures_util::future::join_all(deliveries).await {
             let folder = hook.event.folder;
             match outcome {
-                Ok(()) => hooks::delivered(&db, folder, hook.event.state).await?,
+                Ok(()) => hooks::delivered(&db, &hook.event).await?,
                 Err(reason) => {
                     let wait = (self.retry
                         * 2u32.saturating_pow(hook.attempts.clamp(0, 20) as u32))
@@ -104,8 +104,10 @@ impl Hooks {
     async fn deliver(&self, hook: &Due) -> Result<(), String> {
         let url = reqwest::Url::parse(&hook.url).map_err(|err| format!("bad URL: {err}"))?;
         let trusted = self.allow_private || self.default_url.as_deref() == Some(hook.url.as_str());
+        // No proxy from the environment either: it would bypass the address checked below.
         let mut client = reqwest::Client::builder()
             .timeout(TIMEOUT)
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none());
         if !trusted {
             let address = public_address(&url).await?;
@@ -126,10 +128,7 @@ impl Hooks {
                 "x-ingest-signature",
                 format!("t={timestamp},v1={signature}"),
             )
-            .header(
-                "x-ingest-delivery",
-                format!("{}:{}", hook.event.folder, hook.event.state),
-            )
+            .header("x-ingest-delivery", delivery_id(&hook.event))
             .body(body)
             .send()
             .await
@@ -140,6 +139,13 @@ impl Hooks {
             Err(format!("answered {}", response.status()))
         }
     }
+}
+
+/// `<folder>:<state>:<completed_at>`: the same for every attempt of one end, different for a
+/// later end of the same upload (reopened and ended again, or undone).
+fn delivery_id(event: &ingest_ledger::hooks::UploadEnded) -> String {
+    let ended = event.completed_at.as_deref().unwrap_or_default();
+    format!("{}:{}:{ended}", event.folder, event.state)
 }
 
 /// Hex HMAC-SHA256 of `"<timestamp>.<body>"`.
@@ -156,8 +162,13 @@ async fn public_address(url: &reqwest::Url) -> Result<SocketAddr, String> {
     let host = url.host_str().ok_or("no host")?;
     let port = url.port_or_known_default().ok_or("no port")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    );
+    let addresses: Vec<SocketAddr> = lookup
         .await
+        .map_err(|_| format!("resolving {host} timed out"))?
         .map_err(|err| format!("cannot resolve {host}: {err}"))?
         .collect();
     match addresses.first() {
@@ -181,19 +192,24 @@ fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
+                || a >= 240 // reserved
                 || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
                 || (a == 198 && (b == 18 || b == 19))) // benchmarking
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80) // link local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || (first & 0xffc0) == 0xfec0 // site local
+                || first == 0x2002 // 6to4: carries an IPv4 address
+                || (first == 0x0064 && second == 0xff9b)) // NAT64: carries an IPv4 address
         }
     }
 }
@@ -216,6 +232,12 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "fec0::1",
+            "192.0.0.8",
+            "240.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

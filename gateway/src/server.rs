@@ -96,6 +96,9 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
             handle
         },
         pool,
+        downloads: Arc::new(tokio::sync::Semaphore::new(
+            crate::routes::rejected::MAX_AT_ONCE,
+        )),
         settings,
     }))
 }

@@ -873,10 +873,11 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
     assert_eq!(event["folder"], folder.as_str());
     assert_eq!(event["state"], "done");
     assert_eq!(event["event"], "upload.ended");
-    assert_eq!(
-        headers["x-ingest-delivery"],
-        format!("{folder}:done").as_str()
-    );
+    let completed_at = event["completed_at"].as_str().unwrap();
+    let delivery = format!("{folder}:done:{completed_at}");
+    assert_eq!(headers["x-ingest-delivery"], delivery.as_str());
+    // Every attempt of one end carries the same delivery id.
+    assert_eq!(got[0].0["x-ingest-delivery"], delivery.as_str());
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         receiver.got.lock().unwrap().len(),

@@ -87,19 +87,17 @@ pub async fn claim_due(
         .collect()
 }
 
-/// The callback acknowledged the upload's end in `state`. A later end (an undo after `done`)
-/// is due again.
-pub async fn delivered(
-    client: &Client,
-    upload_id: Uuid,
-    state: UploadState,
-) -> Result<(), LedgerError> {
+/// The callback acknowledged `event`. Recorded only while the upload is still in that end (same
+/// state, same completion time): if it was reopened and ended again meanwhile, that later end
+/// is still due. A later end (an undo after `done`) is due again too.
+pub async fn delivered(client: &Client, event: &UploadEnded) -> Result<(), LedgerError> {
     client
         .execute(
             "UPDATE uploads SET notified_state = $2, notify_attempts = 0, notify_error = NULL,
                     notify_after = NULL
-             WHERE upload_id = $1",
-            &[&upload_id, &state.as_str()],
+             WHERE upload_id = $1 AND state = $2
+               AND completed_at::text IS NOT DISTINCT FROM $3",
+            &[&event.folder, &event.state.as_str(), &event.completed_at],
         )
         .await?;
     Ok(())

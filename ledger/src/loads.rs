@@ -55,19 +55,41 @@ pub struct ChunkOutcome<'a> {
     pub rows_loaded: u64,
     pub rows_rejected: u64,
     pub error: Option<&'a str>,
+    /// Whether the chunk was loaded in pieces ([`crate::pieces`]). A chunk loaded whole must have
+    /// no plan: otherwise a peer may be loading (or have loaded) its pieces.
+    pub in_pieces: bool,
+}
+
+/// What [`finish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The chunk's outcome is recorded: commit.
+    Recorded,
+    /// It was not `stored` any more: a peer got there first; roll back.
+    Gone,
+    /// A chunk loaded whole that has a plan meanwhile (a peer cut it into pieces): roll back and
+    /// load it again, in pieces.
+    Planned,
 }
 
 /// Moves the chunk's row from `stored` to its outcome, counts it in the upload and ends the
-/// upload if that was its last chunk ([`crate::completion`]); `false` (nothing updated) when the
-/// row was not `stored` any more: a peer got there first, and the caller rolls back.
+/// upload if that was its last chunk ([`crate::completion`]); see [`Finished`] for when it does
+/// not.
 pub async fn finish(
     tx: &Transaction<'_>,
     upload_id: Uuid,
     chunk_no: i32,
     outcome: ChunkOutcome<'_>,
-) -> Result<bool, LedgerError> {
+) -> Result<Finished, LedgerError> {
     debug_assert!(outcome.state != ChunkState::Stored);
     let (rows, rejected) = (outcome.rows_loaded as i64, outcome.rows_rejected as i64);
+    // The upload's row first, as everything else that changes both takes them (record, expire,
+    // abort): the same order everywhere, so a load and an abort never deadlock.
+    tx.execute(
+        "SELECT 1 FROM uploads WHERE upload_id = $1 FOR NO KEY UPDATE",
+        &[&upload_id],
+    )
+    .await?;
     // clock_timestamp(), not now(): now() is the transaction's start, before the COPY, and would
     // make chunk latencies and the benchmark's end time look better than they are.
     // `state = 'stored'`: waits for a peer's uncommitted update of the row, then sees its result.
@@ -75,7 +97,9 @@ pub async fn finish(
         .execute(
             "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
                 committed_at = clock_timestamp()
-             WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'",
+             WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+               AND ($7 OR NOT EXISTS (SELECT 1 FROM chunk_pieces p
+                                      WHERE p.upload_id = $1 AND p.chunk_no = $2))",
             &[
                 &upload_id,
                 &chunk_no,
@@ -83,11 +107,24 @@ pub async fn finish(
                 &rows,
                 &rejected,
                 &outcome.error,
+                &outcome.in_pieces,
             ],
         )
         .await?;
     if moved == 0 {
-        return Ok(false);
+        let planned = !outcome.in_pieces
+            && tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM chunk_pieces WHERE upload_id = $1 AND chunk_no = $2)",
+                    &[&upload_id, &chunk_no],
+                )
+                .await?
+                .get::<_, bool>(0);
+        return Ok(if planned {
+            Finished::Planned
+        } else {
+            Finished::Gone
+        });
     }
     let failed = i32::from(outcome.state == ChunkState::Failed);
     tx.execute(
@@ -101,5 +138,5 @@ pub async fn finish(
     )
     .await?;
     end_if_done(tx, upload_id).await?;
-    Ok(true)
+    Ok(Finished::Recorded)
 }

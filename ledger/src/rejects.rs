@@ -10,7 +10,11 @@ use crate::LedgerError;
 
 /// Opens the cursor over the upload's rejected rows, in chunk and line order.
 pub async fn open(client: &Client, upload_id: Uuid) -> Result<(), LedgerError> {
-    client.batch_execute("BEGIN READ ONLY").await?;
+    // A reader that stalls a minute between pages ends the session: the transaction holds a
+    // snapshot (vacuum waits for it) and a connection.
+    client
+        .batch_execute("BEGIN READ ONLY; SET LOCAL idle_in_transaction_session_timeout = '60s'")
+        .await?;
     client
         .execute(
             "DECLARE rejected NO SCROLL CURSOR FOR

@@ -284,6 +284,12 @@ pub async fn forget_chunk(
     message: &ChunkMessage,
 ) -> Result<bool, LedgerError> {
     let tx = client.transaction().await?;
+    // The upload's row first: the lock order of every change to both (see `loads::finish`).
+    tx.execute(
+        "SELECT 1 FROM uploads WHERE upload_id = $1 FOR UPDATE",
+        &[&message.upload_id],
+    )
+    .await?;
     let deleted = tx
         .execute(
             "DELETE FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'",
@@ -317,7 +323,8 @@ pub async fn declare_chunks(
     let declared = tx
         .execute(
             &format!(
-                "UPDATE uploads SET expected_chunks = $2, state = 'processing'
+                "UPDATE uploads SET expected_chunks = $2, state = 'processing',
+                        notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END
                  WHERE upload_id = $1 AND (expected_chunks IS NULL OR expected_chunks = $2)
                    AND (state IN ('receiving', 'processing') OR {SETTLED})"
             ),

@@ -5,7 +5,9 @@
 //!
 //! The cursor needs a transaction that stays open while the client reads, so each download has
 //! a database connection of its own, not a pooled one: a client that stops reading midway
-//! closes it, and no pooled connection is ever handed on inside an open transaction.
+//! closes it, and no pooled connection is ever handed on inside an open transaction. At most
+//! [`MAX_AT_ONCE`] run per gateway (503 beyond), and one whose client stalls for a minute is
+//! ended by PostgreSQL, so downloads cannot exhaust the database's connections.
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -22,6 +24,10 @@ use crate::errors::ApiError;
 
 /// Rejected rows per page (and per body frame).
 const PAGE: u32 = 1000;
+/// Downloads one gateway streams at once: each holds a database connection and an open
+/// read-only transaction until its client has read it all (or stalled for a minute, see
+/// `ingest_ledger::rejects::open`).
+pub const MAX_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -31,6 +37,7 @@ enum Format {
 
 /// Where a download is: its connection, the page to send next, whether the CSV header is due.
 struct Download {
+    _slot: tokio::sync::OwnedSemaphorePermit,
     client: Client,
     page: Option<Vec<RejectedRow>>,
     format: Format,
@@ -43,6 +50,9 @@ pub async fn download(
     request: &Request<Incoming>,
 ) -> Result<StreamedResponse, ApiError> {
     let format = format(request.uri().query())?;
+    let slot = state.downloads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable("too many downloads at once; retry in a moment".into())
+    })?;
     let client = ingest_contract::db::connect(&state.settings.shared.database_url)
         .await
         .map_err(|err| ApiError::Unavailable(format!("database unavailable: {err}")))?;
@@ -50,6 +60,7 @@ pub async fn download(
     // The first page is read before the answer, so a failure here is still a clean error status.
     let first = rejects::next_page(&client, PAGE).await?;
     let download = Download {
+        _slot: slot,
         client,
         page: Some(first),
         format,

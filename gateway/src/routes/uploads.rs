@@ -144,11 +144,18 @@ fn read_cursor(cursor: &str) -> Result<(String, Uuid), ApiError> {
         Some(at) => created_at.split_at(19 + at),
         None => return Err(bad()),
     };
+    // ISO dates only (the parser also takes day-first ones, which PostgreSQL would read
+    // month-first), and a real offset: hours to 15, minutes to 59.
+    let number = |text: &str, max: u32| text.parse::<u32>().is_ok_and(|n| n <= max);
     let zone_ok = matches!(zone.len(), 3 | 6)
         && zone[1..3].bytes().all(|b| b.is_ascii_digit())
+        && number(&zone[1..3], 15)
         && (zone.len() == 3
-            || (&zone[3..4] == ":" && zone[4..].bytes().all(|b| b.is_ascii_digit())));
-    if !zone_ok || Timestamp::parse(local.as_bytes()).is_err() {
+            || (&zone[3..4] == ":"
+                && zone[4..].bytes().all(|b| b.is_ascii_digit())
+                && number(&zone[4..], 59)));
+    let iso = local.as_bytes().get(4) == Some(&b'-');
+    if !zone_ok || !iso || Timestamp::parse(local.as_bytes()).is_err() {
         return Err(bad());
     }
     Ok((created_at.to_owned(), folder))
@@ -477,6 +484,9 @@ mod tests {
             "2026-12-06 18:40:01+0",
             "now()|",
             "2026-12-06 18:40:01+é0",
+            "06/12/2026 18:40:01+00",
+            "2026-12-06 18:40:01+99",
+            "2026-12-06 18:40:01+05:75",
         ] {
             let cursor = write_cursor(forged, folder);
             assert!(read_cursor(&cursor).is_err(), "{forged}");
