@@ -892,7 +892,24 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
         .unwrap()
         .port();
     let later = end_now(format!("http://127.0.0.1:{port}/hooks")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The gateway has tried and failed before it stops.
+    let client = app.db.client().await.unwrap();
+    let later_id = uuid::Uuid::parse_str(&later).unwrap();
+    ingest_contract::testkit::wait_for("a failed attempt", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT notify_attempts FROM uploads WHERE upload_id = $1",
+                    &[&later_id],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i32>(0) > 0).then_some(())
+        }
+    })
+    .await;
+    drop(client);
     let (db, upload_dir, streams) = app.stop().await;
     let receiver = HookReceiver::start_on(&format!("127.0.0.1:{port}"), 0).await;
     let app = TestGateway::start_on(db, upload_dir, streams, &hook_args).await;
