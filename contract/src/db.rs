@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "upload_hooks",
         include_str!("../../db/migrations/0010_upload_hooks.sql"),
     ),
+    (
+        11,
+        "chunk_retries",
+        include_str!("../../db/migrations/0011_chunk_retries.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -1,8 +1,9 @@
-//! Chunk files after their commit: removed (or archived), and leftovers swept.
+//! Chunk files after their load: removed (or archived), and leftovers swept.
 //!
-//! A file is removed right after its chunk commits, then marked `file_removed`. A process killed
-//! between the two leaves a committed chunk whose file is still on disk; [`sweep`] finds those by
-//! the ledger (never by listing the shared directory) and removes them.
+//! A file is removed right after its chunk is loaded, then marked `file_removed`. A process
+//! killed between the two leaves a loaded chunk whose file is still on disk; [`sweep`] finds
+//! those by the ledger (never by listing the shared directory) and removes them. A failed chunk's
+//! file is kept for a retry; the gateways' expiry sweep removes it later.
 
 use std::path::Path;
 

@@ -152,10 +152,11 @@ impl Loader {
                     let reason = self
                         .failure_reason(err, &path, dataset.as_ref(), message)
                         .await;
-                    let outcome = self.fail(client, message, position, reason).await?;
-                    // The reason and the bad rows are recorded: the file has served its purpose.
-                    self.remove_file(client, message, &path).await;
-                    return Ok(outcome);
+                    // The file stays: the chunk may be retried (`ingest_ledger::retries`) until
+                    // the gateways' retention sweep removes it.
+                    return self
+                        .fail(client, message, position, row.attempt, reason)
+                        .await;
                 }
             };
             let tx = tx.expect("a chunk is only parsed inside its transaction");
@@ -166,10 +167,15 @@ impl Loader {
                 continue;
             }
             let rejected = report.rows_rejected;
-            let counts = (report.rows_loaded, rejected, None);
-            let loaded = ChunkState::Loaded;
-            let whole = false;
-            if !record_outcome(&tx, message, position, loaded, counts, rejects, whole).await? {
+            let outcome = ChunkOutcome {
+                state: ChunkState::Loaded,
+                rows_loaded: report.rows_loaded,
+                rows_rejected: rejected,
+                error: None,
+                in_pieces: false,
+                attempt: row.attempt,
+            };
+            if !record_outcome(&tx, message, position, outcome, rejects).await? {
                 drop(tx); // Rolls the rows back: a peer loaded or failed this chunk meanwhile.
                 return skipped(client, message, position).await;
             }
@@ -332,6 +338,7 @@ impl Loader {
         client: &mut Client,
         message: &ChunkMessage,
         position: &Position,
+        attempt: i32,
         failure: Failure,
     ) -> Result<Outcome, LoadError> {
         let tx = client.transaction().await?;
@@ -341,18 +348,15 @@ impl Loader {
             metrics::chunk(Counted::Skipped);
             return Ok(Outcome::Skipped);
         }
-        let counts = (0, failure.rows_rejected, Some(failure.reason.as_str()));
-        if !record_outcome(
-            &tx,
-            message,
-            position,
-            ChunkState::Failed,
-            counts,
-            failure.rejected,
-            false,
-        )
-        .await?
-        {
+        let outcome = ChunkOutcome {
+            state: ChunkState::Failed,
+            rows_loaded: 0,
+            rows_rejected: failure.rows_rejected,
+            error: Some(failure.reason.as_str()),
+            in_pieces: false,
+            attempt,
+        };
+        if !record_outcome(&tx, message, position, outcome, failure.rejected).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
@@ -410,25 +414,16 @@ pub(crate) async fn claim(
 
 /// The end of a load, after its COPY: checks that the lease is still ours, moves the ledger row
 /// out of `stored` ([`loads::finish`]), then records the rejected rows and the stream offset.
-/// `false` (nothing written; roll back) when the chunk is no longer `stored`: a peer got there
-/// first.
+/// `false` (nothing written; roll back) when the chunk is no longer `stored` at the claimed
+/// attempt: a peer got there first, or it failed and was retried meanwhile.
 pub(crate) async fn record_outcome(
     tx: &Transaction<'_>,
     message: &ChunkMessage,
     position: &Position,
-    state: ChunkState,
-    (rows_loaded, rows_rejected, error): (u64, u64, Option<&str>),
+    outcome: ChunkOutcome<'_>,
     rejects: Option<RejectedStream>,
-    in_pieces: bool,
 ) -> Result<bool, LoadError> {
     still_owner(tx, position).await?;
-    let outcome = ChunkOutcome {
-        state,
-        rows_loaded,
-        rows_rejected,
-        error,
-        in_pieces,
-    };
     match loads::finish(tx, message.upload_id, message.chunk_no, outcome).await? {
         Finished::Recorded => {}
         Finished::Gone => return Ok(false),

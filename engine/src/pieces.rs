@@ -27,6 +27,7 @@ use tokio_postgres::Client;
 
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::db::DbError;
+use ingest_ledger::loads::ChunkOutcome;
 use ingest_ledger::pieces::{self as plans, PlannedPiece as Planned};
 use ingest_ledger::ChunkState;
 use ingest_rows::pieces::cut;
@@ -77,6 +78,13 @@ impl PieceSessions {
     }
 }
 
+/// The chunk being loaded in pieces: its dataset, its file and the attempt that was claimed.
+struct Source<'a> {
+    dataset: &'a Dataset,
+    path: &'a std::path::Path,
+    attempt: i32,
+}
+
 /// What became of one piece.
 enum PieceOutcome {
     Loaded(ChunkReport),
@@ -106,14 +114,20 @@ impl Loader {
             return Ok(None);
         }
         let path = self.upload_dir.join(&row.stored_path);
-        let plan = self.plan(client, message, &path).await?;
+        let attempt = row.attempt;
+        let plan = self.plan(client, message, attempt, &path).await?;
         if plan.is_empty() {
             return Ok(None);
         }
+        let source = Source {
+            dataset: &dataset,
+            path: &path,
+            attempt,
+        };
         let loads = plan
             .iter()
             .filter(|planned| !planned.loaded)
-            .map(|planned| self.load_piece(message, position, &dataset, &path, planned));
+            .map(|planned| self.load_piece(message, position, &source, planned));
         let mut report = ChunkReport::default();
         let mut failed = None;
         for outcome in futures_util::future::join_all(loads).await {
@@ -129,15 +143,14 @@ impl Loader {
         }
         let outcome = match failed {
             Some(err) => {
-                self.fail_whole(client, message, position, &dataset, err)
+                self.fail_whole(client, message, position, &source, err)
                     .await?
             }
-            None => self.finish(client, message, position).await?,
+            None => self.finish(client, message, position, attempt).await?,
         };
-        if !matches!(outcome, Outcome::Skipped) {
-            self.remove_file(client, message, &path).await;
-        }
+        // A failed chunk's file stays for a retry (see `Loader::load`).
         if let Outcome::Loaded { .. } = outcome {
+            self.remove_file(client, message, &path).await;
             record_metrics(message, &report, started);
         }
         Ok(Some(outcome))
@@ -148,6 +161,7 @@ impl Loader {
         &self,
         client: &mut Client,
         message: &ChunkMessage,
+        attempt: i32,
         path: &std::path::Path,
     ) -> Result<Vec<Planned>, LoadError> {
         let existing = plans::plan(&*client, message.upload_id, message.chunk_no).await?;
@@ -174,7 +188,8 @@ impl Loader {
             return Ok(Vec::new());
         }
         // Written once: a racing engine's plan wins over this one (see `write_plan`).
-        let plan = plans::write_plan(client, message.upload_id, message.chunk_no, &pieces).await?;
+        let (upload_id, chunk_no) = (message.upload_id, message.chunk_no);
+        let plan = plans::write_plan(client, upload_id, chunk_no, attempt, &pieces).await?;
         tracing::debug!(upload_id = %message.upload_id, chunk = message.chunk_no, pieces = plan.len(), "chunk cut into pieces");
         Ok(plan)
     }
@@ -184,8 +199,7 @@ impl Loader {
         &self,
         message: &ChunkMessage,
         position: &Position,
-        dataset: &Dataset,
-        path: &std::path::Path,
+        source: &Source<'_>,
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
         let _slot = self
@@ -195,7 +209,7 @@ impl Loader {
             .expect("the COPY semaphore is never closed");
         let mut client = self.piece_sessions.take().await?;
         let outcome = self
-            .copy_piece(&mut client, message, position, dataset, path, planned)
+            .copy_piece(&mut client, message, position, source, planned)
             .await;
         self.piece_sessions.give_back(client);
         outcome
@@ -206,10 +220,10 @@ impl Loader {
         client: &mut Client,
         message: &ChunkMessage,
         position: &Position,
-        dataset: &Dataset,
-        path: &std::path::Path,
+        source: &Source<'_>,
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
+        let (dataset, path) = (source.dataset, source.path);
         // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let policy = ErrorPolicy::RejectRows;
@@ -232,6 +246,7 @@ impl Loader {
                 &tx,
                 message.upload_id,
                 message.chunk_no,
+                source.attempt,
                 planned.piece_no,
                 report.rows_loaded,
                 report.rows_rejected,
@@ -257,6 +272,7 @@ impl Loader {
         client: &mut Client,
         message: &ChunkMessage,
         position: &Position,
+        attempt: i32,
     ) -> Result<Outcome, LoadError> {
         let tx = client.transaction().await?;
         let totals = plans::totals(&tx, message.upload_id, message.chunk_no).await?;
@@ -266,9 +282,15 @@ impl Loader {
             return Err(LoadError::Parser(format!("{pending} pieces still loading")));
         }
         let (rows, rejected) = (totals.rows_loaded, totals.rows_rejected);
-        let counts = (rows, rejected, None);
-        let loaded = ChunkState::Loaded;
-        if !record_outcome(&tx, message, position, loaded, counts, None, true).await? {
+        let outcome = ChunkOutcome {
+            state: ChunkState::Loaded,
+            rows_loaded: rows,
+            rows_rejected: rejected,
+            error: None,
+            in_pieces: true,
+            attempt,
+        };
+        if !record_outcome(&tx, message, position, outcome, None).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
@@ -284,7 +306,7 @@ impl Loader {
         client: &mut Client,
         message: &ChunkMessage,
         position: &Position,
-        dataset: &Dataset,
+        source: &Source<'_>,
         err: ChunkError,
     ) -> Result<Outcome, LoadError> {
         let reason = match err {
@@ -298,17 +320,27 @@ impl Loader {
             drop(tx);
             return skipped(client, message, position).await;
         }
-        let counts = (0, 0, Some(reason.as_str()));
-        let failed = ChunkState::Failed;
-        if !record_outcome(&tx, message, position, failed, counts, None, true).await? {
+        let outcome = ChunkOutcome {
+            state: ChunkState::Failed,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            error: Some(reason.as_str()),
+            in_pieces: true,
+            attempt: source.attempt,
+        };
+        if !record_outcome(&tx, message, position, outcome, None).await? {
             drop(tx);
             return skipped(client, message, position).await;
         }
         // After the chunk row moved: that update waited for pieces still committing (they
         // share-lock the row), so this delete sees their rows, and no piece commits after it.
-        let undone =
-            plans::undo_chunk_rows(&tx, &dataset.table, message.upload_id, message.chunk_no)
-                .await?;
+        let undone = plans::undo_chunk_rows(
+            &tx,
+            &source.dataset.table,
+            message.upload_id,
+            message.chunk_no,
+        )
+        .await?;
         plans::delete_plan(&tx, message.upload_id, message.chunk_no).await?;
         tx.commit().await?;
         metrics::chunk(Counted::Failed);

@@ -110,8 +110,12 @@ async fn ingest(chunk: Vec<u8>, on_error: &str) -> Ingested {
     );
     api.complete(&folder, 1).await;
     let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
-    // The chunk file goes once its outcome is committed, whatever the outcome.
-    env.wait_no_files().await;
+    // The chunk file goes once it is loaded; a failed chunk's is kept for a retry.
+    if status["state"] == "failed" {
+        assert_eq!(env.files_left().len(), 1, "{:?}", env.files_left());
+    } else {
+        env.wait_no_files().await;
+    }
 
     let client = env.db.client().await.unwrap();
     let id = uuid::Uuid::parse_str(&folder).unwrap();

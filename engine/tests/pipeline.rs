@@ -137,7 +137,12 @@ async fn bad_rows_are_rejected_with_their_reasons_per_policy() {
         "{status}"
     );
     assert_eq!(table_counts(&env.db, &chunk_folder).await, (0, 0));
-    env.wait_no_files().await;
+    let kept = env.files_left();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the failed chunk's file is kept for a retry: {kept:?}"
+    );
     engine.stop().await;
     gateway.stop().await;
 }
@@ -716,4 +721,102 @@ async fn offsets_held(env: &TestEnv) -> Vec<u64> {
     }
     consumer.close().await;
     offsets
+}
+
+/// A chunk that failed keeps its file: retried as it is it fails again (same bytes, same rows
+/// rejected, nothing doubled), and once re-PUT with fixed bytes it loads and the upload ends
+/// `done` with every row once. Concurrent retries of one chunk queue it once.
+#[tokio::test]
+async fn a_failed_chunk_is_retried_and_replaced_through_the_api() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &[]).await;
+    let api = Api::connect(&gateway).await;
+    let retry = |folder: &str, n: &str| {
+        let request = api
+            .http
+            .post(format!("{}/api/upload/{folder}/chunks/{n}/retry", api.url))
+            .bearer_auth(&api.token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let folder = api
+        .create(serde_json::json!({"expected_chunks": 3, "on_error": "reject-chunk"}))
+        .await;
+    let mut bad = original_rows(100, 100, false);
+    bad.extend_from_slice(b"31/02/2023 10:00:00,Not a day,1.000,Deposit\r\n");
+    for (n, rows) in [
+        original_rows(0, 100, true),
+        bad,
+        original_rows(200, 100, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(api.put(&folder, n as i32, rows).await, 200);
+    }
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(
+        (status["state"].as_str(), status["chunks_failed"].as_i64()),
+        (Some("failed"), Some(1)),
+        "{status}"
+    );
+    assert_eq!(table_counts(&env.db, &folder).await, (200, 0));
+    let kept = env.files_left();
+    assert_eq!(kept.len(), 1, "the failed chunk's file is kept: {kept:?}");
+    let rejected = || async {
+        let client = env.db.client().await.unwrap();
+        let id = uuid::Uuid::parse_str(&folder).unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM rejected_rows WHERE upload_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(
+        status["rows_rejected"], 101,
+        "every row of the failed chunk"
+    );
+    assert_eq!(rejected().await, 1, "the bad row is on record");
+
+    // Four clients retry at once: one queues it, the others find it queued already.
+    let answers = futures_util::future::join_all((0..4).map(|_| retry(&folder, "1"))).await;
+    let mut answers = answers;
+    answers.sort();
+    assert_eq!(answers, vec![202, 409, 409, 409]);
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "failed", "the same bytes fail again");
+    assert_eq!(status["rows_rejected"], 101, "{status}");
+    assert_eq!(rejected().await, 1, "not doubled");
+    assert_eq!(table_counts(&env.db, &folder).await, (200, 0));
+
+    // New bytes for the chunk: the upload opens again and ends done.
+    assert_eq!(
+        api.put(&folder, 1, original_rows(100, 100, false)).await,
+        200
+    );
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(
+        (status["state"].as_str(), status["chunks_failed"].as_i64()),
+        (Some("done"), Some(0)),
+        "{status}"
+    );
+    assert_eq!(status["rows_rejected"], 0, "{status}");
+    assert_eq!(rejected().await, 0);
+    assert_eq!(table_counts(&env.db, &folder).await, (300, 0));
+    env.wait_no_files().await;
+
+    assert_eq!(
+        retry(&folder, "1").await,
+        409,
+        "a done upload retries nothing"
+    );
+    assert_eq!(retry(&folder, "x").await, 400);
+    let other = api.create(serde_json::json!({})).await;
+    assert_eq!(api.put(&other, 0, original_rows(0, 10, true)).await, 200);
+    assert_eq!(retry(&other, "5").await, 409, "never received");
+    engine.stop().await;
+    gateway.stop().await;
 }

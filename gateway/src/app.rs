@@ -150,15 +150,22 @@ async fn client_route(
         }
         Route::PutChunk { folder, chunk } => {
             let upload = uploads::find(state, client_id, folder).await?;
-            let chunk_no = chunk
-                .parse::<i32>()
-                .ok()
-                .filter(|n| (0..1_000_000).contains(n))
-                .ok_or_else(|| ApiError::BadRequest("chunk number must be 0 to 999999".into()))?;
-            chunks::receive_chunk(state, &upload, chunk_no, request).await
+            chunks::receive_chunk(state, &upload, chunk_number(chunk)?, request).await
+        }
+        Route::RetryChunk { folder, chunk } => {
+            let upload = uploads::find(state, client_id, folder).await?;
+            chunks::retry(state, &upload, chunk_number(chunk)?).await
         }
         _ => Err(ApiError::NotFound),
     }
+}
+
+fn chunk_number(chunk: &str) -> Result<i32, ApiError> {
+    chunk
+        .parse::<i32>()
+        .ok()
+        .filter(|n| (0..1_000_000).contains(n))
+        .ok_or_else(|| ApiError::BadRequest("chunk number must be 0 to 999999".into()))
 }
 
 /// RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without exactly one `Host`

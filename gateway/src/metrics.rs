@@ -27,6 +27,7 @@ pub const ROUTES: &[&str] = &[
     "upload_delete",
     "upload_complete",
     "upload_chunk",
+    "upload_chunk_retry",
     "health",
     "ready",
     "metrics",

@@ -25,6 +25,10 @@ use crate::LedgerError;
 pub(crate) const SETTLED: &str =
     "(expected_chunks IS NULL AND state IN ('done', 'failed') AND error IS NULL)";
 
+/// Ended because chunks failed (not expired, aborted or undone): its failed chunks may still be
+/// retried or replaced ([`crate::retries`]), which opens it again.
+pub(crate) const RETRYABLE: &str = "(state = 'failed' AND error IS NULL AND chunks_failed > 0)";
+
 /// The "done" rule for a declared count, over the upload's own columns.
 const DECLARED_DONE: &str = "expected_chunks IS NOT NULL
     AND chunks_received >= expected_chunks
@@ -187,7 +191,8 @@ async fn fail_stored_chunks(
 /// What a client's `DELETE` of its upload did.
 #[derive(Debug)]
 pub enum Withdrawal {
-    /// Aborted (or undone): its chunks not loaded yet failed, their files are to be removed;
+    /// Aborted (or undone): its chunks not loaded yet failed; their files, and those of chunks
+    /// that failed before, are to be removed;
     /// with an undo, how many rows were deleted.
     Ended {
         state: UploadState,
@@ -228,12 +233,23 @@ pub async fn withdraw(
     if state == UploadState::Undone || (!undo_rows && !abortable) {
         return Ok(Withdrawal::AlreadyEnded(state));
     }
-    let chunks = fail_stored_chunks(
+    fail_stored_chunks(
         &tx,
         &[upload_id],
         "upload aborted before this chunk was loaded",
     )
     .await?;
+    // Those just failed, and those kept for a retry that will not come now.
+    let chunks = tx
+        .query(
+            "SELECT upload_id, chunk_no, stored_path FROM chunks
+             WHERE upload_id = $1 AND state = 'failed' AND NOT file_removed",
+            &[&upload_id],
+        )
+        .await?
+        .iter()
+        .map(ChunkFile::from_row)
+        .collect();
     let rows_deleted = match (undo_rows, Dataset::builtin(&dataset)) {
         (false, _) => None,
         (true, None) => Some(0),

@@ -123,8 +123,9 @@ pub async fn mark_removed(
     Ok(())
 }
 
-/// Files of `partitions`' chunks committed more than a few seconds ago whose removal was
-/// interrupted (a process killed between its commit and [`mark_removed`]).
+/// Files of `partitions`' chunks loaded more than a few seconds ago whose removal was
+/// interrupted (a process killed between its commit and [`mark_removed`]). A failed chunk's file
+/// is kept for a retry ([`crate::retries`]) and goes by [`failed_past_retention`].
 pub async fn left_behind(
     client: &Client,
     partitions: &[Partition],
@@ -134,10 +135,33 @@ pub async fn left_behind(
     let rows = client
         .query(
             "SELECT upload_id, chunk_no, stored_path FROM chunks
-             WHERE state <> 'stored' AND NOT file_removed AND partition = ANY($1)
+             WHERE state = 'loaded' AND NOT file_removed AND partition = ANY($1)
                AND committed_at < now() - interval '5 seconds'
              LIMIT $2",
             &[&partitions, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(ChunkFile::from_row).collect())
+}
+
+/// Files of failed chunks kept for a retry that failed more than `retention` ago, or whose
+/// upload can no longer be retried (expired, aborted or undone): the files to remove now.
+pub async fn failed_past_retention(
+    client: &Client,
+    retention: Duration,
+    limit: i64,
+) -> Result<Vec<ChunkFile>, LedgerError> {
+    let rows = client
+        .query(
+            "SELECT c.upload_id, c.chunk_no, c.stored_path FROM chunks c
+             JOIN uploads u ON u.upload_id = c.upload_id
+             WHERE c.state = 'failed' AND NOT c.file_removed
+               AND (c.committed_at < now() - make_interval(secs => $1)
+                    OR ((u.state IN ('aborted', 'undone')
+                         OR (u.state = 'failed' AND u.error IS NOT NULL))
+                        AND c.committed_at < now() - interval '5 seconds'))
+             ORDER BY c.committed_at LIMIT $2",
+            &[&retention.as_secs_f64(), &limit],
         )
         .await?;
     Ok(rows.iter().map(ChunkFile::from_row).collect())

@@ -18,6 +18,7 @@
 //! - [`hooks`]: completion hooks due, claimed and acknowledged.
 //! - [`backlog`]: the waiting chunks per partition.
 //! - [`rejects`]: an upload's rejected rows, a page at a time, for a download.
+//! - [`retries`]: a failed chunk loaded again, as it is or with new bytes.
 //! - [`report`]: what the benchmark reads back about one upload.
 
 pub mod backlog;
@@ -29,6 +30,7 @@ pub mod offsets;
 pub mod pieces;
 pub mod rejects;
 pub mod report;
+pub mod retries;
 pub mod states;
 pub mod uploads;
 

@@ -21,6 +21,9 @@ pub struct Claimed {
     pub stored_path: String,
     pub on_error: ErrorPolicy,
     pub dataset: String,
+    /// Which load of the chunk this is ([`crate::retries`]): its outcome is recorded only for
+    /// this attempt.
+    pub attempt: i32,
 }
 
 /// The chunk's row if it is still `stored`.
@@ -31,7 +34,7 @@ pub async fn claim(
 ) -> Result<Option<Claimed>, LedgerError> {
     let row = client
         .query_opt(
-            "SELECT c.stored_path, u.on_error, u.dataset FROM chunks c
+            "SELECT c.stored_path, u.on_error, u.dataset, c.attempt FROM chunks c
              JOIN uploads u ON u.upload_id = c.upload_id
              WHERE c.upload_id = $1 AND c.chunk_no = $2 AND c.state = 'stored'",
             &[&upload_id, &chunk_no],
@@ -42,6 +45,7 @@ pub async fn claim(
             stored_path: row.get(0),
             on_error: parse_policy(row.get(1))?,
             dataset: row.get(2),
+            attempt: row.get(3),
         })
     })
     .transpose()
@@ -58,6 +62,8 @@ pub struct ChunkOutcome<'a> {
     /// Whether the chunk was loaded in pieces ([`crate::pieces`]). A chunk loaded whole must have
     /// no plan: otherwise a peer may be loading (or have loaded) its pieces.
     pub in_pieces: bool,
+    /// The attempt the load claimed ([`Claimed::attempt`]).
+    pub attempt: i32,
 }
 
 /// What [`finish`] did.
@@ -65,7 +71,8 @@ pub struct ChunkOutcome<'a> {
 pub enum Finished {
     /// The chunk's outcome is recorded: commit.
     Recorded,
-    /// It was not `stored` any more: a peer got there first; roll back.
+    /// It was not `stored` any more (a peer got there first), or it is a later attempt (a retry
+    /// of a chunk that failed meanwhile): roll back.
     Gone,
     /// A chunk loaded whole that has a plan meanwhile (a peer cut it into pieces): roll back and
     /// load it again, in pieces.
@@ -97,7 +104,7 @@ pub async fn finish(
         .execute(
             "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
                 committed_at = clock_timestamp()
-             WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+             WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored' AND attempt = $8
                AND ($7 OR NOT EXISTS (SELECT 1 FROM chunk_pieces p
                                       WHERE p.upload_id = $1 AND p.chunk_no = $2))",
             &[
@@ -108,6 +115,7 @@ pub async fn finish(
                 &rejected,
                 &outcome.error,
                 &outcome.in_pieces,
+                &outcome.attempt,
             ],
         )
         .await?;

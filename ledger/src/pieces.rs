@@ -51,19 +51,21 @@ pub async fn plan(
 
 /// Writes `pieces` as the chunk's plan, under the chunk row's lock; returns the plan in force:
 /// a racing engine's if it wrote one first (its cut could differ if its piece size does), empty
-/// if the chunk is no longer `stored`.
+/// if the chunk is no longer `stored` or no longer at `attempt` (its bytes may have changed).
 pub async fn write_plan(
     client: &mut Client,
     upload_id: Uuid,
     chunk_no: i32,
+    attempt: i32,
     pieces: &[Piece],
 ) -> Result<Vec<PlannedPiece>, LedgerError> {
     let tx = client.transaction().await?;
     let stored = tx
         .query_opt(
             "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+               AND attempt = $3
              FOR NO KEY UPDATE",
-            &[&upload_id, &chunk_no],
+            &[&upload_id, &chunk_no, &attempt],
         )
         .await?;
     if stored.is_none() {
@@ -97,13 +99,14 @@ pub async fn write_plan(
 }
 
 /// Moves a piece from `stored` to `loaded` with its counts; `false` when a peer got there first
-/// or the chunk itself is no longer `stored` (expired or failed meanwhile). The chunk row is
-/// share-locked until the piece commits, so whatever fails the chunk waits for the pieces in
-/// flight and every later piece sees it failed and rolls back.
+/// or the chunk itself is no longer `stored` at `attempt` (expired, failed or retried meanwhile).
+/// The chunk row is share-locked until the piece commits, so whatever fails the chunk waits for
+/// the pieces in flight and every later piece sees it failed and rolls back.
 pub async fn finish_piece(
     tx: &Transaction<'_>,
     upload_id: Uuid,
     chunk_no: i32,
+    attempt: i32,
     piece_no: i32,
     rows_loaded: u64,
     rows_rejected: u64,
@@ -111,8 +114,9 @@ pub async fn finish_piece(
     let chunk_stored = tx
         .query_opt(
             "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+               AND attempt = $3
              FOR SHARE",
-            &[&upload_id, &chunk_no],
+            &[&upload_id, &chunk_no, &attempt],
         )
         .await?;
     if chunk_stored.is_none() {

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
 
-use crate::completion::{end_if_done, SETTLED};
+use crate::completion::{end_if_done, RETRYABLE, SETTLED};
+use crate::retries::{self, Replaced};
 use crate::states::{parse_policy, ErrorPolicy, Partition, UploadState};
 use crate::LedgerError;
 
@@ -51,6 +52,8 @@ pub struct Upload {
     /// Ended by the settle rule ([`crate::completion`]), not by a declared count or expiry: a
     /// further chunk reopens it.
     pub settled: bool,
+    /// Ended by failed chunks, which may still be retried or replaced ([`crate::retries`]).
+    pub retryable: bool,
 }
 
 impl Upload {
@@ -91,12 +94,14 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, Led
             state: UploadState::Receiving,
             expected_chunks: new.expected_chunks,
             settled: false,
+            retryable: false,
         }));
     }
     let row = client
         .query_one(
             &format!(
-                "SELECT upload_id, dataset, state, expected_chunks, {SETTLED}, on_error, total_bytes
+                "SELECT upload_id, dataset, state, expected_chunks, {SETTLED}, on_error, total_bytes,
+                        {RETRYABLE}
                  FROM uploads WHERE client_id = $1 AND idempotency_key = $2"
             ),
             &[&new.client_id, &new.idempotency_key],
@@ -116,6 +121,7 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, Led
         state: UploadState::parse(row.get(2))?,
         expected_chunks: declared,
         settled: row.get(4),
+        retryable: row.get(7),
     }))
 }
 
@@ -128,7 +134,7 @@ pub async fn find(
     let row = client
         .query_opt(
             &format!(
-                "SELECT dataset, state, expected_chunks, {SETTLED} FROM uploads
+                "SELECT dataset, state, expected_chunks, {SETTLED}, {RETRYABLE} FROM uploads
                  WHERE upload_id = $1 AND client_id = $2"
             ),
             &[&upload_id, &client_id],
@@ -143,6 +149,7 @@ pub async fn find(
         state: UploadState::parse(row.get(1))?,
         expected_chunks: row.get(2),
         settled: row.get(3),
+        retryable: row.get(4),
     }))
 }
 
@@ -164,6 +171,9 @@ pub enum Recorded {
     /// The same chunk number with the same content was stored before: publish the original
     /// message again (harmless: the engine loads a chunk once).
     Again(ChunkMessage),
+    /// The same chunk number, failed before, with new content: publish the new message and
+    /// remove the replaced file.
+    Replaced(Replaced),
     /// The same chunk number with different content.
     Conflict,
     /// The upload ended (or expired) meanwhile and takes no more chunks.
@@ -184,15 +194,25 @@ pub async fn record_chunk(
     // meanwhile reopens it (below).
     let current = tx
         .query_one(
-            &format!("SELECT state, {SETTLED} FROM uploads WHERE upload_id = $1 FOR UPDATE"),
+            &format!(
+                "SELECT state, {SETTLED}, {RETRYABLE} FROM uploads WHERE upload_id = $1 FOR UPDATE"
+            ),
             &[&upload.upload_id],
         )
         .await?;
-    let (state, settled) = (
+    let (state, settled, retryable) = (
         UploadState::parse(current.get(0))?,
         current.get::<_, bool>(1),
+        current.get::<_, bool>(2),
     );
     if !state.is_open() && !settled {
+        // An upload ended by failed chunks takes new bytes for one of them, and nothing else.
+        if let (true, Some(n)) = (retryable, chunk_no) {
+            if let Some(replaced) = replace(&tx, upload, n, &stored).await? {
+                tx.commit().await?;
+                return Ok(Recorded::Replaced(replaced));
+            }
+        }
         return Ok(Recorded::Closed(state));
     }
     let chunk_no = match chunk_no {
@@ -233,7 +253,13 @@ pub async fn record_chunk(
             .await?;
         let sha256: String = row.get(2);
         if sha256 != stored.sha256 {
-            return Ok(Recorded::Conflict);
+            return Ok(match replace(&tx, upload, chunk_no, &stored).await? {
+                Some(replaced) => {
+                    tx.commit().await?;
+                    Recorded::Replaced(replaced)
+                }
+                None => Recorded::Conflict,
+            });
         }
         return Ok(Recorded::Again(ChunkMessage {
             upload_id: upload.upload_id,
@@ -275,6 +301,25 @@ pub async fn record_chunk(
         has_header: stored.has_header,
         received_at_ms: now_ms(),
     }))
+}
+
+/// New bytes for a failed chunk ([`retries::replace`]), unless they are the bytes it has.
+async fn replace(
+    tx: &tokio_postgres::Transaction<'_>,
+    upload: &Upload,
+    chunk_no: i32,
+    stored: &NewChunk,
+) -> Result<Option<Replaced>, LedgerError> {
+    let same = tx
+        .query_opt(
+            "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND sha256 = $3",
+            &[&upload.upload_id, &chunk_no, &stored.sha256],
+        )
+        .await?;
+    if same.is_some() {
+        return Ok(None);
+    }
+    retries::replace(tx, upload.upload_id, chunk_no, &upload.dataset, stored).await
 }
 
 /// Takes back a chunk whose message the broker did not confirm, unless the engine already

@@ -60,7 +60,9 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
             first_line: 3,
         },
     ];
-    let plan = pieces::write_plan(&mut client, id, 0, &cut).await.unwrap();
+    let plan = pieces::write_plan(&mut client, id, 0, 0, &cut)
+        .await
+        .unwrap();
     assert_eq!(plan.len(), 2);
 
     // Piece 0 commits its rows and a rejected row.
@@ -79,7 +81,7 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
     )
     .await
     .unwrap();
-    assert!(pieces::finish_piece(&tx, id, 0, 0, 1, 1).await.unwrap());
+    assert!(pieces::finish_piece(&tx, id, 0, 0, 0, 1, 1).await.unwrap());
     tx.commit().await.unwrap();
 
     // Nothing happens for two days: the upload expires with its chunk half loaded.
@@ -116,5 +118,5 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
 
     // A piece still in flight finds the chunk failed and does not commit.
     let tx = client.transaction().await.unwrap();
-    assert!(!pieces::finish_piece(&tx, id, 0, 1, 1, 0).await.unwrap());
+    assert!(!pieces::finish_piece(&tx, id, 0, 0, 1, 1, 0).await.unwrap());
 }

@@ -26,6 +26,7 @@ use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError};
 use crate::settings::GatewaySettings;
 use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
+use ingest_ledger::retries::{self, Retried};
 use ingest_ledger::uploads::{NewChunk, Recorded, Upload};
 use ingest_rows::dataset::Dataset;
 
@@ -202,6 +203,13 @@ async fn commit(
         .await;
     let (message, duplicate) = match recorded {
         Ok(Recorded::New(message)) => (message, false),
+        Ok(Recorded::Replaced(replaced)) => {
+            let old = state.settings.shared.upload_dir.join(&replaced.old_path);
+            crate::expiry::remove(&old).await;
+            // A replacement is recorded for good (the failed bytes are gone): if the broker does
+            // not confirm, the announce sweep publishes it later.
+            return announce(state, replaced.message).await.map(|m| (m, false));
+        }
         Ok(Recorded::Again(message)) => {
             let _ = tokio::fs::remove_file(&final_path).await;
             (message, true)
@@ -236,6 +244,56 @@ async fn commit(
     }
     state.uploads.mark_announced(&message).await;
     Ok((message, duplicate))
+}
+
+/// `POST /api/upload/{folder}/chunks/{n}/retry`: loads a failed chunk again from the file it
+/// has (kept until the upload is aborted or for `INGEST_UPLOAD_TTL_SECS` after the failure).
+pub async fn retry(
+    state: &AppState,
+    upload: &Upload,
+    chunk_no: i32,
+) -> Result<HttpResponse, ApiError> {
+    let mut db = state.pool.get().await?;
+    let retried = retries::retry(&mut db, upload.upload_id, chunk_no).await?;
+    drop(db);
+    let message = match retried {
+        Retried::Queued(message) => message,
+        Retried::NoChunk => {
+            return Err(ApiError::Conflict(format!(
+                "chunk {chunk_no} was never received"
+            )))
+        }
+        Retried::NotFailed(chunk) => {
+            return Err(ApiError::Conflict(format!(
+                "chunk {chunk_no} is {chunk}: only a failed chunk is retried"
+            )))
+        }
+        Retried::FileGone => {
+            return Err(ApiError::Conflict(format!(
+                "chunk {chunk_no}'s file is no longer kept; PUT its bytes again to replace it"
+            )))
+        }
+        Retried::Closed(ended) => return Err(crate::routes::uploads::closed(ended)),
+    };
+    let message = announce(state, message).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"message": "Chunk queued to load again", "folder": upload.upload_id,
+                "chunk": message.chunk_no, "bytes": message.bytes, "sha256": message.sha256}),
+    ))
+}
+
+/// Publishes a chunk that is recorded for good (a retry or a replacement); 503 if the broker does
+/// not confirm, though the announce sweep ([`crate::orphans`]) publishes it later anyway.
+async fn announce(state: &AppState, message: ChunkMessage) -> Result<ChunkMessage, ApiError> {
+    if let Err(err) = state.publisher.publish(&message).await {
+        tracing::warn!(error = %err, upload_id = %message.upload_id, chunk = message.chunk_no, "publish failed");
+        return Err(ApiError::Unavailable(format!(
+            "{err}; the chunk is recorded and will be queued later"
+        )));
+    }
+    state.uploads.mark_announced(&message).await;
+    Ok(message)
 }
 
 /// How long a body may take: each frame within the idle timeout, all of them before the deadline.
@@ -318,7 +376,10 @@ where
 }
 
 fn accepting(upload: &Upload, chunk_no: Option<i32>) -> Result<(), ApiError> {
-    if !upload.accepts_chunks() {
+    // An upload ended by failed chunks takes new bytes for one of them by number (the ledger
+    // refuses any other chunk).
+    let replacing = upload.retryable && chunk_no.is_some();
+    if !upload.accepts_chunks() && !replacing {
         return Err(crate::routes::uploads::closed(upload.state));
     }
     if let (Some(n), Some(expected)) = (chunk_no, upload.expected_chunks) {

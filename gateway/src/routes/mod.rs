@@ -6,7 +6,8 @@
 //!   request's bearer token.
 //! - [`uploads`]: upload sessions (create, list, status, declare the chunk count, abort or
 //!   undo).
-//! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file.
+//! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file,
+//!   and retrying a failed one (`POST .../chunks/{n}/retry`).
 //! - [`rejected`]: an upload's rejected rows as a streamed CSV or JSON-lines download.
 //! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
 //!
@@ -67,6 +68,11 @@ pub enum Route<'p> {
         folder: &'p str,
         chunk: &'p str,
     },
+    /// `POST /api/upload/{folder}/chunks/{n}/retry`: load a failed chunk again.
+    RetryChunk {
+        folder: &'p str,
+        chunk: &'p str,
+    },
     /// Any other request under `/api/auth` or `/api/upload`: 404, but only after its rate limit
     /// and authentication, so probing paths costs what using them does.
     UnknownApi(RouteClass),
@@ -101,6 +107,9 @@ impl<'p> Route<'p> {
             (&Method::PUT, ["", "api", "upload", folder, "chunks", chunk]) => {
                 Self::PutChunk { folder, chunk }
             }
+            (&Method::POST, ["", "api", "upload", folder, "chunks", chunk, "retry"]) => {
+                Self::RetryChunk { folder, chunk }
+            }
             // A GET of anything below an upload counts against the status quota, as a real
             // status query would.
             (&Method::GET, ["", "api", "upload", _, ..]) => Self::UnknownApi(RouteClass::Status),
@@ -126,6 +135,7 @@ impl<'p> Route<'p> {
             Self::Rejected { .. } => "upload_rejected",
             Self::Complete { .. } => "upload_complete",
             Self::PutChunk { .. } => "upload_chunk",
+            Self::RetryChunk { .. } => "upload_chunk_retry",
             Self::UnknownApi(_) | Self::NotFound => "other",
         }
     }
@@ -146,7 +156,8 @@ impl<'p> Route<'p> {
             | Self::SendFile { .. }
             | Self::Complete { .. }
             | Self::Withdraw { .. }
-            | Self::PutChunk { .. } => Some(RouteClass::Upload),
+            | Self::PutChunk { .. }
+            | Self::RetryChunk { .. } => Some(RouteClass::Upload),
             Self::Status { .. } | Self::ListUploads | Self::Rejected { .. } => {
                 Some(RouteClass::Status)
             }
@@ -207,6 +218,14 @@ mod tests {
             )
         );
         assert_eq!(
+            route(Method::POST, "/api/upload/7f1c/chunks/3/retry"),
+            (
+                Route::RetryChunk { folder, chunk: "3" },
+                "upload_chunk_retry",
+                Some(Upload)
+            )
+        );
+        assert_eq!(
             route(Method::GET, "/api/uploads"),
             (Route::ListUploads, "upload_list", Some(Status))
         );
@@ -235,6 +254,7 @@ mod tests {
             (Method::DELETE, "/api/upload/f"),
             (Method::POST, "/api/upload/f/complete"),
             (Method::PUT, "/api/upload/f/chunks/0"),
+            (Method::POST, "/api/upload/f/chunks/0/retry"),
             (Method::GET, "/nowhere"),
         ];
         for (method, path) in samples {
