@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "chunk_retries",
         include_str!("../../db/migrations/0011_chunk_retries.sql"),
     ),
+    (
+        12,
+        "client_scopes",
+        include_str!("../../db/migrations/0012_client_scopes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

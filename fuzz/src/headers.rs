@@ -21,7 +21,7 @@ fn tokens() -> &'static (Tokens, String) {
             3600,
             clock,
         );
-        let issued = tokens.issue("fuzz-client").token;
+        let issued = tokens.issue("fuzz-client", &[gateway::clients::Scope::Upload]).token;
         (tokens, issued)
     })
 }

@@ -26,7 +26,7 @@ use crate::metrics as names;
 use crate::publish::Publisher;
 use crate::ratelimit::{RateLimiter, RouteClass};
 use crate::routes::uploads::Uploads;
-use crate::routes::{auth, chunks, operations, rejected, uploads, Route};
+use crate::routes::{auth, chunks, clients, operations, rejected, uploads, Route};
 use crate::settings::GatewaySettings;
 
 /// Everything a request handler may need, shared by all connections.
@@ -109,14 +109,17 @@ async fn dispatch(
         Route::TokenMethodNotAllowed => return Err(ApiError::MethodNotAllowed),
         _ => {}
     }
-    let client_id = auth::authenticate(state, &request).await?;
-    limit(state, class, "client", &client_id).await?;
+    let caller = auth::authenticate(state, &request).await?;
+    limit(state, class, "client", &caller.client_id).await?;
+    if let Some(scope) = route.scope() {
+        caller.require(scope)?;
+    }
     match route {
         Route::Rejected { folder } => {
-            let upload = uploads::find(state, &client_id, folder).await?;
+            let upload = uploads::find(state, &caller.client_id, folder).await?;
             rejected::download(state, &upload, &request).await
         }
-        route => client_route(state, &client_id, route, request)
+        route => client_route(state, &caller, route, request)
             .await
             .map(streamed),
     }
@@ -125,11 +128,15 @@ async fn dispatch(
 /// The API client's routes answered with an in-memory body.
 async fn client_route(
     state: &AppState,
-    client_id: &str,
+    caller: &auth::Caller,
     route: Route<'_>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    let client_id = caller.client_id.as_str();
     match route {
+        Route::ListClients => clients::list(state).await,
+        Route::AddClient => clients::add(state, request).await,
+        Route::DisableClient { client_id } => clients::disable(state, caller, client_id).await,
         Route::CreateUpload => uploads::create(state, client_id, request).await,
         Route::ListUploads => uploads::list(state, client_id, &request).await,
         Route::SendFile { folder } => {

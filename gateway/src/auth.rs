@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 
 use ingest_contract::settings::Secret;
 
+use crate::clients::Scope;
+
 /// Seconds since the Unix epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -36,6 +38,20 @@ pub struct Claims {
     #[serde(default)]
     pub nbf: Option<u64>,
     pub jti: String,
+    /// Space-separated scopes (RFC 8693 style); tokens issued before scopes existed have none
+    /// and count as `upload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl Claims {
+    /// The scopes the token carries.
+    pub fn scopes(&self) -> Vec<Scope> {
+        match &self.scope {
+            None => vec![Scope::Upload],
+            Some(scope) => scope.split(' ').filter_map(Scope::parse).collect(),
+        }
+    }
 }
 
 /// Why a bearer token was refused.
@@ -82,6 +98,8 @@ pub struct IssuedToken {
     pub token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
+    /// The scopes it carries, space-separated (as OAuth 2 token responses say it).
+    pub scope: String,
 }
 
 impl Tokens {
@@ -94,8 +112,8 @@ impl Tokens {
         }
     }
 
-    /// Signs a token for `client_id` with the current key.
-    pub fn issue(&self, client_id: &str) -> IssuedToken {
+    /// Signs a token for `client_id`, carrying `scopes`, with the current key.
+    pub fn issue(&self, client_id: &str, scopes: &[Scope]) -> IssuedToken {
         let now = (self.clock)();
         let claims = Claims {
             sub: client_id.to_owned(),
@@ -103,6 +121,13 @@ impl Tokens {
             exp: now + self.ttl_secs,
             nbf: None,
             jti: uuid::Uuid::new_v4().to_string(),
+            scope: Some(
+                scopes
+                    .iter()
+                    .map(|scope| scope.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.kid.clone());
@@ -112,6 +137,11 @@ impl Tokens {
             token,
             token_type: "Bearer",
             expires_in: self.ttl_secs,
+            scope: scopes
+                .iter()
+                .map(|scope| scope.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -188,6 +218,20 @@ mod tests {
     }
 
     #[test]
+    fn tokens_carry_their_scopes_and_old_tokens_count_as_upload() {
+        let tokens = Tokens::new(&Secret::new("0123456789abcdef"), None, 60, system_clock());
+        let admin = tokens.issue("root", &[Scope::Upload, Scope::Admin]);
+        assert_eq!(admin.scope, "upload admin");
+        let claims = tokens.verify(&admin.token).unwrap();
+        assert_eq!(claims.scopes(), vec![Scope::Upload, Scope::Admin]);
+        let mut old = claims;
+        old.scope = None;
+        assert_eq!(old.scopes(), vec![Scope::Upload]);
+        old.scope = Some("admin nonsense".into());
+        assert_eq!(old.scopes(), vec![Scope::Admin]);
+    }
+
+    #[test]
     fn tokens_expire_by_the_injected_clock() {
         let now = Arc::new(AtomicU64::new(1_000_000));
         let tokens = Tokens::new(
@@ -196,7 +240,7 @@ mod tests {
             3600,
             clock_at(now.clone()),
         );
-        let issued = tokens.issue("alice");
+        let issued = tokens.issue("alice", &[Scope::Upload]);
         assert_eq!(tokens.verify(&issued.token).unwrap().sub, "alice");
         now.store(1_000_000 + 3599, Ordering::SeqCst);
         assert!(tokens.verify(&issued.token).is_ok());
@@ -212,7 +256,7 @@ mod tests {
         let clock = system_clock();
         let old = Secret::new("old-secret-0123456789");
         let new = Secret::new("new-secret-0123456789");
-        let before = Tokens::new(&old, None, 60, clock.clone()).issue("bob");
+        let before = Tokens::new(&old, None, 60, clock.clone()).issue("bob", &[Scope::Upload]);
         let rotated = Tokens::new(&new, Some(&old), 60, clock.clone());
         assert!(rotated.verify(&before.token).is_ok());
         let dropped = Tokens::new(&new, None, 60, clock);
@@ -225,7 +269,7 @@ mod tests {
     #[test]
     fn refuses_alg_none_tampering_and_garbage() {
         let tokens = Tokens::new(&Secret::new("0123456789abcdef"), None, 60, system_clock());
-        let good = tokens.issue("carol").token;
+        let good = tokens.issue("carol", &[Scope::Upload]).token;
         let parts: Vec<&str> = good.split('.').collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let none_header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);

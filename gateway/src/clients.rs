@@ -1,9 +1,13 @@
 //! API clients: ids with argon2-hashed secrets in PostgreSQL (`api_clients`).
 //!
-//! A token names its client in `sub`; every authenticated request asks [`ApiClients::is_enabled`]
-//! whether that client still exists and is enabled. The answer is cached for
-//! [`ENABLED_CACHE_TTL`] per gateway, so a disabled (or deleted) client's live tokens stop
-//! working within that time on every gateway, at one small query per client per period.
+//! A token names its client in `sub` and its [`Scope`]s in `scope`; every authenticated request
+//! asks [`ApiClients::scopes_now`] whether that client still exists and is enabled, and what it
+//! may do now. The answer is cached for [`ENABLED_CACHE_TTL`] per gateway, so a disabled (or
+//! deleted, or demoted) client's live tokens stop working within that time on every gateway, at
+//! one small query per client per period.
+//!
+//! Clients are managed with `gateway client ...` (bootstrap, and for an operator at the
+//! database) or, by a client with the `admin` scope, over the API (`/api/clients`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +21,60 @@ use deadpool_postgres::Pool;
 
 use ingest_contract::settings::Secret;
 
+/// What a client's tokens may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// The upload API (every route under `/api/upload` and `/api/uploads`).
+    Upload,
+    /// Managing API clients (`/api/clients`).
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "upload" => Some(Self::Upload),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// Reads a list of names: each known, none twice, at least one; sorted.
+    pub fn parse_all<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Self>, ClientsError> {
+        let mut scopes = Vec::new();
+        for name in names {
+            let scope = Self::parse(name).ok_or_else(|| ClientsError::BadScope(name.to_owned()))?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        if scopes.is_empty() {
+            return Err(ClientsError::BadScope(String::new()));
+        }
+        scopes.sort();
+        Ok(scopes)
+    }
+}
+
+/// The scopes' names, as stored and as answered.
+pub fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|scope| scope.as_str()).collect()
+}
+
+/// Stored scopes; the schema's CHECK keeps unknown names out, and one that slipped in is dropped.
+fn stored(names: Vec<String>) -> Vec<Scope> {
+    names.iter().filter_map(|name| Scope::parse(name)).collect()
+}
+
 /// What can go wrong managing clients.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientsError {
@@ -24,6 +82,10 @@ pub enum ClientsError {
     BadId,
     #[error("client secret must be at least 8 characters")]
     WeakSecret,
+    #[error("scopes must be one or more of upload, admin (got {0:?})")]
+    BadScope(String),
+    #[error("client {0} exists already")]
+    Exists(String),
     #[error("no such client: {0}")]
     Unknown(String),
     #[error("database: {0}")]
@@ -38,6 +100,7 @@ pub enum ClientsError {
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub client_id: String,
+    pub scopes: Vec<Scope>,
     pub created_at: String,
     pub disabled: bool,
 }
@@ -52,8 +115,11 @@ const ENABLED_CACHE_MAX: usize = 10_000;
 #[derive(Clone)]
 pub struct ApiClients {
     pool: Pool,
-    enabled: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
+    enabled: Arc<Mutex<HashMap<String, CachedScopes>>>,
 }
+
+/// The last answer for a client: its scopes (`None` if disabled or unknown), and when.
+type CachedScopes = (Option<Vec<Scope>>, Instant);
 
 fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -70,25 +136,10 @@ impl ApiClients {
         }
     }
 
-    /// Creates the client or replaces its secret (and re-enables it).
+    /// Creates the client or replaces its secret (and re-enables it); an existing client keeps
+    /// its scopes, a new one gets `upload`.
     pub async fn upsert(&self, client_id: &str, secret: &Secret) -> Result<(), ClientsError> {
-        if !valid_id(client_id) {
-            return Err(ClientsError::BadId);
-        }
-        if secret.expose().len() < 8 {
-            return Err(ClientsError::WeakSecret);
-        }
-        let secret = secret.clone();
-        // argon2 is deliberately slow: keep it off the async threads.
-        let hash = tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default()
-                .hash_password(secret.expose().as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-        })
-        .await
-        .map_err(|err| ClientsError::Hash(err.to_string()))?
-        .map_err(|err| ClientsError::Hash(err.to_string()))?;
+        let hash = hash_secret(client_id, secret).await?;
         let db = self.pool.get().await?;
         db.execute(
             "INSERT INTO api_clients (client_id, secret_hash) VALUES ($1, $2)
@@ -99,25 +150,69 @@ impl ApiClients {
         Ok(())
     }
 
-    /// Whether `secret` is the secret of an enabled client `client_id`.
-    pub async fn verify(&self, client_id: &str, secret: &str) -> Result<bool, ClientsError> {
+    /// Creates a new client with `scopes`; [`ClientsError::Exists`] if the id is taken (over the
+    /// API a secret is never replaced silently).
+    pub async fn create(
+        &self,
+        client_id: &str,
+        secret: &Secret,
+        scopes: &[Scope],
+    ) -> Result<(), ClientsError> {
+        let hash = hash_secret(client_id, secret).await?;
+        let db = self.pool.get().await?;
+        let inserted = db
+            .execute(
+                "INSERT INTO api_clients (client_id, secret_hash, scopes) VALUES ($1, $2, $3)
+                 ON CONFLICT (client_id) DO NOTHING",
+                &[&client_id, &hash, &scope_names(scopes)],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(ClientsError::Exists(client_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Sets what the client's tokens may do (live tokens follow within [`ENABLED_CACHE_TTL`]).
+    pub async fn set_scopes(&self, client_id: &str, scopes: &[Scope]) -> Result<(), ClientsError> {
+        let db = self.pool.get().await?;
+        let updated = db
+            .execute(
+                "UPDATE api_clients SET scopes = $2 WHERE client_id = $1",
+                &[&client_id, &scope_names(scopes)],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(ClientsError::Unknown(client_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    // argon2 is deliberately slow: keep it off the async threads.
+    /// The scopes of enabled client `client_id` if `secret` is its secret, `None` otherwise.
+    pub async fn verify(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Option<Vec<Scope>>, ClientsError> {
         if !valid_id(client_id) || secret.len() > 1024 {
-            return Ok(false);
+            return Ok(None);
         }
         let db = self.pool.get().await?;
         let row = db
             .query_opt(
-                "SELECT secret_hash FROM api_clients WHERE client_id = $1 AND disabled_at IS NULL",
+                "SELECT secret_hash, scopes FROM api_clients
+                 WHERE client_id = $1 AND disabled_at IS NULL",
                 &[&client_id],
             )
             .await?;
         let Some(row) = row else {
-            return Ok(false);
+            return Ok(None);
         };
-        let stored: String = row.get(0);
+        let (hash, scopes): (String, Vec<String>) = (row.get(0), row.get(1));
         let secret = secret.to_owned();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored)
+        let valid = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
                 .map(|hash| {
                     Argon2::default()
                         .verify_password(secret.as_bytes(), &hash)
@@ -126,24 +221,25 @@ impl ApiClients {
                 .unwrap_or(false)
         })
         .await
-        .map_err(|err| ClientsError::Hash(err.to_string()))
+        .map_err(|err| ClientsError::Hash(err.to_string()))?;
+        Ok(valid.then(|| stored(scopes)))
     }
 
-    /// Whether `client_id` exists and is enabled, as of at most [`ENABLED_CACHE_TTL`] ago.
-    /// Checked on every authenticated request, so a disabled or deleted client's live tokens
-    /// stop working.
-    pub async fn is_enabled(&self, client_id: &str) -> Result<bool, ClientsError> {
+    /// The scopes of `client_id` if it exists and is enabled (`None` otherwise), as of at most
+    /// [`ENABLED_CACHE_TTL`] ago. Checked on every authenticated request, so a disabled,
+    /// deleted or demoted client's live tokens stop working.
+    pub async fn scopes_now(&self, client_id: &str) -> Result<Option<Vec<Scope>>, ClientsError> {
         if let Some(enabled) = self.cached(client_id) {
             return Ok(enabled);
         }
         let db = self.pool.get().await?;
         let enabled = db
             .query_opt(
-                "SELECT 1 FROM api_clients WHERE client_id = $1 AND disabled_at IS NULL",
+                "SELECT scopes FROM api_clients WHERE client_id = $1 AND disabled_at IS NULL",
                 &[&client_id],
             )
             .await?
-            .is_some();
+            .map(|row| stored(row.get(0)));
         let mut cache = self
             .enabled
             .lock()
@@ -151,11 +247,11 @@ impl ApiClients {
         if cache.len() >= ENABLED_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(client_id.to_owned(), (enabled, Instant::now()));
+        cache.insert(client_id.to_owned(), (enabled.clone(), Instant::now()));
         Ok(enabled)
     }
 
-    fn cached(&self, client_id: &str) -> Option<bool> {
+    fn cached(&self, client_id: &str) -> Option<Option<Vec<Scope>>> {
         let cache = self
             .enabled
             .lock()
@@ -163,14 +259,14 @@ impl ApiClients {
         cache
             .get(client_id)
             .filter(|(_, at)| at.elapsed() < ENABLED_CACHE_TTL)
-            .map(|(enabled, _)| *enabled)
+            .map(|(enabled, _)| enabled.clone())
     }
 
     pub async fn list(&self) -> Result<Vec<ClientInfo>, ClientsError> {
         let db = self.pool.get().await?;
         let rows = db
             .query(
-                "SELECT client_id, created_at::text, disabled_at IS NOT NULL
+                "SELECT client_id, created_at::text, disabled_at IS NOT NULL, scopes
                  FROM api_clients ORDER BY client_id",
                 &[],
             )
@@ -181,6 +277,7 @@ impl ApiClients {
                 client_id: row.get(0),
                 created_at: row.get(1),
                 disabled: row.get(2),
+                scopes: stored(row.get(3)),
             })
             .collect())
     }
@@ -198,4 +295,33 @@ impl ApiClients {
         }
         Ok(())
     }
+}
+
+/// Checks the id and the secret, and hashes the secret (argon2 is deliberately slow: off the
+/// async threads).
+async fn hash_secret(client_id: &str, secret: &Secret) -> Result<String, ClientsError> {
+    if !valid_id(client_id) {
+        return Err(ClientsError::BadId);
+    }
+    if secret.expose().len() < 8 {
+        return Err(ClientsError::WeakSecret);
+    }
+    let secret = secret.clone();
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(secret.expose().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(|err| ClientsError::Hash(err.to_string()))?
+    .map_err(|err| ClientsError::Hash(err.to_string()))
+}
+
+/// A new random secret: 32 bytes from the OS, hex.
+pub fn generate_secret() -> Secret {
+    use argon2::password_hash::rand_core::RngCore;
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    Secret::new(hex::encode(bytes))
 }

@@ -1,7 +1,7 @@
 //! `gateway`: serve the HTTP API, apply migrations, or manage API clients.
 
 use clap::{Parser, Subcommand};
-use gateway::clients::ApiClients;
+use gateway::clients::{scope_names, ApiClients, Scope};
 use gateway::GatewaySettings;
 use ingest_contract::settings::Secret;
 
@@ -36,6 +36,10 @@ enum ClientCommand {
         client_id: String,
         #[arg(long, env = "INGEST_CLIENT_SECRET", hide_env_values = true)]
         secret: String,
+        /// What its tokens may do: `upload`, `admin` (repeat for both). Without it a new client
+        /// gets `upload` and an existing one keeps its scopes.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
     /// List clients.
     List,
@@ -61,8 +65,18 @@ async fn main() -> anyhow::Result<()> {
             let pool = gateway::server::database_pool(&cli.settings.shared.database_url).await?;
             let clients = ApiClients::new(pool);
             match command {
-                ClientCommand::Add { client_id, secret } => {
+                ClientCommand::Add {
+                    client_id,
+                    secret,
+                    scopes,
+                } => {
+                    let scopes = (!scopes.is_empty())
+                        .then(|| Scope::parse_all(scopes.iter().map(String::as_str)))
+                        .transpose()?;
                     clients.upsert(&client_id, &Secret::new(secret)).await?;
+                    if let Some(scopes) = &scopes {
+                        clients.set_scopes(&client_id, scopes).await?;
+                    }
                     println!("client {client_id} saved");
                 }
                 ClientCommand::List => {
@@ -72,7 +86,11 @@ async fn main() -> anyhow::Result<()> {
                         } else {
                             "enabled"
                         };
-                        println!("{}\t{state}\t{}", client.client_id, client.created_at);
+                        let scopes = scope_names(&client.scopes).join(",");
+                        println!(
+                            "{}\t{state}\t{scopes}\t{}",
+                            client.client_id, client.created_at
+                        );
                     }
                 }
                 ClientCommand::Disable { client_id } => {

@@ -242,7 +242,7 @@ async fn authentication_refusals() {
         60,
         clock,
     )
-    .issue(CLIENT_ID);
+    .issue(CLIENT_ID, &[gateway::clients::Scope::Upload]);
     let refused = app
         .http
         .post(&upload)
@@ -258,7 +258,7 @@ async fn authentication_refusals() {
         3600,
         past,
     )
-    .issue(CLIENT_ID);
+    .issue(CLIENT_ID, &[gateway::clients::Scope::Upload]);
     let response = app
         .http
         .post(&upload)
@@ -429,7 +429,7 @@ fn signed_token(client_id: &str) -> gateway::auth::IssuedToken {
         3600,
         gateway::auth::system_clock(),
     )
-    .issue(client_id)
+    .issue(client_id, &[gateway::clients::Scope::Upload])
 }
 
 #[tokio::test]
@@ -976,4 +976,166 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+}
+
+/// An admin-scoped client adds, lists and disables clients over the API; a token without the
+/// admin scope gets 403 there, an admin-only token 403 on uploads, and a demoted admin's live
+/// token loses the scope within the cache period.
+#[tokio::test]
+async fn admins_manage_clients_over_the_api_and_scopes_are_enforced() {
+    use gateway::clients::{ApiClients, Scope, ENABLED_CACHE_TTL};
+    use ingest_contract::settings::Secret;
+    let app = TestGateway::start(&[]).await;
+    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
+    let clients = ApiClients::new(pool);
+    let clients_url = format!("{}/api/clients", app.url);
+    let uploader = app.token().await;
+    let listed = app
+        .http
+        .get(&clients_url)
+        .bearer_auth(&uploader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 403);
+    let body: serde_json::Value = listed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+
+    // The bootstrap path: an operator makes the first admin with `gateway client add --scope`.
+    clients
+        .upsert("root", &Secret::new("root-secret-1"))
+        .await
+        .unwrap();
+    clients.set_scopes("root", &[Scope::Admin]).await.unwrap();
+    let issued: serde_json::Value = app
+        .http
+        .post(format!("{}/api/auth/token", app.url))
+        .basic_auth("root", Some("root-secret-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issued["scope"], "admin", "{issued}");
+    let admin = issued["token"].as_str().unwrap().to_owned();
+    let post = |body: serde_json::Value| {
+        let request = app.http.post(&clients_url).bearer_auth(&admin).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, added) = post(serde_json::json!({"client_id": "ops-1"})).await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["scopes"], serde_json::json!(["upload"]));
+    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 64, "a generated secret, shown once");
+    let ops = app.token_for("ops-1", &secret).await;
+    app.create_upload(&ops).await;
+    for (body, expected) in [
+        (serde_json::json!({"client_id": "ops-1"}), 409),
+        (serde_json::json!({"client_id": "no spaces"}), 400),
+        (
+            serde_json::json!({"client_id": "x", "client_secret": "short"}),
+            400,
+        ),
+        (
+            serde_json::json!({"client_id": "x", "scopes": ["root"]}),
+            400,
+        ),
+        (serde_json::json!({"client_id": "x", "scopes": []}), 400),
+        (serde_json::json!({"client_id": "x", "role": "admin"}), 400),
+    ] {
+        let (status, answer) = post(body.clone()).await;
+        assert_eq!(status, expected, "{body} → {answer}");
+    }
+    let (status, _) = post(
+        serde_json::json!({"client_id": "ops-2", "client_secret": "ops-2-secret",
+                                              "scopes": ["admin", "upload"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        app.create_upload_raw(&admin).await,
+        403,
+        "an admin-only token does not upload"
+    );
+
+    let listed: serde_json::Value = app
+        .http
+        .get(&clients_url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let find = |id: &str| {
+        listed["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["client_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not listed: {listed}"))
+    };
+    assert_eq!(
+        find("ops-2")["scopes"],
+        serde_json::json!(["upload", "admin"])
+    );
+    assert_eq!(find("ops-1")["disabled"], false);
+
+    let delete = |id: &str, token: &str| {
+        let request = app
+            .http
+            .delete(format!("{clients_url}/{id}"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(delete("ops-1", &uploader).await, 403);
+    assert_eq!(delete("ops-1", &admin).await, 200);
+    assert_eq!(delete("nobody", &admin).await, 404);
+    assert_eq!(delete("root", &admin).await, 409, "not itself");
+    let folder = app.create_upload(&app.token().await).await;
+    ingest_contract::testkit::wait_for(
+        "the disabled client's token to be refused",
+        ENABLED_CACHE_TTL + Duration::from_secs(3),
+        || async { (app.create_upload_raw(&ops).await == 401).then_some(()) },
+    )
+    .await;
+    let refused = app
+        .http
+        .post(format!("{}/api/auth/token", app.url))
+        .basic_auth("ops-1", Some(&secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // Demoted: the live admin token keeps its signature but not the scope.
+    clients.set_scopes("root", &[Scope::Upload]).await.unwrap();
+    ingest_contract::testkit::wait_for(
+        "the demoted admin's token to lose the scope",
+        ENABLED_CACHE_TTL + Duration::from_secs(3),
+        || async {
+            let status = app
+                .http
+                .get(&clients_url)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (status == 403).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.status_raw(&admin, &folder).await,
+        403,
+        "nor gains upload: its token never carried it"
+    );
 }

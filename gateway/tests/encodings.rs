@@ -164,7 +164,15 @@ async fn client_commands_add_list_and_disable() {
     run(&["client", "add", "alice", "--secret", "alice-secret-1"]);
     assert!(run(&["client", "list"]).contains("alice\tenabled"));
     run(&["client", "disable", "alice"]);
-    assert!(run(&["client", "list"]).contains("alice\tdisabled"));
+    assert!(run(&["client", "list"]).contains("alice\tdisabled\tupload"));
+    let admin = ["client", "add", "root", "--secret", "root-secret-1"];
+    run(&[&admin[..], &["--scope", "admin", "--scope", "upload"]].concat());
+    assert!(run(&["client", "list"]).contains("root\tenabled\tupload,admin"));
+    run(&admin);
+    assert!(
+        run(&["client", "list"]).contains("root\tenabled\tupload,admin"),
+        "a new secret keeps the scopes"
+    );
     let client = db.client().await.unwrap();
     let hash: String = client
         .query_one(

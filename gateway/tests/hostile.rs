@@ -155,7 +155,7 @@ impl Target {
             None => gateway::auth::system_clock(),
         };
         Tokens::new(&Secret::new(SIGNING_KEY), None, 3600, clock)
-            .issue(client)
+            .issue(client, &[gateway::clients::Scope::Upload])
             .token
     }
 }

@@ -279,6 +279,14 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
     );
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["message"], "File uploaded successfully");
+    // The clients API reaches the gateway, which refuses a token without the admin scope.
+    let response = http
+        .get(format!("{base}/api/clients"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "{}", nginx.log());
     // A raw chunk of a second upload, streamed.
     let response = http
         .post(format!("{base}/api/upload"))

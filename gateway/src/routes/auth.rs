@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::app::{AppState, HttpResponse};
 use crate::auth;
+use crate::clients::Scope;
 use crate::errors::{json_response, ApiError};
 use crate::metrics as names;
 
@@ -23,18 +24,18 @@ pub async fn issue_token(
             "client credentials required (HTTP Basic)",
         ));
     };
-    let valid = state
+    let scopes = state
         .clients
         .verify(&id, &secret)
         .await
         .map_err(|err| ApiError::Internal(err.into()))?;
-    if !valid {
+    let Some(scopes) = scopes else {
         metrics::counter!(names::AUTH_FAILURES, "reason" => "bad_credentials").increment(1);
         return Err(ApiError::Unauthorized("invalid client credentials"));
-    }
+    };
     Ok(json_response(
         StatusCode::OK,
-        &json!(state.tokens.issue(&id)),
+        &json!(state.tokens.issue(&id, &scopes)),
     ))
 }
 
@@ -50,24 +51,55 @@ pub async fn verify(
         .expect("a static response should build"))
 }
 
+/// Who sent a request, and what it may do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client_id: String,
+    /// What both the token carries and the client holds now.
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    /// 403 unless the caller holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) {
+            return Ok(());
+        }
+        metrics::counter!(names::AUTH_FAILURES, "reason" => "scope").increment(1);
+        Err(ApiError::Forbidden(match scope {
+            Scope::Upload => "this token lacks the upload scope",
+            Scope::Admin => "this token lacks the admin scope",
+        }))
+    }
+}
+
 /// The API client a request's bearer token names, if the token is valid and the client enabled.
 pub async fn authenticate(
     state: &AppState,
     request: &Request<Incoming>,
-) -> Result<String, ApiError> {
+) -> Result<Caller, ApiError> {
     let verified = auth::bearer(request.headers()).and_then(|token| state.tokens.verify(token));
     match verified {
         Ok(claims) => {
-            // A valid signature is not enough: the client must still exist and be enabled.
-            let enabled = state.clients.is_enabled(&claims.sub).await.map_err(|err| {
+            // A valid signature is not enough: the client must still exist and be enabled, and
+            // it keeps only the scopes it still holds.
+            let now = state.clients.scopes_now(&claims.sub).await.map_err(|err| {
                 tracing::warn!(error = %err, "cannot check whether a client is enabled");
                 ApiError::Unavailable("cannot check the client now; retry later".into())
             })?;
-            if !enabled {
+            let Some(now) = now else {
                 metrics::counter!(names::AUTH_FAILURES, "reason" => "client_disabled").increment(1);
                 return Err(ApiError::Unauthorized("client is disabled or unknown"));
-            }
-            Ok(claims.sub)
+            };
+            let scopes = claims
+                .scopes()
+                .into_iter()
+                .filter(|scope| now.contains(scope))
+                .collect();
+            Ok(Caller {
+                client_id: claims.sub,
+                scopes,
+            })
         }
         Err(err) => {
             let reason = match err {

@@ -9,6 +9,7 @@
 //! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file,
 //!   and retrying a failed one (`POST .../chunks/{n}/retry`).
 //! - [`rejected`]: an upload's rejected rows as a streamed CSV or JSON-lines download.
+//! - [`clients`]: API clients (`/api/clients`), for a client with the `admin` scope.
 //! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
 //!
 //! Adding an endpoint: a variant here, its line in [`Route::parse`], [`Route::label`] and
@@ -17,12 +18,14 @@
 
 pub mod auth;
 pub mod chunks;
+pub mod clients;
 pub mod operations;
 pub mod rejected;
 pub mod uploads;
 
 use http::Method;
 
+use crate::clients::Scope;
 use crate::ratelimit::RouteClass;
 
 /// One endpoint, with the path parameters it carries.
@@ -73,7 +76,15 @@ pub enum Route<'p> {
         folder: &'p str,
         chunk: &'p str,
     },
-    /// Any other request under `/api/auth` or `/api/upload`: 404, but only after its rate limit
+    /// `GET /api/clients`.
+    ListClients,
+    /// `POST /api/clients`.
+    AddClient,
+    /// `DELETE /api/clients/{client_id}`.
+    DisableClient {
+        client_id: &'p str,
+    },
+    /// Any other request under `/api/auth`, `/api/upload` or `/api/clients`: 404, but only after its rate limit
     /// and authentication, so probing paths costs what using them does.
     UnknownApi(RouteClass),
     /// Anything else: 404.
@@ -93,6 +104,14 @@ impl<'p> Route<'p> {
             (&Method::POST, ["", "api", "auth", "token"]) => Self::IssueToken,
             (_, ["", "api", "auth", "token"]) => Self::TokenMethodNotAllowed,
             (_, ["", "api", "auth", ..]) => Self::UnknownApi(RouteClass::Auth),
+            (&Method::GET, ["", "api", "clients"] | ["", "api", "clients", ""]) => {
+                Self::ListClients
+            }
+            (&Method::POST, ["", "api", "clients"] | ["", "api", "clients", ""]) => Self::AddClient,
+            (&Method::DELETE, ["", "api", "clients", client_id]) if !client_id.is_empty() => {
+                Self::DisableClient { client_id }
+            }
+            (_, ["", "api", "clients", ..]) => Self::UnknownApi(RouteClass::Auth),
             (&Method::POST, ["", "api", "upload"] | ["", "api", "upload", ""]) => {
                 Self::CreateUpload
             }
@@ -136,7 +155,35 @@ impl<'p> Route<'p> {
             Self::Complete { .. } => "upload_complete",
             Self::PutChunk { .. } => "upload_chunk",
             Self::RetryChunk { .. } => "upload_chunk_retry",
+            Self::ListClients => "clients_list",
+            Self::AddClient => "clients_add",
+            Self::DisableClient { .. } => "clients_disable",
             Self::UnknownApi(_) | Self::NotFound => "other",
+        }
+    }
+
+    /// The scope a caller needs, `None` for what needs no API client (or only to be one).
+    pub fn scope(&self) -> Option<Scope> {
+        match self {
+            Self::ListClients | Self::AddClient | Self::DisableClient { .. } => Some(Scope::Admin),
+            Self::CreateUpload
+            | Self::ListUploads
+            | Self::SendFile { .. }
+            | Self::Status { .. }
+            | Self::Withdraw { .. }
+            | Self::Complete { .. }
+            | Self::Rejected { .. }
+            | Self::PutChunk { .. }
+            | Self::RetryChunk { .. } => Some(Scope::Upload),
+            Self::Health
+            | Self::Ready
+            | Self::Metrics
+            | Self::Docs
+            | Self::VerifyToken
+            | Self::IssueToken
+            | Self::TokenMethodNotAllowed
+            | Self::UnknownApi(_)
+            | Self::NotFound => None,
         }
     }
 
@@ -151,14 +198,18 @@ impl<'p> Route<'p> {
             | Self::Docs
             | Self::VerifyToken
             | Self::NotFound => None,
-            Self::IssueToken | Self::TokenMethodNotAllowed => Some(RouteClass::Auth),
+            // Adding a client hashes its secret (argon2, deliberately slow), as a token does.
+            Self::IssueToken | Self::TokenMethodNotAllowed | Self::AddClient => {
+                Some(RouteClass::Auth)
+            }
+            Self::DisableClient { .. } => Some(RouteClass::Upload),
             Self::CreateUpload
             | Self::SendFile { .. }
             | Self::Complete { .. }
             | Self::Withdraw { .. }
             | Self::PutChunk { .. }
             | Self::RetryChunk { .. } => Some(RouteClass::Upload),
-            Self::Status { .. } | Self::ListUploads | Self::Rejected { .. } => {
+            Self::Status { .. } | Self::ListUploads | Self::Rejected { .. } | Self::ListClients => {
                 Some(RouteClass::Status)
             }
             Self::UnknownApi(class) => Some(*class),
@@ -230,6 +281,26 @@ mod tests {
             (Route::ListUploads, "upload_list", Some(Status))
         );
         assert_eq!(route(Method::POST, "/api/uploads").0, Route::NotFound);
+        assert_eq!(
+            route(Method::GET, "/api/clients"),
+            (Route::ListClients, "clients_list", Some(Status))
+        );
+        assert_eq!(
+            route(Method::POST, "/api/clients"),
+            (Route::AddClient, "clients_add", Some(Auth))
+        );
+        assert_eq!(
+            route(Method::DELETE, "/api/clients/ops"),
+            (
+                Route::DisableClient { client_id: "ops" },
+                "clients_disable",
+                Some(Upload)
+            )
+        );
+        assert_eq!(
+            route(Method::DELETE, "/api/clients/").0,
+            Route::UnknownApi(Auth)
+        );
         assert_eq!(route(Method::GET, "/api/upload/docs").0, Route::Docs);
         assert_eq!(
             route(Method::POST, "/api/upload/docs").0,
@@ -255,6 +326,9 @@ mod tests {
             (Method::POST, "/api/upload/f/complete"),
             (Method::PUT, "/api/upload/f/chunks/0"),
             (Method::POST, "/api/upload/f/chunks/0/retry"),
+            (Method::GET, "/api/clients"),
+            (Method::POST, "/api/clients"),
+            (Method::DELETE, "/api/clients/c"),
             (Method::GET, "/nowhere"),
         ];
         for (method, path) in samples {
@@ -264,6 +338,23 @@ mod tests {
                 "{label} is not in ROUTES"
             );
         }
+    }
+
+    #[test]
+    fn client_routes_need_admin_and_upload_routes_need_upload() {
+        assert_eq!(
+            Route::parse(&Method::GET, "/api/clients").scope(),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/api/clients/x").scope(),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            Route::parse(&Method::PUT, "/api/upload/f/chunks/1").scope(),
+            Some(Scope::Upload)
+        );
+        assert_eq!(Route::parse(&Method::POST, "/api/auth/token").scope(), None);
     }
 
     #[test]

@@ -423,7 +423,7 @@ pub fn closed(state: UploadState) -> ApiError {
 }
 
 /// Reads a small JSON body (at most 64 KiB); an empty body is `None`.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
 ) -> Result<Option<T>, ApiError> {
     const MAX: usize = 64 * 1024;
