@@ -20,7 +20,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::Tokens;
 use crate::client_ip::client_ip;
 use crate::clients::ApiClients;
-use crate::docs;
 use crate::errors::ApiError;
 use crate::metrics as names;
 use crate::publish::Publisher;
@@ -28,6 +27,7 @@ use crate::ratelimit::{RateLimiter, RouteClass};
 use crate::routes::uploads::Uploads;
 use crate::routes::{auth, chunks, clients, operations, rejected, uploads, Route};
 use crate::settings::GatewaySettings;
+use crate::{console, docs};
 
 /// Everything a request handler may need, shared by all connections.
 pub struct AppState {
@@ -90,6 +90,10 @@ async fn dispatch(
         Route::Metrics => return Ok(streamed(operations::metrics(state))),
         Route::Docs => {
             let page = docs::serve(request.uri().path()).ok_or(ApiError::NotFound)?;
+            return Ok(streamed(page));
+        }
+        Route::Console => {
+            let page = console::serve(request.uri().path()).ok_or(ApiError::NotFound)?;
             return Ok(streamed(page));
         }
         Route::VerifyToken => return auth::verify(state, &request).await.map(streamed),

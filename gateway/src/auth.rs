@@ -93,12 +93,17 @@ pub struct Tokens {
 }
 
 /// A freshly issued token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
+    /// A JWT (HS256); send it as `Authorization: Bearer <token>`.
     pub token: String,
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
+    /// Seconds it stays valid.
+    #[schema(example = 3600)]
     pub expires_in: u64,
     /// The scopes it carries, space-separated (as OAuth 2 token responses say it).
+    #[schema(example = "upload")]
     pub scope: String,
 }
 

@@ -6,6 +6,23 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `unprocessable`,
+    /// `rate_limited`, `timeout`, `unavailable`, `internal`.
+    #[schema(value_type = String, example = "not_found")]
+    pub code: &'static str,
+    /// For people; internal causes are never shown.
+    pub message: String,
+}
+
 /// An error answered to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -79,7 +96,12 @@ impl ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = json_response(self.status(), &body);
         let headers = response.headers_mut();
         match self {
@@ -119,8 +141,10 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 }
 
 /// A JSON response with the given status.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    // Our own types and values: serializing them cannot fail (no maps with non-string keys).
+    let text = serde_json::to_vec(body).expect("API bodies serialize");
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

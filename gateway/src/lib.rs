@@ -9,17 +9,19 @@
 //! synced and the broker confirmed. Uploads without a declared count end by [`settle`];
 //! abandoned ones by [`expiry`]; what killed requests leave behind is found by [`orphans`];
 //! [`hooks`] tells callback URLs when uploads end. [`server`] runs the hyper accept loop and the
-//! graceful shutdown; [`docs`] serves the OpenAPI document.
+//! graceful shutdown; [`docs`] serves the OpenAPI document ([`openapi`]), [`console`] the upload console.
 
 pub mod app;
 pub mod auth;
 pub mod client_ip;
 pub mod clients;
+pub mod console;
 pub mod docs;
 pub mod errors;
 pub mod expiry;
 pub mod hooks;
 pub mod metrics;
+pub mod openapi;
 pub mod orphans;
 pub mod publish;
 pub mod ratelimit;

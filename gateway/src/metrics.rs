@@ -35,6 +35,7 @@ pub const ROUTES: &[&str] = &[
     "ready",
     "metrics",
     "docs",
+    "console",
     "other",
 ];
 /// Every `class` label of [`RATE_LIMITED`].

@@ -329,7 +329,7 @@ async fn docs_health_ready_and_metrics() {
             .await
             .unwrap();
         assert_eq!(page.status(), 200);
-        assert!(page.text().await.unwrap().contains("openapi.json"));
+        assert!(page.text().await.unwrap().contains("swagger-ui-bundle.js"));
     }
     let spec: serde_json::Value = app
         .http

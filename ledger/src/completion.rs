@@ -196,6 +196,8 @@ pub enum Withdrawal {
     /// with an undo, how many rows were deleted.
     Ended {
         state: UploadState,
+        /// Chunks not loaded yet, failed now.
+        chunks_failed: usize,
         chunks: Vec<ChunkFile>,
         rows_deleted: Option<u64>,
     },
@@ -233,12 +235,13 @@ pub async fn withdraw(
     if state == UploadState::Undone || (!undo_rows && !abortable) {
         return Ok(Withdrawal::AlreadyEnded(state));
     }
-    fail_stored_chunks(
+    let chunks_failed = fail_stored_chunks(
         &tx,
         &[upload_id],
         "upload aborted before this chunk was loaded",
     )
-    .await?;
+    .await?
+    .len();
     // Those just failed, and those kept for a retry that will not come now.
     let chunks = tx
         .query(
@@ -286,6 +289,7 @@ pub async fn withdraw(
     tx.commit().await?;
     Ok(Withdrawal::Ended {
         state: ended,
+        chunks_failed,
         chunks,
         rows_deleted,
     })

@@ -10,7 +10,7 @@ pub use ingest_rows::validate::ErrorPolicy;
 use crate::LedgerError;
 
 /// Where an upload is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadState {
     /// Taking chunks.
@@ -64,7 +64,7 @@ impl fmt::Display for UploadState {
 }
 
 /// Where a chunk (or a piece of one) is: `stored` until exactly one transaction moves it on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkState {
     Stored,

@@ -517,11 +517,13 @@ pub struct ListQuery<'a> {
 }
 
 /// One upload in a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadSummary {
     pub folder: Uuid,
     pub dataset: String,
     pub state: UploadState,
+    /// `reject-rows` or `reject-chunk`.
+    #[schema(value_type = String, example = "reject-rows")]
     pub on_error: &'static str,
     pub expected_chunks: Option<i32>,
     pub chunks_received: i32,
@@ -577,7 +579,7 @@ pub async fn list(
 }
 
 /// `GET /api/upload/{folder}`: its summary (as listed), how it ends, and its chunks.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadStatus {
     #[serde(flatten)]
     pub summary: UploadSummary,
@@ -588,7 +590,7 @@ pub struct UploadStatus {
 }
 
 /// How an upload ends, as its status shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Completion {
     /// `done` when the declared number of chunks is loaded (`/complete` or `expected_chunks`).
@@ -603,7 +605,7 @@ pub enum Completion {
 }
 
 /// One rejected row in a status.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RejectedRow {
     pub chunk: i32,
     pub line: i32,

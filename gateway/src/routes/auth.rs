@@ -10,10 +10,20 @@ use serde_json::json;
 use crate::app::{AppState, HttpResponse};
 use crate::auth;
 use crate::clients::Scope;
-use crate::errors::{json_response, ApiError};
+use crate::errors::{json_response, ApiError, ErrorBody};
 use crate::metrics as names;
 
-/// `POST /api/auth/token`: HTTP Basic client credentials for a JWT.
+/// Issue a bearer token for client credentials.
+///
+/// HTTP Basic with `client_id:client_secret`. The token is valid for an hour
+/// (`INGEST_TOKEN_TTL_SECS`) and carries the client's scopes (`upload`, `admin`); a disabled
+/// client's tokens stop working within seconds.
+#[utoipa::path(post, path = "/api/auth/token", tag = "auth", operation_id = "issueToken",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "A token", body = crate::auth::IssuedToken),
+        (status = 401, description = "Missing or invalid client credentials", body = ErrorBody),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorBody)))]
 pub async fn issue_token(
     state: &AppState,
     request: &Request<Incoming>,
@@ -39,7 +49,14 @@ pub async fn issue_token(
     ))
 }
 
-/// `GET /api/auth/verify`: 204 for a valid token of an enabled client, 401 otherwise.
+/// Check a bearer token (nginx's `auth_request`).
+///
+/// 204 for a valid token of an enabled client, 401 otherwise. Never rate limited.
+#[utoipa::path(get, path = "/api/auth/verify", tag = "auth", operation_id = "verifyToken",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Valid"),
+        (status = 401, description = "Missing, invalid or expired token, or a disabled client", body = ErrorBody)))]
 pub async fn verify(
     state: &AppState,
     request: &Request<Incoming>,

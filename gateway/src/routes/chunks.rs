@@ -18,19 +18,57 @@ use futures_util::StreamExt;
 use http::{header, HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
 
 use crate::app::{AppState, HttpResponse};
-use crate::errors::{json_response, ApiError};
+use crate::errors::{json_response, ApiError, ErrorBody};
 use crate::settings::GatewaySettings;
 use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
 use ingest_ledger::retries::{self, Retried};
 use ingest_ledger::uploads::{NewChunk, Recorded, Upload};
 use ingest_rows::dataset::Dataset;
 
-/// Raw chunk upload, idempotent by chunk number.
+/// A stored chunk.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkStored {
+    #[schema(value_type = String, example = "Chunk stored")]
+    pub message: &'static str,
+    pub folder: Uuid,
+    pub chunk: i32,
+    pub bytes: u64,
+    /// Hex SHA-256 of the bytes as stored (after any Content-Encoding is undone).
+    pub sha256: String,
+    /// The same bytes were stored before under this number.
+    pub duplicate: bool,
+}
+
+/// Send a chunk (raw CSV).
+///
+/// Chunk numbers start at 0; the first chunk may carry the header line. The body may be gzip or
+/// zstd (`Content-Encoding`); `Content-MD5`, `X-MD5-Hash` or `X-Checksum-SHA256` are verified.
+/// 200 only once the chunk is on disk (fsync'd) and queued. The same number with the same
+/// bytes answers 200 again (`duplicate`); different bytes 409, except for a chunk that failed:
+/// new bytes replace it, also on an upload that ended `failed` because of it.
+#[utoipa::path(put, path = "/api/upload/{folder}/chunks/{n}", tag = "upload", operation_id = "putChunk",
+    security(("bearer" = [])),
+    params(("folder" = Uuid, Path, description = "The upload"),
+           ("n" = i32, Path, description = "Chunk number, 0 to 999999"),
+           ("X-Checksum-SHA256" = Option<String>, Header, description = "Hex SHA-256 of the chunk"),
+           ("Content-MD5" = Option<String>, Header, description = "Base64 MD5 of the chunk"),
+           ("X-MD5-Hash" = Option<String>, Header, description = "Hex MD5 of the chunk"),
+           ("Content-Encoding" = Option<String>, Header, description = "gzip or zstd")),
+    request_body(content = Vec<u8>, content_type = "text/csv", description = "The chunk's CSV bytes"),
+    responses(
+        (status = 200, description = "Stored and queued", body = ChunkStored),
+        (status = 400, description = "Bad checksum or number", body = ErrorBody),
+        (status = 409, description = "Different bytes under this number, or the upload takes no more", body = ErrorBody),
+        (status = 413, description = "Larger than INGEST_MAX_CHUNK_BYTES", body = ErrorBody),
+        (status = 415, description = "Not CSV text", body = ErrorBody),
+        (status = 503, description = "Broker unavailable; nothing stored", body = ErrorBody)))]
 pub async fn receive_chunk(
     state: &AppState,
     upload: &Upload,
@@ -57,14 +95,55 @@ pub async fn receive_chunk(
     let stored = pump(&mut body, sink, BodyTimer::start(&state.settings)).await?;
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
     metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"message": "Chunk stored", "folder": upload.upload_id, "chunk": message.chunk_no,
-                "bytes": message.bytes, "sha256": message.sha256, "duplicate": duplicate}),
-    ))
+    let stored = ChunkStored {
+        message: "Chunk stored",
+        folder: upload.upload_id,
+        chunk: message.chunk_no,
+        bytes: message.bytes,
+        sha256: message.sha256,
+        duplicate,
+    };
+    Ok(json_response(StatusCode::OK, &stored))
 }
 
-/// The original's multipart upload: one `file` field, numbered in arrival order.
+/// A file received through the original's multipart route.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileUploaded {
+    #[schema(value_type = String, example = "File uploaded successfully")]
+    pub message: &'static str,
+    pub folder: Uuid,
+    /// Its chunk number: files are numbered in arrival order.
+    pub chunk: i32,
+    pub bytes: u64,
+    pub duplicate: bool,
+}
+
+/// The form of the original's multipart route.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Read by multer field by field; this type only documents the form.
+pub struct FileForm {
+    /// The CSV file (with its header line).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Send a file (the original's multipart upload).
+///
+/// One `file` field holding a CSV with its header line, numbered in arrival order;
+/// `X-MD5-Hash` (hex) is verified. 200 only once it is on disk and queued.
+#[utoipa::path(post, path = "/api/upload/{folder}", tag = "upload", operation_id = "uploadFile",
+    security(("bearer" = [])),
+    params(("folder" = Uuid, Path, description = "The upload"),
+           ("X-MD5-Hash" = Option<String>, Header, description = "Hex MD5 of the file")),
+    request_body(content = FileForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored and queued", body = FileUploaded),
+        (status = 400, description = "Bad checksum, extension or content", body = ErrorBody),
+        (status = 404, description = "No such upload of this client", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Not CSV", body = ErrorBody),
+        (status = 422, description = "No `file` field", body = ErrorBody),
+        (status = 503, description = "Broker unavailable; nothing stored", body = ErrorBody)))]
 pub async fn receive_multipart(
     state: &AppState,
     upload: &Upload,
@@ -162,11 +241,14 @@ pub async fn receive_multipart(
     };
     let (message, duplicate) = commit(state, upload, None, stored).await?;
     metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"message": "File uploaded successfully", "folder": upload.upload_id,
-                "chunk": message.chunk_no, "bytes": message.bytes, "duplicate": duplicate}),
-    ))
+    let uploaded = FileUploaded {
+        message: "File uploaded successfully",
+        folder: upload.upload_id,
+        chunk: message.chunk_no,
+        bytes: message.bytes,
+        duplicate,
+    };
+    Ok(json_response(StatusCode::OK, &uploaded))
 }
 
 /// Renames the stored file into place, records it, publishes its message.
@@ -246,8 +328,31 @@ async fn commit(
     Ok((message, duplicate))
 }
 
-/// `POST /api/upload/{folder}/chunks/{n}/retry`: loads a failed chunk again from the file it
-/// has (kept until the upload is aborted or for `INGEST_UPLOAD_TTL_SECS` after the failure).
+/// A failed chunk queued to load again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkQueued {
+    #[schema(value_type = String, example = "Chunk queued to load again")]
+    pub message: &'static str,
+    pub folder: Uuid,
+    pub chunk: i32,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Load a failed chunk again.
+///
+/// From the file it has, kept for `INGEST_UPLOAD_TTL_SECS` after the failure (or until the
+/// upload is aborted). The failure's counters and rejected rows are taken out of the upload,
+/// which opens again if it had ended; a load of the earlier attempt still running records
+/// nothing.
+#[utoipa::path(post, path = "/api/upload/{folder}/chunks/{n}/retry", tag = "upload", operation_id = "retryChunk",
+    security(("bearer" = [])),
+    params(("folder" = Uuid, Path, description = "The upload"),
+           ("n" = i32, Path, description = "The failed chunk's number")),
+    responses(
+        (status = 202, description = "Queued to load again", body = ChunkQueued),
+        (status = 409, description = "Not a failed chunk, never received, its file no longer kept, or the upload takes nothing more", body = ErrorBody),
+        (status = 503, description = "Broker unavailable; the chunk is recorded and queued later", body = ErrorBody)))]
 pub async fn retry(
     state: &AppState,
     upload: &Upload,
@@ -276,11 +381,14 @@ pub async fn retry(
         Retried::Closed(ended) => return Err(crate::routes::uploads::closed(ended)),
     };
     let message = announce(state, message).await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({"message": "Chunk queued to load again", "folder": upload.upload_id,
-                "chunk": message.chunk_no, "bytes": message.bytes, "sha256": message.sha256}),
-    ))
+    let queued = ChunkQueued {
+        message: "Chunk queued to load again",
+        folder: upload.upload_id,
+        chunk: message.chunk_no,
+        bytes: message.bytes,
+        sha256: message.sha256,
+    };
+    Ok(json_response(StatusCode::ACCEPTED, &queued))
 }
 
 /// Publishes a chunk that is recorded for good (a retry or a replacement); 503 if the broker does

@@ -4,43 +4,96 @@
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use ingest_contract::settings::Secret;
 
 use crate::app::{AppState, HttpResponse};
 use crate::clients::{generate_secret, scope_names, ClientsError, Scope};
-use crate::errors::{json_response, ApiError};
+use crate::errors::{json_response, ApiError, ErrorBody};
 use crate::routes::auth::Caller;
 use crate::routes::uploads::read_json;
 
 /// The body of `POST /api/clients`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewClient {
-    client_id: String,
-    /// Generated (and answered once) when absent.
-    client_secret: Option<String>,
-    /// Default `["upload"]`.
-    scopes: Option<Vec<String>>,
+pub struct NewClient {
+    /// 1-64 characters of A-Z a-z 0-9 . _ -
+    #[schema(example = "acme-etl")]
+    pub client_id: String,
+    /// At least 8 characters; generated (and answered once) when absent.
+    pub client_secret: Option<String>,
+    /// `upload`, `admin`; default `["upload"]`.
+    pub scopes: Option<Vec<String>>,
 }
 
-/// `GET /api/clients`: every client with its scopes, creation time and whether it is disabled.
+/// One API client.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientEntry {
+    pub client_id: String,
+    #[schema(value_type = Vec<String>, example = json!(["upload"]))]
+    pub scopes: Vec<&'static str>,
+    pub created_at: String,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientList {
+    pub clients: Vec<ClientEntry>,
+}
+
+/// A client just added.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddedClient {
+    pub client_id: String,
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Vec<&'static str>,
+    /// Only when it was generated: shown this once, only its hash is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisabledClient {
+    pub client_id: String,
+    pub disabled: bool,
+}
+
+/// List API clients (admin).
+///
+/// Every client with its scopes, creation time and whether it is disabled.
+#[utoipa::path(get, path = "/api/clients", tag = "admin", operation_id = "listClients",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every client", body = ClientList),
+        (status = 403, description = "The token lacks the admin scope", body = ErrorBody)))]
 pub async fn list(state: &AppState) -> Result<HttpResponse, ApiError> {
     let clients = state.clients.list().await.map_err(clients_error)?;
-    let clients: Vec<_> = clients
-        .iter()
-        .map(|client| {
-            json!({"client_id": client.client_id, "scopes": scope_names(&client.scopes),
-                   "created_at": client.created_at, "disabled": client.disabled})
+    let clients = clients
+        .into_iter()
+        .map(|client| ClientEntry {
+            scopes: scope_names(&client.scopes),
+            client_id: client.client_id,
+            created_at: client.created_at,
+            disabled: client.disabled,
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({"clients": clients})))
+    Ok(json_response(StatusCode::OK, &ClientList { clients }))
 }
 
-/// `POST /api/clients`: 201 with the client, and its secret if it was generated; 409 if the id is
-/// taken (a secret is never replaced over the API).
+/// Add an API client (admin).
+///
+/// 201 with the client, and its secret if it was generated; 409 if the id is taken (a secret
+/// is never replaced over the API: `gateway client add` does that).
+#[utoipa::path(post, path = "/api/clients", tag = "admin", operation_id = "addClient",
+    security(("bearer" = [])),
+    request_body = NewClient,
+    responses(
+        (status = 201, description = "Added", body = AddedClient),
+        (status = 400, description = "Bad id, short secret or unknown scope", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin scope", body = ErrorBody),
+        (status = 409, description = "The id exists", body = ErrorBody)))]
 pub async fn add(state: &AppState, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let new: NewClient = read_json(request)
         .await?
@@ -60,16 +113,27 @@ pub async fn add(state: &AppState, request: Request<Incoming>) -> Result<HttpRes
         .await
         .map_err(clients_error)?;
     tracing::info!(client_id = %new.client_id, scopes = ?scope_names(&scopes), "API client added over the API");
-    let mut body = json!({"client_id": new.client_id, "scopes": scope_names(&scopes)});
-    if generated {
+    let added = AddedClient {
+        client_id: new.client_id,
+        scopes: scope_names(&scopes),
         // Shown once: only its hash is stored.
-        body["client_secret"] = json!(secret.expose());
-    }
-    Ok(json_response(StatusCode::CREATED, &body))
+        client_secret: generated.then(|| secret.expose().to_owned()),
+    };
+    Ok(json_response(StatusCode::CREATED, &added))
 }
 
-/// `DELETE /api/clients/{client_id}`: disables the client (its secret stops working at once, its
-/// live tokens within seconds). An admin cannot disable itself: that could leave no admin.
+/// Disable an API client (admin).
+///
+/// Its secret stops working at once, its live tokens within seconds. An admin cannot disable
+/// itself: that could leave no admin.
+#[utoipa::path(delete, path = "/api/clients/{client_id}", tag = "admin", operation_id = "disableClient",
+    security(("bearer" = [])),
+    params(("client_id" = String, Path, description = "The client to disable")),
+    responses(
+        (status = 200, description = "Disabled", body = DisabledClient),
+        (status = 403, description = "The token lacks the admin scope", body = ErrorBody),
+        (status = 404, description = "No such client", body = ErrorBody),
+        (status = 409, description = "A client cannot disable itself", body = ErrorBody)))]
 pub async fn disable(
     state: &AppState,
     caller: &Caller,
@@ -86,10 +150,11 @@ pub async fn disable(
         .await
         .map_err(clients_error)?;
     tracing::info!(client_id, by = %caller.client_id, "API client disabled over the API");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"client_id": client_id, "disabled": true}),
-    ))
+    let disabled = DisabledClient {
+        client_id: client_id.to_owned(),
+        disabled: true,
+    };
+    Ok(json_response(StatusCode::OK, &disabled))
 }
 
 fn clients_error(err: ClientsError) -> ApiError {

@@ -36,6 +36,8 @@ pub enum Route<'p> {
     Metrics,
     /// The docs page or the OpenAPI document.
     Docs,
+    /// The upload console's files (`/console`).
+    Console,
     /// `GET /api/auth/verify`: nginx's `auth_request` subrequest.
     VerifyToken,
     /// `POST /api/auth/token`.
@@ -100,6 +102,7 @@ impl<'p> Route<'p> {
             (&Method::GET, ["", "ready"]) => Self::Ready,
             (&Method::GET, ["", "metrics"]) => Self::Metrics,
             _ if get && crate::docs::is_docs_path(path) => Self::Docs,
+            _ if get && crate::console::is_console_path(path) => Self::Console,
             (&Method::GET, ["", "api", "auth", "verify"]) => Self::VerifyToken,
             (&Method::POST, ["", "api", "auth", "token"]) => Self::IssueToken,
             (_, ["", "api", "auth", "token"]) => Self::TokenMethodNotAllowed,
@@ -144,6 +147,7 @@ impl<'p> Route<'p> {
             Self::Ready => "ready",
             Self::Metrics => "metrics",
             Self::Docs => "docs",
+            Self::Console => "console",
             Self::VerifyToken => "auth_verify",
             Self::IssueToken | Self::TokenMethodNotAllowed => "auth_token",
             Self::CreateUpload => "upload_create",
@@ -179,6 +183,7 @@ impl<'p> Route<'p> {
             | Self::Ready
             | Self::Metrics
             | Self::Docs
+            | Self::Console
             | Self::VerifyToken
             | Self::IssueToken
             | Self::TokenMethodNotAllowed
@@ -196,6 +201,7 @@ impl<'p> Route<'p> {
             | Self::Ready
             | Self::Metrics
             | Self::Docs
+            | Self::Console
             | Self::VerifyToken
             | Self::NotFound => None,
             // Adding a client hashes its secret (argon2, deliberately slow), as a token does.
@@ -315,6 +321,7 @@ mod tests {
             (Method::GET, "/ready"),
             (Method::GET, "/metrics"),
             (Method::GET, "/api/upload/docs"),
+            (Method::GET, "/console"),
             (Method::GET, "/api/auth/verify"),
             (Method::POST, "/api/auth/token"),
             (Method::POST, "/api/upload"),
@@ -338,6 +345,95 @@ mod tests {
                 "{label} is not in ROUTES"
             );
         }
+    }
+
+    /// One request for every API endpoint.
+    const API_SAMPLES: &[(&str, &str)] = &[
+        ("POST", "/api/auth/token"),
+        ("GET", "/api/auth/verify"),
+        ("POST", "/api/upload"),
+        ("GET", "/api/uploads"),
+        ("POST", "/api/upload/7f1c"),
+        ("GET", "/api/upload/7f1c"),
+        ("DELETE", "/api/upload/7f1c"),
+        ("POST", "/api/upload/7f1c/complete"),
+        ("GET", "/api/upload/7f1c/rejected"),
+        ("PUT", "/api/upload/7f1c/chunks/3"),
+        ("POST", "/api/upload/7f1c/chunks/3/retry"),
+        ("GET", "/api/clients"),
+        ("POST", "/api/clients"),
+        ("DELETE", "/api/clients/ops"),
+    ];
+
+    /// Whether concrete `path` fits OpenAPI template `template` (`{name}` matches a segment).
+    fn fits(template: &str, path: &str) -> bool {
+        let (template, path): (Vec<_>, Vec<_>) =
+            (template.split('/').collect(), path.split('/').collect());
+        template.len() == path.len()
+            && template
+                .iter()
+                .zip(&path)
+                .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+    }
+
+    #[test]
+    fn every_route_has_a_described_operation_in_the_generated_openapi() {
+        let spec: serde_json::Value = serde_json::from_str(crate::openapi::json()).unwrap();
+        let mut operations = Vec::new();
+        for (template, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                operations.push((method.to_uppercase(), template.clone(), operation.clone()));
+            }
+        }
+        for (method, path) in API_SAMPLES {
+            let parsed = Route::parse(&Method::from_bytes(method.as_bytes()).unwrap(), path);
+            assert!(
+                !matches!(parsed, Route::UnknownApi(_) | Route::NotFound),
+                "{method} {path} is not a route"
+            );
+            let found = operations
+                .iter()
+                .filter(|(m, template, _)| m == method && fits(template, path))
+                .collect::<Vec<_>>();
+            assert_eq!(
+                found.len(),
+                1,
+                "{method} {path}: one operation in the OpenAPI"
+            );
+            let operation = &found[0].2;
+            for field in ["operationId", "summary", "description"] {
+                let text = operation[field].as_str().unwrap_or_default();
+                assert!(!text.trim().is_empty(), "{method} {path} lacks its {field}");
+            }
+        }
+        // And the document holds nothing the route table does not serve.
+        for (method, template, _) in &operations {
+            let path = template
+                .replace("{folder}", "7f1c")
+                .replace("{n}", "3")
+                .replace("{client_id}", "ops");
+            let parsed = Route::parse(&Method::from_bytes(method.as_bytes()).unwrap(), &path);
+            assert!(
+                !matches!(parsed, Route::UnknownApi(_) | Route::NotFound | Route::Docs),
+                "the OpenAPI documents {method} {template}, which no route serves"
+            );
+        }
+        assert_eq!(operations.len(), API_SAMPLES.len());
+        // A new endpoint's label goes in `metrics::ROUTES`: this list must then name it too.
+        let sampled: std::collections::BTreeSet<&str> = API_SAMPLES
+            .iter()
+            .map(|(method, path)| {
+                Route::parse(&Method::from_bytes(method.as_bytes()).unwrap(), path).label()
+            })
+            .collect();
+        let registered: std::collections::BTreeSet<&str> = crate::metrics::ROUTES
+            .iter()
+            .copied()
+            .filter(|label| {
+                !["health", "ready", "metrics", "docs", "console", "other"].contains(label)
+            })
+            .collect();
+        assert_eq!(sampled, registered, "every API label has a sample here");
     }
 
     #[test]

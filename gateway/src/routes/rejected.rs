@@ -44,6 +44,21 @@ struct Download {
     header_due: bool,
 }
 
+/// Download every rejected row.
+///
+/// CSV by default (`chunk,line,reason,raw`, RFC 4180 quoting, `raw` the original line as
+/// received), or JSON lines with `?format=json`; streamed a page at a time (bounded memory).
+/// At most 8 downloads at once per gateway (503 beyond).
+#[utoipa::path(get, path = "/api/upload/{folder}/rejected", tag = "upload", operation_id = "downloadRejected",
+    security(("bearer" = [])),
+    params(("folder" = uuid::Uuid, Path, description = "The upload"),
+           ("format" = Option<String>, Query, description = "`csv` (default) or `json` (JSON lines)")),
+    responses(
+        (status = 200, description = "Every rejected row", content(
+            (String = "text/csv"),
+            (RejectedRow = "application/x-ndjson"))),
+        (status = 404, description = "No such upload of this client", body = crate::errors::ErrorBody),
+        (status = 503, description = "Too many downloads at once", body = crate::errors::ErrorBody)))]
 pub async fn download(
     state: &AppState,
     upload: &Upload,

@@ -11,22 +11,47 @@ use deadpool_postgres::Pool;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
 use ingest_ledger::completion::{self, Withdrawal};
-use ingest_ledger::uploads::{self, Created, NewChunk, Recorded, Upload, UploadStatus};
+use ingest_ledger::uploads::{
+    self, Created, NewChunk, Recorded, Upload, UploadStatus, UploadSummary,
+};
 use ingest_ledger::{ErrorPolicy, Partition, UploadState};
 use ingest_rows::dataset::Dataset;
 use ingest_rows::values::Timestamp;
 
 use crate::app::{AppState, HttpResponse};
-use crate::errors::{json_response, ApiError};
+use crate::errors::{json_response, ApiError, ErrorBody};
 
-/// `POST /api/upload`, with an optional `Idempotency-Key` header: the same key from the same
-/// client answers the same upload (`Idempotent-Replayed: true`), whatever the retries.
+/// A new upload (or the one an `Idempotency-Key` named before).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedUpload {
+    /// Where its chunks go: `/api/upload/{folder}`.
+    pub folder: Uuid,
+    pub dataset: String,
+    pub state: UploadState,
+    pub expected_chunks: Option<i32>,
+}
+
+/// Create an upload.
+///
+/// The body is optional (the original's client sends none). An `Idempotency-Key` header (1-255
+/// visible ASCII) makes retries safe: the same key from the same client answers the same upload
+/// (`Idempotent-Replayed: true`); the same key with a different body is 409. Answers 200, not
+/// 201: the original did, and its own client test asserts it.
+#[utoipa::path(post, path = "/api/upload", tag = "upload", operation_id = "createUpload",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries answer the same upload")),
+    request_body(content = Option<NewUpload>, description = "Optional"),
+    responses(
+        (status = 200, description = "Created (or replayed)", body = CreatedUpload),
+        (status = 400, description = "Unknown dataset, bad count or policy", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used for a different request", body = ErrorBody)))]
 pub async fn create(
     state: &AppState,
     client_id: &str,
@@ -36,11 +61,13 @@ pub async fn create(
     let new = read_json::<NewUpload>(request).await?.unwrap_or_default();
     let (upload, replayed) = state.uploads.create(client_id, new, key.as_deref()).await?;
     // 200, not 201: the original answered 200 and its own client test asserts it.
-    let mut response = json_response(
-        StatusCode::OK,
-        &json!({"folder": upload.upload_id, "dataset": upload.dataset, "state": upload.state,
-                "expected_chunks": upload.expected_chunks}),
-    );
+    let created = CreatedUpload {
+        folder: upload.upload_id,
+        dataset: upload.dataset,
+        state: upload.state,
+        expected_chunks: upload.expected_chunks,
+    };
+    let mut response = json_response(StatusCode::OK, &created);
     if replayed {
         response.headers_mut().insert(
             "idempotent-replayed",
@@ -69,8 +96,26 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError
 const MAX_PAGE: i64 = 500;
 const DEFAULT_PAGE: i64 = 50;
 
-/// `GET /api/uploads[?state=S][&limit=N][&after=CURSOR]`: the caller's uploads, newest first;
-/// `next` is the cursor of the following page, `null` on the last one.
+/// A page of the caller's uploads.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadPage {
+    pub uploads: Vec<UploadSummary>,
+    /// The `after` of the next page; `null` on the last one.
+    pub next: Option<String>,
+}
+
+/// List your uploads, newest first.
+///
+/// Keyset pages on `(created_at, upload_id)`: each page is one index range, however many came
+/// before. Each upload with its counters and, while receiving, `expires_at`.
+#[utoipa::path(get, path = "/api/uploads", tag = "upload", operation_id = "listUploads",
+    security(("bearer" = [])),
+    params(("state" = Option<UploadState>, Query, description = "Only uploads in this state"),
+           ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+           ("after" = Option<String>, Query, description = "The `next` cursor of the previous page")),
+    responses(
+        (status = 200, description = "A page", body = UploadPage),
+        (status = 400, description = "Bad parameter", body = ErrorBody)))]
 pub async fn list(
     state: &AppState,
     client_id: &str,
@@ -119,7 +164,10 @@ pub async fn list(
     };
     Ok(json_response(
         StatusCode::OK,
-        &json!({"uploads": page, "next": next}),
+        &UploadPage {
+            uploads: page,
+            next,
+        },
     ))
 }
 
@@ -161,36 +209,91 @@ fn read_cursor(cursor: &str) -> Result<(String, Uuid), ApiError> {
     Ok((created_at.to_owned(), folder))
 }
 
-/// `GET /api/upload/{folder}`.
+/// An upload's status.
+///
+/// State (`receiving`, `processing`, `done`, `failed`, `aborted`, `undone`), counters, how it
+/// ends (a declared count or the settle rule), the chunk numbers received and the first 100
+/// rejected rows (all of them: `/rejected`).
+#[utoipa::path(get, path = "/api/upload/{folder}", tag = "upload", operation_id = "uploadStatus",
+    security(("bearer" = [])),
+    params(("folder" = Uuid, Path, description = "The upload")),
+    responses(
+        (status = 200, description = "Its status", body = UploadStatus),
+        (status = 404, description = "No such upload of this client", body = ErrorBody)))]
 pub async fn status(state: &AppState, upload: &Upload) -> Result<HttpResponse, ApiError> {
     let status = state.uploads.status(upload).await?;
-    Ok(json_response(StatusCode::OK, &json!(status)))
+    Ok(json_response(StatusCode::OK, &status))
 }
 
-/// `POST /api/upload/{folder}/complete` with `{"chunks": N}`.
+/// The body of `POST /api/upload/{folder}/complete`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareChunks {
+    /// How many chunks the upload has (numbered from 0).
+    pub chunks: i32,
+}
+
+/// What `/complete` declared.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Declared {
+    pub folder: Uuid,
+    pub state: UploadState,
+    pub expected_chunks: i32,
+}
+
+/// Declare the number of chunks.
+///
+/// The upload is `done` once that many chunks are loaded (at once if they are already).
+#[utoipa::path(post, path = "/api/upload/{folder}/complete", tag = "upload", operation_id = "completeUpload",
+    security(("bearer" = [])),
+    params(("folder" = Uuid, Path, description = "The upload")),
+    request_body = DeclareChunks,
+    responses(
+        (status = 200, description = "Declared", body = Declared),
+        (status = 409, description = "A different count was declared", body = ErrorBody)))]
 pub async fn complete(
     state: &AppState,
     upload: &Upload,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Complete {
-        chunks: i32,
-    }
-    let body = read_json::<Complete>(request)
+    let body = read_json::<DeclareChunks>(request)
         .await?
         .ok_or_else(|| ApiError::BadRequest("body {\"chunks\": N} is required".into()))?;
     let new_state = state.uploads.complete(upload, body.chunks).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"folder": upload.upload_id, "state": new_state, "expected_chunks": body.chunks}),
-    ))
+    let declared = Declared {
+        folder: upload.upload_id,
+        state: new_state,
+        expected_chunks: body.chunks,
+    };
+    Ok(json_response(StatusCode::OK, &declared))
 }
 
-/// `DELETE /api/upload/{folder}`: aborts the upload (chunks not loaded yet never will be, their
-/// files go); with `?rows=true` also deletes every row it loaded, in the same transaction, on an
-/// upload that ended too. 409 when there is nothing left to do.
+/// What `DELETE /api/upload/{folder}` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Withdrawn {
+    pub folder: Uuid,
+    /// `aborted`, or `undone` with `?rows=true`.
+    pub state: UploadState,
+    /// Its chunks not loaded yet, which never will be now.
+    pub chunks_failed: usize,
+    /// With `?rows=true`: how many rows were deleted.
+    pub rows_deleted: Option<u64>,
+}
+
+/// Abort an upload, or undo its import.
+///
+/// Aborts the upload: chunks not loaded yet never will be, their files go, and it takes no
+/// more. With `?rows=true` also deletes every row it loaded (by its lineage, in the same
+/// transaction), also on an upload that ended: loads racing it either commit before and are
+/// deleted, or roll back. 409 when there is nothing left to do.
+#[utoipa::path(delete, path = "/api/upload/{folder}", tag = "upload", operation_id = "withdrawUpload",
+    security(("bearer" = [])),
+    params(("folder" = Uuid, Path, description = "The upload"),
+           ("rows" = Option<bool>, Query, description = "true: also delete every row it loaded")),
+    responses(
+        (status = 200, description = "Aborted or undone", body = Withdrawn),
+        (status = 404, description = "No such upload of this client", body = ErrorBody),
+        (status = 409, description = "Nothing left to do", body = ErrorBody)))]
 pub async fn withdraw(
     state: &AppState,
     upload: &Upload,
@@ -212,12 +315,13 @@ pub async fn withdraw(
     }
     let mut db = state.pool.get().await?;
     let withdrawal = completion::withdraw(&mut db, upload.upload_id, undo_rows).await?;
-    let (ended, chunks, rows_deleted) = match withdrawal {
+    let (ended, chunks_failed, chunks, rows_deleted) = match withdrawal {
         Withdrawal::Ended {
             state,
+            chunks_failed,
             chunks,
             rows_deleted,
-        } => (state, chunks, rows_deleted),
+        } => (state, chunks_failed, chunks, rows_deleted),
         Withdrawal::AlreadyEnded(UploadState::Undone) => {
             return Err(ApiError::Conflict("its rows were undone already".into()))
         }
@@ -234,11 +338,13 @@ pub async fn withdraw(
         let _ = ingest_ledger::files::mark_removed(&db, chunk.upload_id, chunk.chunk_no).await;
     }
     crate::expiry::remove_temporary_files(&upload_dir.join(upload.upload_id.to_string())).await;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"folder": upload.upload_id, "state": ended, "chunks_failed": chunks.len(),
-                "rows_deleted": rows_deleted}),
-    ))
+    let withdrawn = Withdrawn {
+        folder: upload.upload_id,
+        state: ended,
+        chunks_failed,
+        rows_deleted,
+    };
+    Ok(json_response(StatusCode::OK, &withdrawn))
 }
 
 /// The caller's upload named by `folder`; anything but a UUID is simply not found (never a path).
@@ -248,12 +354,18 @@ pub async fn find(state: &AppState, client_id: &str, folder: &str) -> Result<Upl
 }
 
 /// The optional body of `POST /api/upload`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUpload {
+    /// Default `transactions`.
+    #[schema(example = "transactions")]
     pub dataset: Option<String>,
+    /// How many chunks it will have; or declare it later with `/complete`.
     pub expected_chunks: Option<i32>,
     pub total_bytes: Option<i64>,
+    /// `reject-rows` (default: load the good rows, report the bad) or `reject-chunk` (a chunk
+    /// with a bad row loads nothing).
+    #[schema(example = "reject-rows")]
     pub on_error: Option<String>,
     /// Where this upload's completion hook goes (instead of `INGEST_WEBHOOK_URL`).
     pub callback_url: Option<String>,
