@@ -19,6 +19,8 @@ use tokio_postgres::Client;
 use crate::db;
 use crate::streams::BrokerAddress;
 
+pub mod browser;
+
 const TEST_DB_PREFIX: &str = "ingest_test_";
 
 /// URL of the maintenance database tests create their databases from.

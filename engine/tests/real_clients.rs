@@ -1,8 +1,9 @@
 //! Real clients against the real gateway and engine: the original system's own client tests
 //! (`tests/original/test_api.py` with Python `requests`, `tests/original/test.sh` with curl),
 //! uploads that never declare a chunk count (settled `done`, reopened by a later file, never
-//! failed by expiry when nothing is lost), and hundreds of tiny chunks racing the engine's
-//! removal of the upload directory.
+//! failed by expiry when nothing is lost), hundreds of tiny chunks racing the engine's
+//! removal of the upload directory, and a person in a browser: the upload console (`/console`)
+//! driven in headless Chromium by Playwright (`browser/console.mjs`).
 
 mod support;
 
@@ -273,6 +274,71 @@ async fn hundreds_of_tiny_chunks_race_the_engine_without_a_single_error() {
         assert_eq!(table_counts(&env.db, folder).await, (chunks as i64, 0));
     }
     env.wait_no_files().await;
+    engine.stop().await;
+    gateway.stop().await;
+}
+
+/// The console in a real browser: sign in, a 100,000-row file through the file input (cut into
+/// chunks in the page, sent in parallel with checksums), a file with bad rows by drag and drop;
+/// the page shows both loaded and the bad rows, and PostgreSQL holds exactly the good rows.
+/// `INGEST_UPDATE_SCREENSHOTS=1` (or a missing file) keeps the screenshot as `docs/console.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_uploads_files_from_a_browser_end_to_end() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let engine = start_engine(&env, &[]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, original_rows(0, 100_000, true)).unwrap();
+    let mut bad_rows = original_rows(0, 40, true);
+    for n in 0..3 {
+        bad_rows.extend_from_slice(
+            format!("31/02/2023 10:00:0{n},Not a day,1.000,Deposit\r\n").as_bytes(),
+        );
+    }
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, bad_rows).unwrap();
+    let shot = dir.path().join("console.png");
+    let driver_env = [
+        ("CONSOLE_URL", format!("http://{}/console", gateway.addr)),
+        ("CLIENT_ID", CLIENT_ID.to_owned()),
+        ("CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("GOOD_CSV", good.display().to_string()),
+        ("BAD_CSV", bad.display().to_string()),
+        ("SCREENSHOT", shot.display().to_string()),
+        // 100,000 rows are ~5 MB: 1 MiB chunks make the page cut and send several at once.
+        ("CHUNK_BYTES", "1048576".to_owned()),
+    ];
+    let shown = ingest_contract::testkit::browser::run_driver(
+        "console.mjs",
+        &driver_env,
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(shown["good_state"], "done", "{shown}");
+    assert_eq!(shown["good_rows_loaded"], 100_000, "{shown}");
+    assert_eq!(shown["bad_state"], "done", "{shown}");
+    assert_eq!(shown["bad_rows_rejected"], 3, "{shown}");
+    assert_eq!(shown["bad_rejected_shown"], 3, "{shown}");
+    let good_folder = shown["good_folder"].as_str().unwrap();
+    let bad_folder = shown["bad_folder"].as_str().unwrap();
+    assert_eq!(table_counts(&env.db, good_folder).await, (100_000, 0));
+    assert_eq!(table_counts(&env.db, bad_folder).await, (40, 0));
+    let client = env.db.client().await.unwrap();
+    let chunks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM chunks WHERE upload_id = $1::text::uuid AND state = 'loaded'",
+            &[&good_folder],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(chunks >= 5, "the page cut the file into chunks: {chunks}");
+
+    let kept = repo().join("docs/console.png");
+    if std::env::var_os("INGEST_UPDATE_SCREENSHOTS").is_some() || !kept.exists() {
+        std::fs::copy(&shot, &kept).expect("docs/ should be writable");
+    }
     engine.stop().await;
     gateway.stop().await;
 }

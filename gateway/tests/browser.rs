@@ -2,13 +2,13 @@
 //! `/api/upload/docs` and `/api/auth/docs` from a real gateway, with every host but the gateway's
 //! unresolvable (no internet), and the rendered DOM must list every operation of the served
 //! OpenAPI document. A screenshot is checked too; `INGEST_UPDATE_SCREENSHOTS=1` (or a missing file)
-//! writes it to `docs/api-docs.png`.
+//! writes it to `docs/api-docs.png`. And a user's session on the page, driven by Playwright
+//! (`browser/docs.mjs`): authorize, issue a real token from the page, list uploads with it.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use ingest_contract::testkit::random_name;
@@ -16,48 +16,10 @@ use support::*;
 
 const WINDOW: (u32, u32) = (1200, 1600);
 
-/// Debian's Chromium, installed with apt when missing (CI runs as root).
-fn chromium_binary() -> PathBuf {
-    // Once per test binary: tests running in parallel must not race apt for its lock.
-    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    FOUND
-        .get_or_init(|| {
-            let find = || {
-                ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .find(|path| path.is_file())
-            };
-            if let Some(found) = find() {
-                return found;
-            }
-            let install = || {
-                Command::new("apt-get")
-                    .args([
-                        "install",
-                        "-y",
-                        "-q",
-                        "-o",
-                        "DPkg::Lock::Timeout=120",
-                        "chromium",
-                    ])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("apt-get").args(["update", "-q"]).status();
-                assert!(install(), "apt-get install chromium failed");
-            }
-            find().expect("chromium should be installed now")
-        })
-        .clone()
-}
-
 /// Runs headless Chromium on `url` with a profile of its own; returns its stdout.
 async fn chromium(url: &str, action: &[String]) -> String {
     let profile = std::env::temp_dir().join(random_name("ingest-chromium-"));
-    let mut command = tokio::process::Command::new(chromium_binary());
+    let mut command = tokio::process::Command::new(ingest_contract::testkit::browser::chromium());
     command
         .args([
             "--headless",
@@ -177,5 +139,29 @@ async fn docs_pages_render_every_operation_in_chromium() {
         std::fs::copy(&shot, &kept).expect("docs/ should be writable");
     }
     let _ = std::fs::remove_dir_all(&shot_dir);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_issues_a_real_token_and_uses_it() {
+    let gateway = TestGateway::start(&[]).await;
+    let folder = gateway.create_upload(&gateway.token().await).await;
+    let env = [
+        ("DOCS_URL", format!("{}/api/upload/docs", gateway.url)),
+        ("CLIENT_ID", CLIENT_ID.to_owned()),
+        ("CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+    ];
+    let shown =
+        ingest_contract::testkit::browser::run_driver("docs.mjs", &env, Duration::from_secs(180))
+            .await;
+    assert_eq!(shown["token_status"], 200, "{shown}");
+    assert_eq!(shown["token_type"], "Bearer", "{shown}");
+    assert_eq!(shown["token_scope"], "upload", "{shown}");
+    assert_eq!(shown["list_status"], 200, "{shown}");
+    assert_eq!(
+        shown["uploads_listed"], 1,
+        "the page's token lists the client's upload {folder}: {shown}"
+    );
+    assert_eq!(shown["blocked"], serde_json::json!([]), "no other host");
     gateway.stop().await;
 }

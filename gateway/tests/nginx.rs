@@ -17,38 +17,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Debian's nginx, installed with apt when missing (CI runs as root).
 fn nginx_binary() -> PathBuf {
-    // Once per test binary: tests running in parallel must not race apt for its lock.
     static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {
-            let find = || {
-                ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .find(|path| path.is_file())
-            };
-            if let Some(found) = find() {
-                return found;
-            }
-            let install = || {
-                Command::new("apt-get")
-                    .args([
-                        "install",
-                        "-y",
-                        "-q",
-                        "-o",
-                        "DPkg::Lock::Timeout=120",
-                        "nginx",
-                    ])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("apt-get").args(["update", "-q"]).status();
-                assert!(install(), "apt-get install nginx failed");
-            }
-            find().expect("nginx should be installed now")
+            ingest_contract::testkit::browser::debian_package(
+                &["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"],
+                "nginx",
+            )
         })
         .clone()
 }
@@ -287,6 +262,25 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
         .await
         .unwrap();
     assert_eq!(response.status(), 403, "{}", nginx.log());
+    // The console and the docs pages with their assets pass through too.
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/api/upload/docs", "text/html"),
+        (
+            "/api/upload/docs/swagger-ui-5.32.0/swagger-ui-bundle.js",
+            "text/javascript",
+        ),
+        ("/api/upload/openapi.json", "application/json"),
+    ] {
+        let response = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}\n{}", nginx.log());
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+    }
     // A raw chunk of a second upload, streamed.
     let response = http
         .post(format!("{base}/api/upload"))
