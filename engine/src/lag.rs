@@ -32,22 +32,16 @@ use tokio_postgres::Client;
 pub use ingest_ledger::backlog::Backlog;
 use ingest_ledger::{LedgerError, Partition};
 
-use crate::metrics::{self, Stage};
+use crate::metrics::{self, Family, Stage};
 
-/// An exported gauge family: name, help text, and its value for one partition.
-type Family = (&'static str, &'static str, fn(&Backlog) -> f64);
+/// An exported gauge family (declared in [`crate::metrics`]) and its value for one partition.
+type Gauge = (Family, fn(&Backlog) -> f64);
 
-const FAMILIES: [Family; 2] = [
-    (
-        "ingest_partition_backlog_chunks",
-        "Chunks of the partition stored and not yet loaded or failed.",
-        |b| b.chunks as f64,
-    ),
-    (
-        "ingest_partition_oldest_waiting_seconds",
-        "Age of the partition's oldest waiting chunk (0 when none).",
-        |b| b.oldest_waiting_seconds,
-    ),
+const GAUGES: [Gauge; 2] = [
+    (metrics::PARTITION_BACKLOG, |b| b.chunks as f64),
+    (metrics::PARTITION_OLDEST_WAITING, |b| {
+        b.oldest_waiting_seconds
+    }),
 ];
 
 /// The backlog of the owned partitions as of the last heartbeat.
@@ -100,7 +94,7 @@ impl PartitionLag {
         let Some(partitions) = self.current().filter(|p| !p.is_empty()) else {
             return;
         };
-        for (name, help, value) in FAMILIES {
+        for (Family { name, help, .. }, value) in GAUGES {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
             for (partition, backlog) in &partitions {

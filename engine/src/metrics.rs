@@ -10,25 +10,9 @@
 
 use std::time::Duration;
 
-use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use ::metrics::{counter, gauge, histogram};
 
-/// What kind of series a family is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One metric family of the engine.
-#[derive(Debug, Clone, Copy)]
-pub struct Family {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub help: &'static str,
-    /// The family's one label and all the values it takes, if it has a label.
-    pub label: Option<(&'static str, &'static [&'static str])>,
-}
+pub use ingest_contract::telemetry::{Family, Kind, Label};
 
 const ROWS_LOADED: &str = "ingest_rows_loaded_total";
 const ROWS_REJECTED: &str = "ingest_rows_rejected_total";
@@ -47,65 +31,99 @@ pub const FAMILIES: &[Family] = &[
         name: ROWS_LOADED,
         kind: Kind::Counter,
         help: "Rows loaded into the target table (committed).",
-        label: None,
+        labels: &[],
     },
     Family {
         name: ROWS_REJECTED,
         kind: Kind::Counter,
         help: "Rows rejected by validation and kept in rejected_rows.",
-        label: None,
+        labels: &[],
     },
     Family {
         name: BYTES_LOADED,
         kind: Kind::Counter,
         help: "Bytes of chunk files loaded (committed).",
-        label: None,
+        labels: &[],
     },
     Family {
         name: CHUNKS,
         kind: Kind::Counter,
         help: "Chunks by outcome: loaded, failed (nothing of it loaded), skipped (already \
                loaded or failed, e.g. a redelivery or a peer that got there first).",
-        label: Some(("outcome", &Outcome::LABELS)),
+        labels: &[Label {
+            name: "outcome",
+            values: &Outcome::LABELS,
+        }],
     },
     Family {
         name: ENGINE_ERRORS,
         kind: Kind::Counter,
         help: "Engine errors by stage (each is retried or skipped; see the logs).",
-        label: Some(("stage", &Stage::LABELS)),
+        labels: &[Label {
+            name: "stage",
+            values: &Stage::LABELS,
+        }],
     },
     Family {
         name: COPY_DURATION,
         kind: Kind::Histogram,
         help: "Time of one chunk's COPY into PostgreSQL.",
-        label: None,
+        labels: &[],
     },
     Family {
         name: CHUNK_LATENCY,
         kind: Kind::Histogram,
         help: "Time from a chunk's receipt by a gateway to its commit.",
-        label: None,
+        labels: &[],
     },
     Family {
         name: PARTITIONS_OWNED,
         kind: Kind::Gauge,
         help: "Partition processors running in this engine process.",
-        label: None,
+        labels: &[],
     },
     Family {
         name: MONTHS_SCAN,
         kind: Kind::Histogram,
         help: "Time to read a chunk's partition column for the months it needs, before its COPY.",
-        label: None,
+        labels: &[],
     },
     Family {
         name: PARTITION_DDL,
         kind: Kind::Histogram,
         help: "Time of one partition's creation (its own transaction: lock wait, moving rows \
                out of the default partition, attach).",
-        label: None,
+        labels: &[],
     },
 ];
+
+/// The per-partition backlog gauges: they exist exactly while this process owns a partition, so
+/// [`crate::lag`] renders them from its last heartbeat's snapshot instead of the recorder.
+pub const PARTITION_BACKLOG: Family = Family {
+    name: "ingest_partition_backlog_chunks",
+    kind: Kind::Gauge,
+    help: "Chunks of the partition stored and not yet loaded or failed.",
+    labels: &[Label {
+        name: "partition",
+        values: &[],
+    }],
+};
+pub const PARTITION_OLDEST_WAITING: Family = Family {
+    name: "ingest_partition_oldest_waiting_seconds",
+    kind: Kind::Gauge,
+    help: "Age of the partition's oldest waiting chunk (0 when none).",
+    labels: &[Label {
+        name: "partition",
+        values: &[],
+    }],
+};
+
+/// The engine's whole catalogue: what the recorder exports and what [`crate::lag`] renders.
+pub fn catalogue() -> Vec<Family> {
+    let mut all = FAMILIES.to_vec();
+    all.extend([PARTITION_BACKLOG, PARTITION_OLDEST_WAITING]);
+    all
+}
 
 /// What became of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,25 +179,7 @@ impl Stage {
 
 /// Describes every family and creates every series at zero. Call once the recorder is installed.
 pub fn register() {
-    for family in FAMILIES {
-        match family.kind {
-            Kind::Counter => describe_counter!(family.name, family.help),
-            Kind::Gauge => describe_gauge!(family.name, family.help),
-            Kind::Histogram => describe_histogram!(family.name, family.help),
-        }
-        let series: Vec<Vec<(&'static str, &'static str)>> = match family.label {
-            None => vec![vec![]],
-            Some((label, values)) => values.iter().map(|v| vec![(label, *v)]).collect(),
-        };
-        for labels in series {
-            // Registering a series is what makes the exporter list it, at zero.
-            match family.kind {
-                Kind::Counter => drop(counter!(family.name, &labels)),
-                Kind::Gauge => drop(gauge!(family.name, &labels)),
-                Kind::Histogram => drop(histogram!(family.name, &labels)),
-            }
-        }
-    }
+    ingest_contract::telemetry::register(FAMILIES);
 }
 
 /// Counts a chunk by outcome.

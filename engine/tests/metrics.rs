@@ -4,6 +4,9 @@
 //! the `/metrics` of the job its selector names (`job="gateway"` or `job="engine"`), and the SQL
 //! of its PostgreSQL panels must run against the real schema.
 //!
+//! Every metric the dashboard draws is named and described in its job's catalogue
+//! (`gateway::metrics::FAMILIES`, `engine::metrics::catalogue()`), exported with that `# HELP` text.
+//!
 //! Also: every metric the engine exports is listed, at zero, on its very first scrape.
 
 mod support;
@@ -391,12 +394,23 @@ async fn every_metric_the_dashboard_draws_is_exported() {
     .status();
     assert_eq!(status, 401);
 
-    let exports: BTreeMap<&str, _> = [
+    let texts: BTreeMap<&str, String> = [
         (
             "gateway",
-            exposition(&get_text(&format!("http://{}/metrics", gateway.addr)).await),
+            get_text(&format!("http://{}/metrics", gateway.addr)).await,
         ),
-        ("engine", exposition(&get_text(&engine_metrics).await)),
+        ("engine", get_text(&engine_metrics).await),
+    ]
+    .into_iter()
+    .collect();
+    let exports: BTreeMap<&str, _> = texts
+        .iter()
+        .map(|(job, text)| (*job, exposition(text)))
+        .collect();
+    // Each job's catalogue: the one place its metrics are named and described.
+    let catalogues: BTreeMap<&str, Vec<ingest_contract::telemetry::Family>> = [
+        ("gateway", gateway::metrics::FAMILIES.to_vec()),
+        ("engine", engine::metrics::catalogue()),
     ]
     .into_iter()
     .collect();
@@ -441,6 +455,28 @@ async fn every_metric_the_dashboard_draws_is_exported() {
                             selector.name
                         );
                     }
+                    // Named and described in its job's catalogue, with the help text exported.
+                    let family_name = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|suffix| selector.name.strip_suffix(suffix))
+                        .unwrap_or(&selector.name);
+                    for job in &jobs {
+                        let Some(family) = catalogues[job].iter().find(|f| f.name == family_name)
+                        else {
+                            continue;
+                        };
+                        assert!(!family.help.is_empty(), "{family_name} has no help text");
+                        let help = format!("# HELP {family_name} {}\n", family.help);
+                        assert!(
+                            texts[job].contains(&help),
+                            "panel {title:?}: {job} exports {family_name} without its catalogue's help"
+                        );
+                    }
+                    assert!(
+                        jobs.iter()
+                            .any(|job| catalogues[job].iter().any(|f| f.name == family_name)),
+                        "panel {title:?}: {family_name} is in no catalogue of {jobs:?}"
+                    );
                     checked.insert(selector.name);
                 }
             }
@@ -511,11 +547,14 @@ async fn every_engine_metric_is_listed_at_zero_on_the_first_scrape() {
             .find(|f| f.name == name)
             .unwrap_or_else(|| panic!("{name} is not in the engine's catalogue"));
         if let Some((label, values)) = label {
-            let (declared, all) = family.label.expect("a labelled family");
-            assert_eq!(declared, label, "{name}");
+            let declared = family
+                .labels
+                .iter()
+                .find(|l| l.name == label)
+                .unwrap_or_else(|| panic!("{name} has no label {label}"));
             for value in values {
                 assert!(
-                    all.contains(value),
+                    declared.values.contains(value),
                     "{name}{{{label}=\"{value}\"}} is not declared"
                 );
             }
@@ -541,9 +580,17 @@ async fn every_engine_metric_is_listed_at_zero_on_the_first_scrape() {
         if !text.contains(&format!("# HELP {} ", family.name)) {
             missing.push(format!("help text of {}", family.name));
         }
-        let series: Vec<Vec<(&str, &str)>> = match family.label {
-            None => vec![vec![]],
-            Some((label, values)) => values.iter().map(|v| vec![(label, *v)]).collect(),
+        let series: Vec<Vec<(&str, &str)>> = match family.labels {
+            [] => vec![vec![]],
+            [label] => label
+                .values
+                .iter()
+                .map(|v| vec![(label.name, *v)])
+                .collect(),
+            _ => panic!(
+                "{}: the engine's families have at most one label",
+                family.name
+            ),
         };
         for labels in series {
             let (name, zero) = match family.kind {

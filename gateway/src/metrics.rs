@@ -1,9 +1,9 @@
-//! The gateway's metrics, declared once: names, help texts and the label values known in
-//! advance. [`register`] runs at start, so every counter and histogram is on `/metrics` from
+//! The gateway's metrics, declared once in [`FAMILIES`]: names, help texts and the label values
+//! known in advance (the dashboard test reads this catalogue). [`register`] runs at start, so every counter and histogram is on `/metrics` from
 //! the first scrape (at 0): dashboards show 0 instead of "No data", and `rate()` sees the first
 //! increment. Call sites use the names below.
 
-use ::metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use ingest_contract::telemetry::{Family, Kind, Label};
 
 pub const HTTP_REQUESTS: &str = "ingest_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "ingest_http_request_duration_seconds";
@@ -51,62 +51,92 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "client_disabled",
     "no_credentials",
     "bad_credentials",
+    "scope",
 ];
 
-/// Describes every metric and creates each known series at zero. Idempotent.
-pub fn register() {
-    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route and status");
-    describe_histogram!(
-        HTTP_REQUEST_DURATION,
-        Unit::Seconds,
-        "time to answer an HTTP request, by route"
-    );
-    describe_counter!(
-        RATE_LIMITED,
-        "requests refused with 429, by route class and key kind"
-    );
-    describe_counter!(
-        RATELIMIT_FALLBACK,
-        "rate-limit checks answered by the in-process limiter instead of Redis"
-    );
-    describe_counter!(AUTH_FAILURES, "refused authentications, by reason");
-    describe_counter!(
-        BYTES_RECEIVED,
-        Unit::Bytes,
-        "chunk bytes stored and recorded"
-    );
-    describe_histogram!(
-        CHUNK_STORE,
-        Unit::Seconds,
-        "time to store, record and publish one chunk"
-    );
-    describe_counter!(
-        UPLOADS_EXPIRED,
-        "uploads failed by the expiry sweep (TTL without activity)"
-    );
-    describe_counter!(
-        UPLOADS_SETTLED,
-        "uploads without a declared count ended by the settle rule"
-    );
+/// The gateway's catalogue: every family it exports, with its `# HELP` text and labels.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        help: "HTTP requests answered, by route and status",
+        labels: &[
+            Label {
+                name: "route",
+                values: ROUTES,
+            },
+            Label {
+                name: "status",
+                values: &[],
+            },
+        ],
+    },
+    Family {
+        name: HTTP_REQUEST_DURATION,
+        kind: Kind::Histogram,
+        help: "time to answer an HTTP request, by route",
+        labels: &[Label {
+            name: "route",
+            values: ROUTES,
+        }],
+    },
+    Family {
+        name: RATE_LIMITED,
+        kind: Kind::Counter,
+        help: "requests refused with 429, by route class and key kind",
+        labels: &[
+            Label {
+                name: "class",
+                values: LIMIT_CLASSES,
+            },
+            Label {
+                name: "kind",
+                values: LIMIT_KINDS,
+            },
+        ],
+    },
+    Family {
+        name: RATELIMIT_FALLBACK,
+        kind: Kind::Counter,
+        help: "rate-limit checks answered by the in-process limiter instead of Redis",
+        labels: &[],
+    },
+    Family {
+        name: AUTH_FAILURES,
+        kind: Kind::Counter,
+        help: "refused authentications, by reason",
+        labels: &[Label {
+            name: "reason",
+            values: AUTH_FAILURE_REASONS,
+        }],
+    },
+    Family {
+        name: BYTES_RECEIVED,
+        kind: Kind::Counter,
+        help: "chunk bytes stored and recorded",
+        labels: &[],
+    },
+    Family {
+        name: CHUNK_STORE,
+        kind: Kind::Histogram,
+        help: "time to store, record and publish one chunk",
+        labels: &[],
+    },
+    Family {
+        name: UPLOADS_EXPIRED,
+        kind: Kind::Counter,
+        help: "uploads failed by the expiry sweep (TTL without activity)",
+        labels: &[],
+    },
+    Family {
+        name: UPLOADS_SETTLED,
+        kind: Kind::Counter,
+        help: "uploads without a declared count ended by the settle rule",
+        labels: &[],
+    },
+];
 
-    for route in ROUTES {
-        let _ = histogram!(HTTP_REQUEST_DURATION, "route" => *route);
-    }
-    for class in LIMIT_CLASSES {
-        for kind in LIMIT_KINDS {
-            counter!(RATE_LIMITED, "class" => *class, "kind" => *kind).increment(0);
-        }
-    }
-    for reason in AUTH_FAILURE_REASONS {
-        counter!(AUTH_FAILURES, "reason" => *reason).increment(0);
-    }
-    for name in [
-        RATELIMIT_FALLBACK,
-        BYTES_RECEIVED,
-        UPLOADS_EXPIRED,
-        UPLOADS_SETTLED,
-    ] {
-        counter!(name).increment(0);
-    }
-    let _ = histogram!(CHUNK_STORE);
+/// Describes every family and creates each known series at zero. Idempotent.
+pub fn register() {
+    ingest_contract::telemetry::register(FAMILIES);
 }
