@@ -5,10 +5,10 @@
 // which proves the page needs no internet. Exit 0 on success, 1 (with the browser's console
 // messages on stderr) on any failure.
 //
-// Env: CONSOLE_URL, CLIENT_ID, CLIENT_SECRET, GOOD_CSV, BAD_CSV, SCREENSHOT;
-// optional CHROMIUM (default /usr/bin/chromium), CHUNK_BYTES (default 1 MiB, passed to the page as
-// ?chunk_bytes= so that a few-MB file goes as several chunks), TIMEOUT_SECS (default 120, the wait
-// for each upload).
+// Env: CONSOLE_URL, CLIENT_ID, CLIENT_SECRET, GOOD_CSV, BAD_CSV, SCREENSHOT; optional GOOD_XLSX
+// (a workbook, uploaded third through the file input), CHROMIUM (default /usr/bin/chromium),
+// CHUNK_BYTES (default 1 MiB, passed to the page as ?chunk_bytes= so that a few-MB file goes as
+// several chunks), TIMEOUT_SECS (default 120, the wait for each upload).
 
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -93,9 +93,19 @@ async function main() {
   await bad.locator('.rejected-table tbody tr').first().waitFor({ timeout: 30_000 });
   const badFolder = await bad.getAttribute('data-folder');
 
-  // 3. The uploads list shows both.
+  // 3. An XLSX workbook, if given, through the file input: sent whole, converted by the server.
+  let workbook = null;
+  if (process.env.GOOD_XLSX) {
+    await page.setInputFiles('#files', process.env.GOOD_XLSX);
+    const card = cards.nth(2);
+    const state = await waitForEnd(page, 2, timeout);
+    if (state !== 'done') throw new Error(`workbook upload ended ${state}: ${await card.locator('.message').textContent()}`);
+    workbook = { folder: await card.getAttribute('data-folder'), state, rows: await numberIn(card, '.rows-loaded') };
+  }
+
+  // 4. The uploads list shows them all.
   await page.click('#refresh-uploads');
-  for (const folder of [goodFolder, badFolder]) {
+  for (const folder of [goodFolder, badFolder, workbook?.folder].filter(Boolean)) {
     await page.locator(`#uploads tr[data-folder="${folder}"]`).waitFor({ timeout: 10_000 });
   }
 
@@ -114,6 +124,9 @@ async function main() {
     bad_rejected_shown: await bad.locator('.rejected-table tbody tr').count(),
     bad_rows_rejected: await numberIn(bad, '.rows-rejected'),
     uploads_listed: await page.locator('#uploads tr[data-folder]').count(),
+    xlsx_folder: workbook?.folder ?? null,
+    xlsx_state: workbook?.state ?? null,
+    xlsx_rows_loaded: workbook?.rows ?? null,
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
@@ -137,7 +150,7 @@ try {
   await browser.close();
   process.exit(0);
 } catch (err) {
-  process.stderr.write(`drive.mjs failed: ${err.stack ?? err}\n`);
+  process.stderr.write(`console.mjs failed: ${err.stack ?? err}\n`);
   process.stderr.write(`browser console:\n${messages.map((m) => `  ${m}`).join('\n')}\n`);
   await browser?.close().catch(() => {});
   process.exit(1);

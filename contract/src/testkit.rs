@@ -20,6 +20,7 @@ use crate::db;
 use crate::streams::BrokerAddress;
 
 pub mod browser;
+pub mod xlsx;
 
 const TEST_DB_PREFIX: &str = "ingest_test_";
 

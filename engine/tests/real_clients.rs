@@ -279,8 +279,9 @@ async fn hundreds_of_tiny_chunks_race_the_engine_without_a_single_error() {
 }
 
 /// The console in a real browser: sign in, a 100,000-row file through the file input (cut into
-/// chunks in the page, sent in parallel with checksums), a file with bad rows by drag and drop;
-/// the page shows both loaded and the bad rows, and PostgreSQL holds exactly the good rows.
+/// chunks in the page, sent in parallel with checksums), a file with bad rows by drag and drop,
+/// an XLSX workbook (sent whole, its first sheet converted by the gateway); the page shows each
+/// loaded and the bad rows, and PostgreSQL holds exactly the good rows.
 /// `INGEST_UPDATE_SCREENSHOTS=1` (or a missing file) keeps the screenshot as `docs/console.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_uploads_files_from_a_browser_end_to_end() {
@@ -298,6 +299,12 @@ async fn the_console_uploads_files_from_a_browser_end_to_end() {
     }
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, bad_rows).unwrap();
+    let workbook = dir.path().join("statement.xlsx");
+    std::fs::write(
+        &workbook,
+        ingest_contract::testkit::xlsx::original_workbook(0, 2_000),
+    )
+    .unwrap();
     let shot = dir.path().join("console.png");
     let driver_env = [
         ("CONSOLE_URL", format!("http://{}/console", gateway.addr)),
@@ -305,6 +312,7 @@ async fn the_console_uploads_files_from_a_browser_end_to_end() {
         ("CLIENT_SECRET", CLIENT_SECRET.to_owned()),
         ("GOOD_CSV", good.display().to_string()),
         ("BAD_CSV", bad.display().to_string()),
+        ("GOOD_XLSX", workbook.display().to_string()),
         ("SCREENSHOT", shot.display().to_string()),
         // 100,000 rows are ~5 MB: 1 MiB chunks make the page cut and send several at once.
         ("CHUNK_BYTES", "1048576".to_owned()),
@@ -324,6 +332,10 @@ async fn the_console_uploads_files_from_a_browser_end_to_end() {
     let bad_folder = shown["bad_folder"].as_str().unwrap();
     assert_eq!(table_counts(&env.db, good_folder).await, (100_000, 0));
     assert_eq!(table_counts(&env.db, bad_folder).await, (40, 0));
+    assert_eq!(shown["xlsx_state"], "done", "{shown}");
+    assert_eq!(shown["xlsx_rows_loaded"], 2_000, "{shown}");
+    let xlsx_folder = shown["xlsx_folder"].as_str().unwrap();
+    assert_eq!(table_counts(&env.db, xlsx_folder).await, (2_000, 0));
     let client = env.db.client().await.unwrap();
     let chunks: i64 = client
         .query_one(

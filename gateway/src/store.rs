@@ -60,6 +60,8 @@ pub enum StoreError {
     MissingHeader(String),
     #[error("cannot decode the {0} body: {1}")]
     Decode(&'static str, String),
+    #[error(transparent)]
+    Workbook(#[from] workbook::WorkbookError),
     #[error("storage: {0}")]
     Io(#[from] io::Error),
 }
@@ -102,7 +104,7 @@ impl StoredChunk {
 /// directory can vanish between `create_dir_all` and the file's creation (ENOENT), or during
 /// `create_dir_all` itself (EEXIST from a directory that is no longer there). Both are retried:
 /// once the file exists the directory is not empty, and `remove_dir` leaves it alone.
-async fn create_in_upload_dir(dir: &Path, path: &Path) -> io::Result<File> {
+pub(crate) async fn create_in_upload_dir(dir: &Path, path: &Path) -> io::Result<File> {
     const ATTEMPTS: usize = 20;
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
@@ -342,4 +344,5 @@ fn write_all_vectored(file: &mut File, frames: &[Bytes]) -> io::Result<()> {
 }
 
 mod decode;
+pub mod workbook;
 use decode::Decoder;

@@ -103,7 +103,7 @@ async fn refusals_leave_nothing_on_disk_in_the_ledger_or_the_stream() {
         .await
         .unwrap();
     assert_eq!(png.status(), 415);
-    // xlsx is refused clearly for now; other extensions are bad requests.
+    // A .xlsx that is no workbook is refused as such; other extensions are bad requests.
     assert_eq!(
         app.multipart(&token, &folder, "a.xlsx", body.clone(), None)
             .await

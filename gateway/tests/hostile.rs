@@ -30,13 +30,15 @@
 //! | trickled raw or multipart body (each byte inside the frame timeout) | 408 at the body deadline |
 //! | multipart without `file` / two `file` fields | 422 / 400 |
 //! | multipart filename with `../` and `.csv` | 200, stored under a UUID inside the upload dir |
-//! | multipart filename with `../` and no `.csv`, other names | 400; `.xlsx` 415 |
+//! | multipart filename with `../` and no `.csv`, other names | 400; a `.xlsx` that is no workbook 415 |
 //! | multipart without boundary / garbage / unterminated / no header line | 422 / 400 / 400 / 400 |
 //! | ELF, ZIP, PNG, xlsx renamed `.csv`, PDF with NULs (raw and multipart) | 415 |
 //! | UTF-16 LE and BE with BOM | 415 |
 //! | NUL bytes (at the start, after 4 KiB) | 415 |
 //! | Latin-1 text at the start | 415 |
 //! | gzip bomb, zstd bomb | 413 |
+//! | XLSX: zip bomb member, shared strings past the cap, a sheet past the cap as CSV | 413 |
+//! | XLSX: not a zip, a zip that is no workbook, gzip-encoded, bad checksum | 415 / 415 / 400 / 400 |
 //! | corrupt or truncated gzip | 400 |
 //! | unknown `Content-Encoding` / `Content-Type` | 415 |
 //! | MD5, Content-MD5, SHA-256 mismatches; malformed or disagreeing checksums | 400 |
@@ -1045,6 +1047,90 @@ async fn binaries_utf16_nul_bytes_and_latin1_are_unsupported_media() {
         let post = t.post_multipart(&[("file", Some("renamed.csv"), &bytes)]);
         assert_eq!(status_of(post).await, 415, "multipart {what}");
     }
+    t.assert_nothing_stored(1).await;
+}
+
+// ---- XLSX workbooks ---------------------------------------------------------------------------
+
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+#[tokio::test]
+async fn an_xlsx_workbook_is_stored_as_the_csv_of_its_first_sheet() {
+    let t = target(&[]).await;
+    let book = ingest_contract::testkit::xlsx::original_workbook(0, 50);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&book))
+    };
+    let put = t
+        .put("0")
+        .header("content-type", XLSX)
+        .header("x-checksum-sha256", sha)
+        .body(book.clone());
+    assert_eq!(status_of(put).await, 200);
+    let files = t.app.stored_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let csv = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 51, "{csv}");
+    assert_eq!(lines[0], "date,content,amount,type");
+    assert_eq!(
+        lines[1],
+        "01/01/2023 00:00:00,\"Any text, there\",-1000,Withdrawal"
+    );
+    assert_eq!(
+        lines[2],
+        "01/01/2023 00:01:00,\"Any text, there\",-992.081,Deposit"
+    );
+    let message = &t.app.stream_messages(1, 1).await[0];
+    assert!(message.has_header, "the sheet's first row is the header");
+    // The original's multipart route takes a .xlsx file the same way.
+    let form = t.post_multipart(&[("file", Some("statement.xlsx"), &book)]);
+    assert_eq!(status_of(form).await, 200);
+    assert_eq!(t.app.stored_files().len(), 2);
+}
+
+#[tokio::test]
+async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
+    use ingest_contract::testkit::xlsx::{workbook, Cell};
+    // A 1 MB cap: the shared strings may expand to 1 MB, the whole workbook to 32 MB.
+    let t = target(&["--max-chunk-bytes=1000000"]).await;
+    let put = |body: Vec<u8>| t.put("0").header("content-type", XLSX).body(body);
+    // A zip bomb: a member of 40 MB of zeros compresses to a few dozen KB.
+    let bomb = workbook(
+        &[vec![Cell::Text("date")]],
+        &[("xl/media/image1.bin", vec![0u8; 40_000_000])],
+    );
+    assert!(bomb.len() < 200_000, "{}", bomb.len());
+    assert_eq!(status_of(put(bomb.clone())).await, 413, "zip bomb");
+    let form = t.post_multipart(&[("file", Some("bomb.xlsx"), &bomb)]);
+    assert_eq!(status_of(form).await, 413, "zip bomb, multipart");
+    // Huge shared strings: one string of 2 MB (calamine would hold the table whole).
+    let huge = workbook(&[vec![Cell::Owned("x".repeat(2_000_000))]], &[]);
+    assert_eq!(status_of(put(huge)).await, 413, "shared strings");
+    // A sheet whose CSV is past the cap: 80,000 rows of numbers (about 2 MB as CSV).
+    let rows: Vec<Vec<Cell>> = (0..80_000)
+        .map(|i| vec![Cell::Number(i as f64 * 1.5); 4])
+        .collect();
+    assert_eq!(status_of(put(workbook(&rows, &[]))).await, 413, "sheet");
+    // Wrong content: CSV text sent as a workbook, a zip that is no workbook.
+    assert_eq!(status_of(put(csv_with_header(3))).await, 415, "not a zip");
+    let mut zip = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = zip::ZipWriter::new(&mut zip);
+        writer
+            .start_file("hello.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut writer, b"hello").unwrap();
+        writer.finish().unwrap();
+    }
+    assert_eq!(status_of(put(zip.into_inner())).await, 415, "no workbook");
+    // A workbook is compressed already; and its checksum is of the bytes sent.
+    let book = ingest_contract::testkit::xlsx::original_workbook(0, 3);
+    let gzipped = put(gzip(&book)).header("content-encoding", "gzip");
+    assert_eq!(status_of(gzipped).await, 400, "gzip");
+    let wrong = put(book).header("x-checksum-sha256", "00".repeat(32));
+    assert_eq!(status_of(wrong).await, 400, "checksum");
     t.assert_nothing_stored(1).await;
 }
 

@@ -27,6 +27,7 @@ use ingest_contract::chunk::ChunkMessage;
 use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError, ErrorBody};
 use crate::settings::GatewaySettings;
+use crate::store::workbook::{self, WorkbookError, WorkbookSink};
 use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
 use ingest_ledger::retries::{self, Retried};
 use ingest_ledger::uploads::{NewChunk, Recorded, Upload};
@@ -78,7 +79,7 @@ pub async fn receive_chunk(
     accepting(upload, Some(chunk_no))?;
     let headers = request.headers();
     check_declared_length(headers, state.settings.max_chunk_bytes)?;
-    check_content_type(headers)?;
+    let kind = check_content_type(headers)?;
     let rules = ChunkRules {
         encoding: content_encoding(headers)?,
         max_bytes: state.settings.max_chunk_bytes,
@@ -88,11 +89,28 @@ pub async fn receive_chunk(
         expect_sha256: expected_sha256(headers)?,
     };
     let started = Instant::now();
-    let sink = ChunkSink::start(upload_dir(state, upload), rules)
-        .await
-        .map_err(store_error)?;
     let mut body = request.into_body();
-    let stored = pump(&mut body, sink, BodyTimer::start(&state.settings)).await?;
+    let timer = BodyTimer::start(&state.settings);
+    let stored = match kind {
+        BodyKind::Csv => {
+            let sink = ChunkSink::start(upload_dir(state, upload), rules)
+                .await
+                .map_err(store_error)?;
+            pump(&mut body, sink, timer).await?
+        }
+        BodyKind::Workbook => {
+            if rules.encoding != BodyEncoding::Identity {
+                return Err(ApiError::BadRequest(
+                    "an XLSX workbook is compressed already; send it without Content-Encoding"
+                        .into(),
+                ));
+            }
+            let sink = WorkbookSink::start(upload_dir(state, upload), rules.max_bytes)
+                .await
+                .map_err(store_error)?;
+            pump_workbook(&mut body, sink, timer, rules).await?
+        }
+    };
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
     metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
     let stored = ChunkStored {
@@ -189,7 +207,7 @@ pub async fn receive_multipart(
                     "exactly one `file` field is allowed".into(),
                 ));
             }
-            check_file_name(field.file_name())?;
+            let kind = file_kind(field.file_name())?;
             let rules = ChunkRules {
                 encoding: BodyEncoding::Identity,
                 max_bytes: state.settings.max_chunk_bytes,
@@ -198,6 +216,30 @@ pub async fn receive_multipart(
                 expect_md5,
                 expect_sha256: None,
             };
+            if kind == BodyKind::Workbook {
+                let dir = upload_dir(state, upload);
+                let mut sink = WorkbookSink::start(dir, rules.max_bytes)
+                    .await
+                    .map_err(store_error)?;
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(data)) => {
+                            if let Err(err) = sink.push(&data).await {
+                                sink.abort().await;
+                                return Err(store_error(err));
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(err) => {
+                            sink.abort().await;
+                            return Err(multipart_error(err));
+                        }
+                    }
+                }
+                let (md5, sha256) = (rules.expect_md5, rules.expect_sha256);
+                stored = Some(sink.finish(rules, md5, sha256).await.map_err(store_error)?);
+                continue;
+            }
             let sink = ChunkSink::start(upload_dir(state, upload), rules)
                 .await
                 .map_err(store_error)?;
@@ -460,6 +502,39 @@ async fn pump(
     sink.finish().await.map_err(store_error)
 }
 
+/// Spools a workbook body (within its timer), then converts and stores it.
+async fn pump_workbook(
+    body: &mut Incoming,
+    mut sink: WorkbookSink,
+    timer: BodyTimer,
+    rules: ChunkRules,
+) -> Result<StoredChunk, ApiError> {
+    loop {
+        let frame = match timer.next(body.frame()).await {
+            Err(_) => {
+                sink.abort().await;
+                return Err(ApiError::Timeout);
+            }
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                sink.abort().await;
+                return Err(ApiError::BadRequest(format!(
+                    "body could not be read: {err}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if let Err(err) = sink.push(&data).await {
+                sink.abort().await;
+                return Err(store_error(err));
+            }
+        }
+    }
+    let (md5, sha256) = (rules.expect_md5, rules.expect_sha256);
+    sink.finish(rules, md5, sha256).await.map_err(store_error)
+}
+
 /// The body frames multer reads, within the body's timer (a timeout ends the stream with an error).
 fn with_body_timer<S>(
     frames: S,
@@ -530,9 +605,9 @@ fn check_declared_length(headers: &HeaderMap, max: u64) -> Result<(), ApiError> 
     Ok(())
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_content_type(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
+        return Ok(BodyKind::Csv);
     };
     let essence = value
         .to_str()
@@ -543,9 +618,13 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .trim()
         .to_ascii_lowercase();
     match essence.as_str() {
-        "text/csv" | "text/plain" | "application/csv" | "application/octet-stream" => Ok(()),
+        "text/csv" | "text/plain" | "application/csv" | "application/octet-stream" => {
+            Ok(BodyKind::Csv)
+        }
+        workbook::CONTENT_TYPE => Ok(BodyKind::Workbook),
         other => Err(ApiError::UnsupportedMediaType(format!(
-            "content type {other:?} is not accepted; send text/csv"
+            "content type {other:?} is not accepted; send text/csv (or an XLSX workbook as {})",
+            workbook::CONTENT_TYPE
         ))),
     }
 }
@@ -565,18 +644,26 @@ fn content_encoding(headers: &HeaderMap) -> Result<BodyEncoding, ApiError> {
     }
 }
 
-fn check_file_name(name: Option<&str>) -> Result<(), ApiError> {
+/// What a multipart file is, by its name's extension (the original accepted .csv and .xlsx).
+fn file_kind(name: Option<&str>) -> Result<BodyKind, ApiError> {
     // The name is only looked at, never used: stored files are named by UUID.
     let extension = name
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, ext)| ext.to_ascii_lowercase());
     match extension.as_deref() {
-        Some("csv") => Ok(()),
-        Some("xlsx") => Err(ApiError::UnsupportedMediaType(
-            "xlsx files are not supported yet; send CSV".into(),
+        Some("csv") => Ok(BodyKind::Csv),
+        Some("xlsx") => Ok(BodyKind::Workbook),
+        _ => Err(ApiError::BadRequest(
+            "only .csv and .xlsx files are accepted".into(),
         )),
-        _ => Err(ApiError::BadRequest("only .csv files are accepted".into())),
     }
+}
+
+/// CSV text, or an XLSX workbook whose first sheet is converted to CSV ([`workbook`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Csv,
+    Workbook,
 }
 
 fn expected_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, ApiError> {
@@ -624,7 +711,16 @@ fn store_error(err: StoreError) -> ApiError {
             ApiError::BadRequest(err.to_string())
         }
         StoreError::NotText(_) => ApiError::UnsupportedMediaType(err.to_string()),
-        StoreError::Io(io) => ApiError::Internal(anyhow::Error::new(io).context("storing chunk")),
+        StoreError::Workbook(WorkbookError::TooLarge(_)) => {
+            ApiError::PayloadTooLarge(err.to_string())
+        }
+        StoreError::Workbook(WorkbookError::NoSheet) => ApiError::Unprocessable(err.to_string()),
+        StoreError::Workbook(WorkbookError::NotWorkbook(_)) => {
+            ApiError::UnsupportedMediaType(err.to_string())
+        }
+        StoreError::Workbook(WorkbookError::Io(io)) | StoreError::Io(io) => {
+            ApiError::Internal(anyhow::Error::new(io).context("storing chunk"))
+        }
     }
 }
 

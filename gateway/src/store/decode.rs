@@ -10,7 +10,8 @@ use super::{BodyEncoding, Output, StoreError};
 /// Where body bytes go: straight to the output, or through a decoder that owns it.
 pub(super) enum Decoder {
     Identity(Output),
-    Gzip(flate2::write::GzDecoder<Output>),
+    // Boxed: flate2's decoder state is large, and one decoder per chunk can afford the box.
+    Gzip(Box<flate2::write::GzDecoder<Output>>),
     Zstd(zstd::stream::write::Decoder<'static, Output>),
 }
 
@@ -26,7 +27,7 @@ impl Decoder {
     pub(super) fn new(encoding: BodyEncoding, output: Output) -> Result<Self, StoreError> {
         Ok(match encoding {
             BodyEncoding::Identity => Self::Identity(output),
-            BodyEncoding::Gzip => Self::Gzip(flate2::write::GzDecoder::new(output)),
+            BodyEncoding::Gzip => Self::Gzip(Box::new(flate2::write::GzDecoder::new(output))),
             BodyEncoding::Zstd => Self::Zstd(zstd::stream::write::Decoder::new(output)?),
         })
     }

@@ -4,6 +4,7 @@
 // work without internet, so everything it needs is here, in index.html and in console.css.
 
 const MAX_CHUNK = 8 * 1024 * 1024;
+const MAX_WORKBOOK = 64 * 1024 * 1024; // the gateway's INGEST_MAX_CHUNK_BYTES default
 // `?chunk_bytes=N` lowers the chunk size (tests use it to get several chunks from a small file).
 const CHUNK_BYTES = Math.min(MAX_CHUNK, Math.max(1024,
   Number(new URLSearchParams(location.search).get('chunk_bytes')) || MAX_CHUNK));
@@ -163,12 +164,12 @@ async function sha256Hex(buffer) {
 }
 
 // PUT one chunk; resolves with the status (0 for a network error), never rejects.
-function putChunk(folder, n, body, sha, token, onProgress) {
+function putChunk(folder, n, body, sha, token, onProgress, contentType = 'text/csv') {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open('PUT', `/api/upload/${folder}/chunks/${n}`);
     xhr.setRequestHeader('Authorization', `Bearer ${token}`);
-    xhr.setRequestHeader('Content-Type', 'text/csv');
+    xhr.setRequestHeader('Content-Type', contentType);
     xhr.setRequestHeader('X-Checksum-SHA256', sha);
     xhr.upload.onprogress = (event) => onProgress(event.loaded);
     xhr.onload = () => {
@@ -262,8 +263,16 @@ class FileUpload {
   async run() {
     try {
       this.setState('scanning');
-      this.say('Finding record boundaries…');
-      this.ends = await chunkEnds(this.file, CHUNK_BYTES);
+      if (isWorkbook(this.file)) {
+        // A workbook cannot be cut in the page: it goes whole, and the gateway converts its
+        // first sheet to CSV.
+        if (this.file.size > MAX_WORKBOOK) { this.refuse('An XLSX workbook must be at most 64 MiB.'); return; }
+        this.contentType = XLSX;
+        this.ends = this.file.size > 0 ? [this.file.size] : [];
+      } else {
+        this.say('Finding record boundaries…');
+        this.ends = await chunkEnds(this.file, CHUNK_BYTES);
+      }
       if (this.ends.length === 0) { this.refuse('The file is empty.'); return; }
       this.setState('creating');
       const created = await apiJson('POST', '/api/upload', {
@@ -313,7 +322,7 @@ class FileUpload {
       const answer = await putChunk(this.folder, n, body, sha, token, (loaded) => {
         this.inFlight.set(n, loaded);
         this.render();
-      });
+      }, this.contentType);
       this.inFlight.delete(n);
       if (answer.status === 200) {
         this.sent.add(n);
@@ -499,12 +508,17 @@ function renderOverall() {
   $('#overall-text').textContent = total ? `${bytes(done)} of ${bytes(total)} sent` : 'nothing sent yet';
 }
 
-// XLSX (and other non-CSV files) are shown as refused and never sent.
+const XLSX = 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
+
+function isWorkbook(file) {
+  return file.name.toLowerCase().endsWith('.xlsx') || file.type === XLSX;
+}
+
+// CSV and XLSX files are sent; anything else (old .xls included) is shown as refused.
 function refusal(file) {
   const name = file.name.toLowerCase();
-  if (name.endsWith('.xlsx') || name.endsWith('.xls') || file.type.includes('spreadsheetml')) {
-    return 'XLSX is not supported by this server yet: save the sheet as CSV and upload that.';
-  }
+  if (isWorkbook(file)) return null;
+  if (name.endsWith('.xls')) return 'Old .xls workbooks are not accepted: save the sheet as .xlsx or CSV.';
   const csvLike = /\.(csv|txt)$/.test(name) || ['text/csv', 'text/plain', 'application/vnd.ms-excel'].includes(file.type);
   return csvLike ? null : 'Only CSV files can be uploaded.';
 }

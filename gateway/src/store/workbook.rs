@@ -1,0 +1,314 @@
+//! XLSX workbooks, as the original accepted them: a workbook is spooled to a temporary file,
+//! checked against decompression bombs, and its first sheet converted to CSV text, which then
+//! goes through the same store, validation and binary COPY as any CSV chunk. Read with calamine
+//! (a maintained crate), cell by cell from the sheet's XML stream, so the sheet is never held
+//! whole; what calamine does hold whole is the shared-strings table, capped below.
+//!
+//! Limits, all from `INGEST_MAX_CHUNK_BYTES` (64 MiB by default): the workbook as sent, the CSV
+//! it converts to, and its shared-strings table once decompressed are each capped by it; all its
+//! members together may expand to [`EXPANSION`] times it (real workbooks are XML compressed
+//! about 10x; a zip bomb expands a thousandfold). Memory per conversion: the shared strings (at
+//! most the cap of XML, about as much again as strings) plus small buffers; at most
+//! [`CONVERSIONS_AT_ONCE`] run per gateway.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use calamine::{DataRef, Reader, Xlsx};
+
+use super::{ChunkRules, ChunkSink, StoreError, StoredChunk};
+
+/// The content type of an XLSX workbook.
+pub const CONTENT_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+/// Workbooks converted at once per gateway (each holds its shared strings in memory).
+pub const CONVERSIONS_AT_ONCE: usize = 2;
+/// What all the workbook's members may expand to, in multiples of the size cap.
+const EXPANSION: u64 = 32;
+/// Members of a workbook: a few per sheet.
+const MAX_MEMBERS: usize = 10_000;
+/// The date format written for date cells: the builtin `transactions` dataset's (day first).
+const DATE_FORMAT: &str = "%d/%m/%Y %H:%M:%S";
+
+/// Why a workbook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkbookError {
+    #[error("not an XLSX workbook: {0}")]
+    NotWorkbook(String),
+    #[error("the workbook is too large once decompressed: {0}")]
+    TooLarge(String),
+    #[error("the workbook has no sheet")]
+    NoSheet,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Converts the first sheet of workbook `xlsx` to CSV in `csv` (rows as `\n`-ended records, the
+/// first row being the header), refusing more than `max_csv_bytes` of it. Returns the rows.
+pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, WorkbookError> {
+    check_expansion(File::open(xlsx)?, max_csv_bytes)?;
+    let mut workbook: Xlsx<_> = Xlsx::new(BufReader::new(File::open(xlsx)?))
+        .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
+    let sheet = workbook
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or(WorkbookError::NoSheet)?;
+    let mut cells = workbook
+        .worksheet_cells_reader(&sheet)
+        .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
+    let mut out = CappedWriter {
+        inner: BufWriter::new(File::create(csv)?),
+        written: 0,
+        max: max_csv_bytes,
+    };
+    let mut row: Option<u32> = None;
+    let mut fields: Vec<String> = Vec::new();
+    let mut rows = 0;
+    while let Some(cell) = cells
+        .next_cell()
+        .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?
+    {
+        let (at_row, column) = cell.get_position();
+        if row != Some(at_row) {
+            if row.is_some() {
+                write_record(&mut out, &fields)?;
+                rows += 1;
+            }
+            row = Some(at_row);
+            fields.clear();
+        }
+        let column = column as usize;
+        if column >= fields.len() {
+            if column > 16_384 {
+                return Err(WorkbookError::NotWorkbook(format!(
+                    "column {column} is past Excel's last"
+                )));
+            }
+            fields.resize(column + 1, String::new());
+        }
+        fields[column] = text(cell.get_value());
+    }
+    if row.is_some() {
+        write_record(&mut out, &fields)?;
+        rows += 1;
+    }
+    out.inner.flush()?;
+    out.inner.get_ref().sync_all()?;
+    Ok(rows)
+}
+
+/// Decompresses every member once, counting (declared sizes can lie), before calamine reads any:
+/// the shared strings (which calamine reads whole) up to `cap`, all members up to
+/// [`EXPANSION`] times it.
+fn check_expansion(file: File, cap: u64) -> Result<(), WorkbookError> {
+    let max_expanded = cap.saturating_mul(EXPANSION);
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
+    if archive.len() > MAX_MEMBERS {
+        return Err(WorkbookError::NotWorkbook(format!(
+            "{} members",
+            archive.len()
+        )));
+    }
+    let mut total = 0u64;
+    for index in 0..archive.len() {
+        let member = archive
+            .by_index(index)
+            .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
+        let name = member
+            .name()
+            .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?
+            .into_owned();
+        let limit = if name.eq_ignore_ascii_case("xl/sharedStrings.xml") {
+            cap
+        } else {
+            max_expanded - total
+        };
+        let expanded = io::copy(&mut member.take(limit + 1), &mut io::sink())
+            .map_err(|err| WorkbookError::NotWorkbook(format!("{name}: {err}")))?;
+        if expanded > limit {
+            return Err(WorkbookError::TooLarge(format!(
+                "{name} expands beyond the {limit} bytes left"
+            )));
+        }
+        total += expanded;
+    }
+    Ok(())
+}
+
+/// A cell as CSV text. Dates in the builtin dataset's format; numbers as Rust prints them
+/// (shortest exact form, integers without a fraction); errors as Excel shows them (`#DIV/0!`),
+/// which validation then rejects with the row.
+fn text(value: &DataRef<'_>) -> String {
+    match value {
+        DataRef::Empty => String::new(),
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => s.clone(),
+        DataRef::SharedString(s) => (*s).to_owned(),
+        DataRef::Int(i) => i.to_string(),
+        DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::Bool(b) => b.to_string(),
+        DataRef::DateTime(date) => match date.as_datetime() {
+            Some(at) => at.format(DATE_FORMAT).to_string(),
+            None => date.as_f64().to_string(),
+        },
+        DataRef::Error(err) => format!("#{err}"),
+    }
+}
+
+/// Writes `fields` as one CSV record, quoting what needs it (RFC 4180).
+fn write_record(out: &mut impl Write, fields: &[String]) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        if field.contains([',', '"', '\n', '\r']) {
+            let _ = write!(line, "\"{}\"", field.replace('"', "\"\""));
+        } else {
+            line.push_str(field);
+        }
+    }
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
+/// A writer that fails once more than `max` bytes went through it.
+struct CappedWriter<W> {
+    inner: W,
+    written: u64,
+    max: u64,
+}
+
+impl<W: Write> Write for CappedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written += buf.len() as u64;
+        if self.written > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the sheet is larger than {} bytes as CSV", self.max),
+            ));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A workbook body being spooled to `<dir>/.<nonce>.xlsx.part`, hashed as it comes.
+pub struct WorkbookSink {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    file: tokio::fs::File,
+    bytes: u64,
+    max_bytes: u64,
+    md5: md5::Md5,
+    sha256: sha2::Sha256,
+}
+
+impl WorkbookSink {
+    pub async fn start(dir: std::path::PathBuf, max_bytes: u64) -> Result<Self, StoreError> {
+        use sha2::Digest;
+        let path = dir.join(format!(".{}.xlsx.part", uuid::Uuid::new_v4().simple()));
+        let file = super::create_in_upload_dir(&dir, &path).await?;
+        Ok(Self {
+            dir,
+            path,
+            file: tokio::fs::File::from_std(file),
+            bytes: 0,
+            max_bytes,
+            md5: md5::Md5::new(),
+            sha256: sha2::Sha256::new(),
+        })
+    }
+
+    /// Appends one body frame; the workbook is refused past `INGEST_MAX_CHUNK_BYTES`.
+    pub async fn push(&mut self, frame: &[u8]) -> Result<(), StoreError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        self.bytes += frame.len() as u64;
+        if self.bytes > self.max_bytes {
+            return Err(StoreError::TooLarge(self.max_bytes));
+        }
+        self.md5.update(frame);
+        self.sha256.update(frame);
+        self.file.write_all(frame).await?;
+        Ok(())
+    }
+
+    /// Checks the workbook's checksums (of the bytes as sent), converts its first sheet to CSV
+    /// and stores that as the chunk, under `rules` (the header, the size cap). Removes every
+    /// temporary file but the stored chunk's.
+    pub async fn finish(
+        self,
+        mut rules: ChunkRules,
+        expect_md5: Option<[u8; 16]>,
+        expect_sha256: Option<[u8; 32]>,
+    ) -> Result<StoredChunk, StoreError> {
+        use sha2::Digest;
+        let Self {
+            dir,
+            path,
+            file,
+            md5,
+            sha256,
+            ..
+        } = self;
+        drop(file);
+        let csv = dir.join(format!(".{}.csv.part", uuid::Uuid::new_v4().simple()));
+        let stored = async {
+            if expect_md5.is_some_and(|want| md5.finalize()[..] != want[..]) {
+                return Err(StoreError::ChecksumMismatch("MD5"));
+            }
+            if expect_sha256.is_some_and(|want| sha256.finalize()[..] != want[..]) {
+                return Err(StoreError::ChecksumMismatch("SHA-256"));
+            }
+            let _permit = permits()
+                .acquire()
+                .await
+                .expect("the conversion semaphore is never closed");
+            let (from, to, max) = (path.clone(), csv.clone(), rules.max_bytes);
+            tokio::task::spawn_blocking(move || to_csv(&from, &to, max))
+                .await
+                .map_err(io::Error::other)??;
+            // The CSV goes through the same checks as a CSV body (text, header, size).
+            rules.expect_md5 = None;
+            rules.expect_sha256 = None;
+            rules.encoding = super::BodyEncoding::Identity;
+            let sink = ChunkSink::start(dir.clone(), rules).await?;
+            let mut reader = tokio::fs::File::open(&csv).await?;
+            let mut buffer = vec![0u8; 256 * 1024];
+            loop {
+                use tokio::io::AsyncReadExt;
+                let read = reader.read(&mut buffer).await?;
+                if read == 0
+                    || !sink
+                        .push(bytes::Bytes::copy_from_slice(&buffer[..read]))
+                        .await
+                {
+                    break;
+                }
+            }
+            sink.finish().await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&path).await;
+        let _ = tokio::fs::remove_file(&csv).await;
+        stored
+    }
+
+    /// Abandons the body: its file goes.
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+fn permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(CONVERSIONS_AT_ONCE))
+}
