@@ -63,6 +63,10 @@ async function main() {
   if (await page.isVisible('#sign-in-error')) throw new Error(await page.textContent('#sign-in-error'));
   await page.locator('#signed-in').filter({ hasText: clientId }).waitFor({ state: 'visible', timeout: 10_000 });
 
+  // The dataset picker is filled from GET /api/datasets.
+  await page.locator('#dataset option', { hasText: 'date,content,amount,type' }).waitFor({ state: 'attached', timeout: 10_000 });
+  const datasetsOffered = await page.locator('#dataset option').allTextContents();
+
   const cards = page.locator('.file-card');
 
   // 1. The good file, through the file input.
@@ -124,6 +128,7 @@ async function main() {
     bad_rejected_shown: await bad.locator('.rejected-table tbody tr').count(),
     bad_rows_rejected: await numberIn(bad, '.rows-rejected'),
     uploads_listed: await page.locator('#uploads tr[data-folder]').count(),
+    datasets_offered: datasetsOffered,
     xlsx_folder: workbook?.folder ?? null,
     xlsx_state: workbook?.state ?? null,
     xlsx_rows_loaded: workbook?.rows ?? null,

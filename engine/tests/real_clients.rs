@@ -323,6 +323,11 @@ async fn the_console_uploads_files_from_a_browser_end_to_end() {
         Duration::from_secs(300),
     )
     .await;
+    assert_eq!(
+        shown["datasets_offered"],
+        serde_json::json!(["transactions (date,content,amount,type)"]),
+        "the picker lists GET /api/datasets"
+    );
     assert_eq!(shown["good_state"], "done", "{shown}");
     assert_eq!(shown["good_rows_loaded"], 100_000, "{shown}");
     assert_eq!(shown["bad_state"], "done", "{shown}");

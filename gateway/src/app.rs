@@ -25,7 +25,7 @@ use crate::metrics as names;
 use crate::publish::Publisher;
 use crate::ratelimit::{RateLimiter, RouteClass};
 use crate::routes::uploads::Uploads;
-use crate::routes::{auth, chunks, clients, operations, rejected, uploads, Route};
+use crate::routes::{auth, chunks, clients, datasets, operations, rejected, uploads, Route};
 use crate::settings::GatewaySettings;
 use crate::{console, docs};
 
@@ -138,6 +138,7 @@ async fn client_route(
 ) -> Result<HttpResponse, ApiError> {
     let client_id = caller.client_id.as_str();
     match route {
+        Route::ListDatasets => datasets::list().await,
         Route::ListClients => clients::list(state).await,
         Route::AddClient => clients::add(state, request).await,
         Route::DisableClient { client_id } => clients::disable(state, caller, client_id).await,

@@ -28,6 +28,7 @@ pub const ROUTES: &[&str] = &[
     "upload_complete",
     "upload_chunk",
     "upload_chunk_retry",
+    "datasets_list",
     "clients_list",
     "clients_add",
     "clients_disable",

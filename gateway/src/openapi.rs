@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, chunks, clients, rejected, uploads};
+use crate::routes::{auth, chunks, clients, datasets, rejected, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,7 @@ use crate::routes::{auth, chunks, clients, rejected, uploads};
         chunks::receive_chunk,
         chunks::retry,
         rejected::download,
+        datasets::list,
         clients::list,
         clients::add,
         clients::disable,

@@ -1139,3 +1139,41 @@ async fn admins_manage_clients_over_the_api_and_scopes_are_enforced() {
         "nor gains upload: its token never carried it"
     );
 }
+
+#[tokio::test]
+async fn datasets_are_listed_with_their_columns() {
+    let app = TestGateway::start(&[]).await;
+    let token = app.token().await;
+    let listed: serde_json::Value = app
+        .http
+        .get(format!("{}/api/datasets", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let transactions = &listed["datasets"][0];
+    assert_eq!(transactions["name"], "transactions", "{listed}");
+    assert_eq!(transactions["header"], "date,content,amount,type");
+    assert_eq!(transactions["partitioned_by"], "date");
+    let types: Vec<&str> = transactions["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["timestamp", "text", "numeric", "enum"]);
+    assert_eq!(
+        transactions["columns"][3]["values"],
+        serde_json::json!(["Deposit", "Withdrawal"])
+    );
+    let anonymous = app
+        .http
+        .get(format!("{}/api/datasets", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

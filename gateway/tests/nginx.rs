@@ -262,6 +262,13 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
         .await
         .unwrap();
     assert_eq!(response.status(), 403, "{}", nginx.log());
+    let response = http
+        .get(format!("{base}/api/datasets"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", nginx.log());
     // The console and the docs pages with their assets pass through too.
     for (path, kind) in [
         ("/console", "text/html"),

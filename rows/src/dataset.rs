@@ -193,6 +193,9 @@ impl Dataset {
         }
     }
 
+    /// The names of the datasets built in, for listing them.
+    pub const BUILTIN: &'static [&'static str] = &["transactions"];
+
     /// The dataset built into the engine under `name`, if any.
     pub fn builtin(name: &str) -> Option<Dataset> {
         match name {

@@ -9,6 +9,7 @@
 //! - [`chunks`]: receiving chunks, raw (`PUT .../chunks/{n}`) or the original's multipart file,
 //!   and retrying a failed one (`POST .../chunks/{n}/retry`).
 //! - [`rejected`]: an upload's rejected rows as a streamed CSV or JSON-lines download.
+//! - [`datasets`]: the datasets an upload may name (`/api/datasets`).
 //! - [`clients`]: API clients (`/api/clients`), for a client with the `admin` scope.
 //! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
 //!
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod chunks;
 pub mod clients;
+pub mod datasets;
 pub mod operations;
 pub mod rejected;
 pub mod uploads;
@@ -78,6 +80,8 @@ pub enum Route<'p> {
         folder: &'p str,
         chunk: &'p str,
     },
+    /// `GET /api/datasets`.
+    ListDatasets,
     /// `GET /api/clients`.
     ListClients,
     /// `POST /api/clients`.
@@ -107,6 +111,9 @@ impl<'p> Route<'p> {
             (&Method::POST, ["", "api", "auth", "token"]) => Self::IssueToken,
             (_, ["", "api", "auth", "token"]) => Self::TokenMethodNotAllowed,
             (_, ["", "api", "auth", ..]) => Self::UnknownApi(RouteClass::Auth),
+            (&Method::GET, ["", "api", "datasets"] | ["", "api", "datasets", ""]) => {
+                Self::ListDatasets
+            }
             (&Method::GET, ["", "api", "clients"] | ["", "api", "clients", ""]) => {
                 Self::ListClients
             }
@@ -159,6 +166,7 @@ impl<'p> Route<'p> {
             Self::Complete { .. } => "upload_complete",
             Self::PutChunk { .. } => "upload_chunk",
             Self::RetryChunk { .. } => "upload_chunk_retry",
+            Self::ListDatasets => "datasets_list",
             Self::ListClients => "clients_list",
             Self::AddClient => "clients_add",
             Self::DisableClient { .. } => "clients_disable",
@@ -178,7 +186,8 @@ impl<'p> Route<'p> {
             | Self::Complete { .. }
             | Self::Rejected { .. }
             | Self::PutChunk { .. }
-            | Self::RetryChunk { .. } => Some(Scope::Upload),
+            | Self::RetryChunk { .. }
+            | Self::ListDatasets => Some(Scope::Upload),
             Self::Health
             | Self::Ready
             | Self::Metrics
@@ -215,9 +224,11 @@ impl<'p> Route<'p> {
             | Self::Withdraw { .. }
             | Self::PutChunk { .. }
             | Self::RetryChunk { .. } => Some(RouteClass::Upload),
-            Self::Status { .. } | Self::ListUploads | Self::Rejected { .. } | Self::ListClients => {
-                Some(RouteClass::Status)
-            }
+            Self::Status { .. }
+            | Self::ListUploads
+            | Self::Rejected { .. }
+            | Self::ListClients
+            | Self::ListDatasets => Some(RouteClass::Status),
             Self::UnknownApi(class) => Some(*class),
         }
     }
@@ -360,6 +371,7 @@ mod tests {
         ("GET", "/api/upload/7f1c/rejected"),
         ("PUT", "/api/upload/7f1c/chunks/3"),
         ("POST", "/api/upload/7f1c/chunks/3/retry"),
+        ("GET", "/api/datasets"),
         ("GET", "/api/clients"),
         ("POST", "/api/clients"),
         ("DELETE", "/api/clients/ops"),

@@ -662,6 +662,21 @@ function showSignedIn() {
   show($('#sign-in-panel'), false);
   show($('#workspace'), true);
   refreshUploads();
+  loadDatasets().catch(() => { /* the built-in choice in the page stays */ });
+}
+
+// The dataset picker lists what the server takes (`GET /api/datasets`), with each header.
+async function loadDatasets() {
+  const { datasets } = await apiJson('GET', '/api/datasets');
+  const select = $('#dataset');
+  const chosen = select.value;
+  select.replaceChildren(...datasets.map((dataset) => {
+    const option = document.createElement('option');
+    option.value = dataset.name;
+    option.textContent = `${dataset.name} (${dataset.header})`;
+    return option;
+  }));
+  if (datasets.some((dataset) => dataset.name === chosen)) select.value = chosen;
 }
 
 function showSignedOut(message) {
