@@ -779,6 +779,7 @@ async fn a_failed_chunk_is_retried_and_replaced_through_the_api() {
         status["rows_rejected"], 101,
         "every row of the failed chunk"
     );
+    assert_eq!(status["failed_chunks"], serde_json::json!([1]), "{status}");
     assert_eq!(rejected().await, 1, "the bad row is on record");
 
     // Four clients retry at once: one queues it, the others find it queued already.

@@ -14,7 +14,7 @@
 //! A failed chunk's file is kept so the chunk can be retried
 //! (`POST /api/upload/{folder}/chunks/{n}/retry`) for `INGEST_UPLOAD_TTL_SECS` after it failed,
 //! or until its upload can no longer be retried (expired, aborted, undone); the sweep then
-//! removes it ([`ingest_ledger::files::failed_past_retention`]).
+//! removes it ([`ingest_ledger::files::claim_failed_past_retention`]).
 //!
 //! Every gateway runs the sweep; `FOR UPDATE SKIP LOCKED` lets several share it.
 
@@ -132,12 +132,12 @@ impl Expiry {
             files += remove_temporary_files(&self.upload_dir.join(upload_id.to_string())).await;
         }
         // Failed chunks' files, kept for a retry until then.
-        let kept = ingest_ledger::files::failed_past_retention(&db, self.ttl, BATCH).await?;
+        // Marked removed before they go (see the ledger's function): a retry never loses its file.
+        let kept = ingest_ledger::files::claim_failed_past_retention(&db, self.ttl, BATCH).await?;
         for chunk in &kept {
             if remove(&self.upload_dir.join(&chunk.stored_path)).await {
                 files += 1;
             }
-            let _ = ingest_ledger::files::mark_removed(&db, chunk.upload_id, chunk.chunk_no).await;
         }
         Ok(Expired {
             uploads: expired.uploads.len() as u64,

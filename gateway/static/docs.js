@@ -6,7 +6,7 @@ window.ui = SwaggerUIBundle({
   dom_id: "#swagger-ui",
   deepLinking: true,
   displayOperationId: true,
-  persistAuthorization: true,
+  // No persistAuthorization: it would keep the client secret in localStorage, in clear text.
   defaultModelsExpandDepth: 1,
   // No call to validator.swagger.io: the page must work without the internet.
   validatorUrl: null,

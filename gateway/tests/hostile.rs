@@ -1054,6 +1054,18 @@ async fn binaries_utf16_nul_bytes_and_latin1_are_unsupported_media() {
 
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
+/// Sends `request` and checks it is refused with `status` and a message that says `why`.
+async fn assert_refused(request: reqwest::RequestBuilder, status: u16, why: &str) {
+    let response = request.send().await.unwrap();
+    let got = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        got == status && message.contains(why),
+        "{got} {message:?}, wanted {status} {why:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_xlsx_workbook_is_stored_as_the_csv_of_its_first_sheet() {
     let t = target(&[]).await;
@@ -1108,11 +1120,51 @@ async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
     // Huge shared strings: one string of 2 MB (calamine would hold the table whole).
     let huge = workbook(&[vec![Cell::Owned("x".repeat(2_000_000))]], &[]);
     assert_eq!(status_of(put(huge)).await, 413, "shared strings");
-    // A sheet whose CSV is past the cap: 80,000 rows of numbers (about 2 MB as CSV).
-    let rows: Vec<Vec<Cell>> = (0..80_000)
-        .map(|i| vec![Cell::Number(i as f64 * 1.5); 4])
+    // The same table where the package's relationships put it (calamine follows them).
+    // Two thousand strings of 1 KB: no text is long, the table is.
+    let many: Vec<Vec<Cell>> = (0..2_000)
+        .map(|i| vec![Cell::Owned(format!("{i:04}{}", "x".repeat(1000)))])
         .collect();
-    assert_eq!(status_of(put(workbook(&rows, &[]))).await, 413, "sheet");
+    let mut moved = ingest_contract::testkit::xlsx::parts(&many);
+    for (name, bytes) in &mut moved {
+        if let Some(rest) = name.strip_prefix("xl/") {
+            *name = format!("data/{rest}");
+        }
+        if name == "_rels/.rels" {
+            *bytes = String::from_utf8(bytes.clone())
+                .unwrap()
+                .replace("xl/workbook.xml", "data/workbook.xml")
+                .into_bytes();
+        }
+    }
+    let moved = ingest_contract::testkit::xlsx::zip(&moved);
+    assert_refused(put(moved), 413, "data/sharedStrings.xml expands beyond").await;
+    // A table claiming ten billion strings (calamine would reserve room for them up front).
+    let mut claims = ingest_contract::testkit::xlsx::parts(&[vec![Cell::Text("date")]]);
+    for (name, bytes) in &mut claims {
+        if name == "xl/sharedStrings.xml" {
+            *bytes = String::from_utf8(bytes.clone())
+                .unwrap()
+                .replace("uniqueCount=\"1\"", "uniqueCount=\"10000000000\"")
+                .into_bytes();
+        }
+    }
+    let claims = ingest_contract::testkit::xlsx::zip(&claims);
+    assert_eq!(status_of(put(claims)).await, 415, "string count");
+    // One cell's text past the cap (calamine allocates a cell's text whole).
+    let long = workbook(&[vec![Cell::Inline("y".repeat(1_500_000))]], &[]);
+    assert_refused(put(long), 413, "sheet1.xml holds a text of more than").await;
+    // A sheet whose CSV is past the cap, from a small workbook: 300 rows of four 1 KB texts.
+    let rows: Vec<Vec<Cell>> = (0..300)
+        .map(|_| vec![Cell::Inline("z".repeat(1000)); 4])
+        .collect();
+    let wide = workbook(&rows, &[]);
+    assert!(wide.len() < 100_000, "{}", wide.len());
+    assert_refused(put(wide), 413, "the sheet is larger than").await;
+    // One row repeating a long shared string: refused before the row is built whole.
+    let mut row = vec![Cell::Owned("w".repeat(600_000))];
+    row.extend((0..15).map(|_| Cell::Shared(0)));
+    assert_refused(put(workbook(&[row], &[])), 413, "the sheet is larger than").await;
     // Wrong content: CSV text sent as a workbook, a zip that is no workbook.
     assert_eq!(status_of(put(csv_with_header(3))).await, 415, "not a zip");
     let mut zip = std::io::Cursor::new(Vec::new());

@@ -125,7 +125,7 @@ pub async fn mark_removed(
 
 /// Files of `partitions`' chunks loaded more than a few seconds ago whose removal was
 /// interrupted (a process killed between its commit and [`mark_removed`]). A failed chunk's file
-/// is kept for a retry ([`crate::retries`]) and goes by [`failed_past_retention`].
+/// is kept for a retry ([`crate::retries`]) and goes by [`claim_failed_past_retention`].
 pub async fn left_behind(
     client: &Client,
     partitions: &[Partition],
@@ -145,22 +145,31 @@ pub async fn left_behind(
 }
 
 /// Files of failed chunks kept for a retry that failed more than `retention` ago, or whose
-/// upload can no longer be retried (expired, aborted or undone): the files to remove now.
-pub async fn failed_past_retention(
+/// upload can no longer be retried (expired, aborted or undone): marked removed here, in the
+/// same statement that finds them, and returned for the caller to delete. Marking first is what
+/// keeps a retry safe: one that locked the chunk first makes this skip it (it is `stored` again),
+/// and one that comes after finds it removed (409, "file no longer kept"), so a file is never
+/// deleted under a chunk queued to load from it.
+pub async fn claim_failed_past_retention(
     client: &Client,
     retention: Duration,
     limit: i64,
 ) -> Result<Vec<ChunkFile>, LedgerError> {
     let rows = client
         .query(
-            "SELECT c.upload_id, c.chunk_no, c.stored_path FROM chunks c
-             JOIN uploads u ON u.upload_id = c.upload_id
-             WHERE c.state = 'failed' AND NOT c.file_removed
-               AND (c.committed_at < now() - make_interval(secs => $1)
-                    OR ((u.state IN ('aborted', 'undone')
-                         OR (u.state = 'failed' AND u.error IS NOT NULL))
-                        AND c.committed_at < now() - interval '5 seconds'))
-             ORDER BY c.committed_at LIMIT $2",
+            "UPDATE chunks SET file_removed = true
+             WHERE (upload_id, chunk_no) IN (
+                 SELECT c.upload_id, c.chunk_no FROM chunks c
+                 JOIN uploads u ON u.upload_id = c.upload_id
+                 WHERE c.state = 'failed' AND NOT c.file_removed
+                   AND (c.committed_at < now() - make_interval(secs => $1)
+                        OR ((u.state IN ('aborted', 'undone')
+                             OR (u.state = 'failed' AND u.error IS NOT NULL))
+                            AND c.committed_at < now() - interval '5 seconds'))
+                 ORDER BY c.committed_at LIMIT $2
+                 FOR UPDATE OF c SKIP LOCKED)
+               AND state = 'failed' AND NOT file_removed
+             RETURNING upload_id, chunk_no, stored_path",
             &[&retention.as_secs_f64(), &limit],
         )
         .await?;

@@ -3,7 +3,7 @@
 //!
 //! A failed chunk loaded nothing (a chunk in pieces undoes its pieces when it fails), so it may
 //! go back to `stored` as long as its upload was ended by failed chunks alone (not expired,
-//! aborted or undone) and its file is still kept (see [`crate::files::failed_past_retention`]).
+//! aborted or undone) and its file is still kept (see [`crate::files::claim_failed_past_retention`]).
 //! It goes back with its counters taken out of the upload's, its rejected rows and any plan
 //! deleted, and a new `attempt`: a load of the earlier attempt that is still running records
 //! nothing ([`crate::loads::finish`] and [`crate::pieces`] match the attempt they claimed). An

@@ -420,7 +420,8 @@ pub async fn status(
         .await?;
     let chunks = client
         .query(
-            "SELECT chunk_no, error FROM chunks WHERE upload_id = $1 ORDER BY chunk_no",
+            "SELECT chunk_no, error, state = 'failed' FROM chunks WHERE upload_id = $1
+             ORDER BY chunk_no",
             &[&upload_id],
         )
         .await?;
@@ -448,6 +449,11 @@ pub async fn status(
         },
         summary,
         received_chunks: chunks.iter().map(|c| c.get(0)).collect(),
+        failed_chunks: chunks
+            .iter()
+            .filter(|c| c.get::<_, bool>(2))
+            .map(|c| c.get(0))
+            .collect(),
         rejected_rows: rejected.iter().map(RejectedRow::from_row).collect(),
     })
 }
@@ -586,6 +592,8 @@ pub struct UploadStatus {
     /// How this upload ends.
     pub completion: Completion,
     pub received_chunks: Vec<i32>,
+    /// The chunks that failed: what `POST .../chunks/{n}/retry` (or a new PUT) can load again.
+    pub failed_chunks: Vec<i32>,
     pub rejected_rows: Vec<RejectedRow>,
 }
 

@@ -222,9 +222,9 @@ async fn a_failed_chunk_is_retried_then_replaced_and_a_stale_load_records_nothin
     ));
 }
 
-/// The upload's failed chunks whose file is due for removal with an hour's retention.
+/// Claims the upload's failed chunks whose file is due for removal with an hour's retention.
 async fn kept(client: &Client, id: Uuid) -> usize {
-    files::failed_past_retention(client, Duration::from_secs(3600), 100)
+    files::claim_failed_past_retention(client, Duration::from_secs(3600), 100)
         .await
         .unwrap()
         .into_iter()
@@ -248,10 +248,30 @@ async fn a_failed_chunks_file_is_kept_until_retention_or_the_end_of_its_upload()
         )
         .await
         .unwrap();
-    assert_eq!(kept(&client, id).await, 1, "past its retention");
+    // A retry that comes first keeps the file: the chunk is `stored` again, not claimable.
+    let Retried::Queued(_) = retries::retry(&mut client, id, 0).await.unwrap() else {
+        panic!("queued");
+    };
+    assert_eq!(kept(&client, id).await, 0, "a queued chunk keeps its file");
+    finish(&mut client, id, 0, 1, ChunkState::Failed, 1).await;
     client
         .execute(
-            "UPDATE chunks SET committed_at = now() - interval '1 minute' WHERE upload_id = $1",
+            "UPDATE chunks SET committed_at = now() - interval '2 hours' WHERE upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept(&client, id).await, 1, "past its retention");
+    assert_eq!(kept(&client, id).await, 0, "claimed once");
+    // A retry after the claim finds the file gone.
+    assert!(matches!(
+        retries::retry(&mut client, id, 0).await.unwrap(),
+        Retried::FileGone
+    ));
+    client
+        .execute(
+            "UPDATE chunks SET committed_at = now() - interval '1 minute', file_removed = false
+             WHERE upload_id = $1",
             &[&id],
         )
         .await

@@ -15,6 +15,10 @@ pub enum Cell {
     Number(f64),
     /// An Excel date serial with a date style (calamine reads it as a date).
     Date(f64),
+    /// Text written in the cell itself (`t="inlineStr"`).
+    Inline(String),
+    /// The shared string at this index, added by an earlier `Text` or `Owned` cell.
+    Shared(usize),
 }
 
 const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
@@ -23,6 +27,17 @@ const DOC: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relatio
 
 /// A workbook of one sheet holding `rows`; `extra` members are added as they are.
 pub fn workbook(rows: &[Vec<Cell>], extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut members = parts(rows);
+    members.extend(
+        extra
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), bytes.clone())),
+    );
+    zip(&members)
+}
+
+/// The members of a workbook of one sheet holding `rows`, by name, for a test to alter.
+pub fn parts(rows: &[Vec<Cell>]) -> Vec<(String, Vec<u8>)> {
     let mut strings: Vec<String> = Vec::new();
     let mut sheet = format!("<worksheet xmlns=\"{MAIN}\"><sheetData>");
     for (r, row) in rows.iter().enumerate() {
@@ -46,6 +61,13 @@ pub fn workbook(rows: &[Vec<Cell>], extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
                 }
                 Cell::Number(n) => sheet.push_str(&format!("<c r=\"{at}\"><v>{n}</v></c>")),
                 Cell::Date(n) => sheet.push_str(&format!("<c r=\"{at}\" s=\"1\"><v>{n}</v></c>")),
+                Cell::Inline(text) => sheet.push_str(&format!(
+                    "<c r=\"{at}\" t=\"inlineStr\"><is><t>{}</t></is></c>",
+                    escape(text)
+                )),
+                Cell::Shared(index) => {
+                    sheet.push_str(&format!("<c r=\"{at}\" t=\"s\"><v>{index}</v></c>"))
+                }
             }
         }
         sheet.push_str("</row>");
@@ -85,11 +107,19 @@ pub fn workbook(rows: &[Vec<Cell>], extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
         ("xl/sharedStrings.xml", shared.into_bytes()),
         ("xl/worksheets/sheet1.xml", sheet.into_bytes()),
     ];
+    members
+        .into_iter()
+        .map(|(name, bytes)| (name.to_owned(), bytes))
+        .collect()
+}
+
+/// The zip of `members`, deflated.
+pub fn zip(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut out);
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in members.iter().chain(extra.iter()) {
-        zip.start_file(*name, options).unwrap();
+    for (name, bytes) in members {
+        zip.start_file(name.as_str(), options).unwrap();
         zip.write_all(bytes).unwrap();
     }
     zip.finish().unwrap();

@@ -711,7 +711,7 @@ fn store_error(err: StoreError) -> ApiError {
             ApiError::BadRequest(err.to_string())
         }
         StoreError::NotText(_) => ApiError::UnsupportedMediaType(err.to_string()),
-        StoreError::Workbook(WorkbookError::TooLarge(_)) => {
+        StoreError::Workbook(WorkbookError::TooLarge(_) | WorkbookError::CsvTooLarge(_)) => {
             ApiError::PayloadTooLarge(err.to_string())
         }
         StoreError::Workbook(WorkbookError::NoSheet) => ApiError::Unprocessable(err.to_string()),

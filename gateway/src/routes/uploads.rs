@@ -531,6 +531,14 @@ impl Uploads {
 
 /// An upload that takes no more chunks.
 pub fn closed(state: UploadState) -> ApiError {
+    if state == UploadState::Failed {
+        // Unless it expired, a failed upload's failed chunks can still be loaded again.
+        return ApiError::Conflict(
+            "upload is failed; it takes no more chunks, but a failed chunk can be retried \
+             (POST .../chunks/{n}/retry) or given new bytes (PUT), unless the upload expired"
+                .into(),
+        );
+    }
     ApiError::Conflict(format!("upload is {state}; it takes no more chunks"))
 }
 

@@ -40,6 +40,8 @@ pub enum WorkbookError {
     TooLarge(String),
     #[error("the workbook has no sheet")]
     NoSheet,
+    #[error("the sheet is larger than {0} bytes as CSV")]
+    CsvTooLarge(u64),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -65,6 +67,9 @@ pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, Workbo
     };
     let mut row: Option<u32> = None;
     let mut fields: Vec<String> = Vec::new();
+    // The row is held until it is complete: its size counts against the cap as it grows, so
+    // cells repeating one long shared string cannot build a huge row in memory.
+    let mut row_bytes = 0u64;
     let mut rows = 0;
     while let Some(cell) = cells
         .next_cell()
@@ -73,11 +78,12 @@ pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, Workbo
         let (at_row, column) = cell.get_position();
         if row != Some(at_row) {
             if row.is_some() {
-                write_record(&mut out, &fields)?;
+                record(&mut out, &fields)?;
                 rows += 1;
             }
             row = Some(at_row);
             fields.clear();
+            row_bytes = 0;
         }
         let column = column as usize;
         if column >= fields.len() {
@@ -88,10 +94,15 @@ pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, Workbo
             }
             fields.resize(column + 1, String::new());
         }
-        fields[column] = text(cell.get_value());
+        let value = text(cell.get_value());
+        row_bytes += value.len() as u64 + 1;
+        if out.written + row_bytes > max_csv_bytes {
+            return Err(WorkbookError::CsvTooLarge(max_csv_bytes));
+        }
+        fields[column] = value;
     }
     if row.is_some() {
-        write_record(&mut out, &fields)?;
+        record(&mut out, &fields)?;
         rows += 1;
     }
     out.inner.flush()?;
@@ -99,9 +110,13 @@ pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, Workbo
     Ok(rows)
 }
 
-/// Decompresses every member once, counting (declared sizes can lie), before calamine reads any:
-/// the shared strings (which calamine reads whole) up to `cap`, all members up to
-/// [`EXPANSION`] times it.
+/// Decompresses every member once, measuring (declared sizes can lie), before calamine reads
+/// any, and refuses what would make calamine allocate beyond the caps:
+/// - a shared-strings table (calamine reads it whole; any member so named, as calamine finds it
+///   through the package's relationships) past `cap`, or one whose `count`/`uniqueCount` claims
+///   more strings than its bytes can hold (calamine reserves room for that many up front);
+/// - a text node (a cell's text, which calamine allocates whole) longer than `cap`;
+/// - all members together past [`EXPANSION`] times `cap`.
 fn check_expansion(file: File, cap: u64) -> Result<(), WorkbookError> {
     let max_expanded = cap.saturating_mul(EXPANSION);
     let mut archive = zip::ZipArchive::new(BufReader::new(file))
@@ -121,21 +136,90 @@ fn check_expansion(file: File, cap: u64) -> Result<(), WorkbookError> {
             .name()
             .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?
             .into_owned();
-        let limit = if name.eq_ignore_ascii_case("xl/sharedStrings.xml") {
-            cap
-        } else {
-            max_expanded - total
-        };
-        let expanded = io::copy(&mut member.take(limit + 1), &mut io::sink())
+        let shared_strings = name
+            .replace('\\', "/")
+            .to_ascii_lowercase()
+            .ends_with("sharedstrings.xml");
+        let left = max_expanded.saturating_sub(total);
+        let limit = if shared_strings { cap.min(left) } else { left };
+        let mut measure = Measure::default();
+        io::copy(&mut member.take(limit + 1), &mut measure)
             .map_err(|err| WorkbookError::NotWorkbook(format!("{name}: {err}")))?;
-        if expanded > limit {
+        if measure.bytes > limit {
             return Err(WorkbookError::TooLarge(format!(
-                "{name} expands beyond the {limit} bytes left"
+                "{name} expands beyond the {limit} bytes allowed"
             )));
         }
-        total += expanded;
+        if measure.longest_text > cap {
+            return Err(WorkbookError::TooLarge(format!(
+                "{name} holds a text of more than {cap} bytes"
+            )));
+        }
+        if shared_strings {
+            check_string_count(&name, &measure.head, measure.bytes)?;
+        }
+        total += measure.bytes;
     }
     Ok(())
+}
+
+/// The `count` and `uniqueCount` of a shared-strings table's `<sst>` tag must fit its size: each
+/// string takes at least `<si></si>` (9 bytes).
+fn check_string_count(name: &str, head: &[u8], bytes: u64) -> Result<(), WorkbookError> {
+    let head = String::from_utf8_lossy(head);
+    let Some(tag) = head.find("<sst").map(|at| &head[at..]) else {
+        return Ok(());
+    };
+    let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+    for attribute in ["count=\"", "uniqueCount=\""] {
+        let claimed = tag
+            .match_indices(attribute)
+            .filter(|(at, _)| tag[..*at].ends_with(' '))
+            .filter_map(|(at, found)| {
+                let value = &tag[at + found.len()..];
+                value[..value.find('"')?].trim().parse::<u64>().ok()
+            })
+            .max();
+        if claimed.is_some_and(|n| n > bytes / 9 + 1) {
+            return Err(WorkbookError::NotWorkbook(format!(
+                "{name} claims more strings than it holds"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A sink that measures what it is given: its size, its first bytes and its longest run without
+/// a `<` (the longest text node or attribute).
+#[derive(Default)]
+struct Measure {
+    bytes: u64,
+    head: Vec<u8>,
+    run: u64,
+    longest_text: u64,
+}
+
+impl Write for Measure {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.head.len() < 4096 {
+            let take = (4096 - self.head.len()).min(buf.len());
+            self.head.extend_from_slice(&buf[..take]);
+        }
+        let mut rest = buf;
+        while let Some(at) = memchr::memchr(b'<', rest) {
+            self.longest_text = self.longest_text.max(self.run + at as u64);
+            self.run = 0;
+            rest = &rest[at + 1..];
+        }
+        self.run += rest.len() as u64;
+        self.longest_text = self.longest_text.max(self.run);
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A cell as CSV text. Dates in the builtin dataset's format; numbers as Rust prints them
@@ -156,6 +240,15 @@ fn text(value: &DataRef<'_>) -> String {
         },
         DataRef::Error(err) => format!("#{err}"),
     }
+}
+
+/// Writes one record, the cap's refusal as [`WorkbookError::CsvTooLarge`].
+fn record<W: Write>(out: &mut CappedWriter<W>, fields: &[String]) -> Result<(), WorkbookError> {
+    let max = out.max;
+    write_record(out, fields).map_err(|err| match err.kind() {
+        io::ErrorKind::FileTooLarge => WorkbookError::CsvTooLarge(max),
+        _ => WorkbookError::Io(err),
+    })
 }
 
 /// Writes `fields` as one CSV record, quoting what needs it (RFC 4180).
@@ -186,10 +279,8 @@ impl<W: Write> Write for CappedWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.written += buf.len() as u64;
         if self.written > self.max {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                format!("the sheet is larger than {} bytes as CSV", self.max),
-            ));
+            // Told apart from other write errors by its kind (see `write_record`'s caller).
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "CSV cap"));
         }
         self.inner.write(buf)
     }

@@ -360,7 +360,10 @@ class FileUpload {
       this.say(`${queued} chunk(s) queued to load again…`);
       this.rejectedShown = false;
       await this.poll();
-      if (this.status?.chunks_failed) this.say(`Retried ${queued} chunk(s); the engine refused again: ${this.status.error}`, true);
+      if (this.status?.chunks_failed) {
+        const why = this.status.error ?? 'see the rejected rows';
+        this.say(`Retried ${queued} chunk(s); the engine refused again: ${why}`, true);
+      }
     } catch (err) {
       this.say(err.message, true);
     }
@@ -540,13 +543,22 @@ function addFiles(files) {
 // ---------------------------------------------------------------------------------------------
 // Actions shared by the cards and the uploads list.
 
+// Retries the chunks the status lists as failed, waiting out a 429 as the chunk sends do.
 async function retryFailedChunks(folder) {
   const status = await apiJson('GET', `/api/upload/${folder}`);
   let queued = 0;
-  for (const n of status.received_chunks ?? []) {
-    const res = await api('POST', `/api/upload/${folder}/chunks/${n}/retry`);
-    if (res.status === 202) queued += 1;
-    else if (res.status !== 409) throw new Error(errorText(res, await readJson(res)));
+  for (const n of status.failed_chunks ?? []) {
+    for (let attempt = 1; ; attempt += 1) {
+      const res = await api('POST', `/api/upload/${folder}/chunks/${n}/retry`);
+      if (res.status === 202) { queued += 1; break; }
+      if (res.status === 409) break; // retried meanwhile, or no longer retryable
+      if ((res.status === 429 || res.status === 503) && attempt < ATTEMPTS) {
+        const after = Number(res.headers.get('Retry-After'));
+        await sleep(after > 0 ? after * 1000 : 500 * 2 ** attempt);
+        continue;
+      }
+      throw new Error(errorText(res, await readJson(res)));
+    }
   }
   return queued;
 }
