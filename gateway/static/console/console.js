@@ -46,6 +46,7 @@ const auth = JSON.parse(sessionStorage.getItem('console-auth') || 'null') || {};
 let secret = null;
 let signedIn = null; // resolves the waiters of `currentToken()` once someone signs in
 let signedInResolve = null;
+let renewing = null; // the token request in flight, if one is
 
 async function signIn(clientId, clientSecret) {
   // btoa takes Latin-1 only: encode as UTF-8 first so any id or secret works.
@@ -76,7 +77,9 @@ function signOut(message) {
 async function currentToken() {
   if (auth.token && Date.now() < auth.expiresAt - 60_000) return auth.token;
   if (secret) {
-    try { await signIn(auth.clientId, secret); return auth.token; } catch { /* ask the user */ }
+    // One renewal for all the requests that need it at once (each costs the server an argon2).
+    renewing ??= signIn(auth.clientId, secret).finally(() => { renewing = null; });
+    try { await renewing; return auth.token; } catch { /* ask the user */ }
   }
   if (auth.token && Date.now() < auth.expiresAt) return auth.token;
   if (!signedIn) {
