@@ -12,17 +12,12 @@
 
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { chromium } from 'playwright-core';
+import { env, openSession } from './session.mjs';
 
-function env(name, fallback) {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined || value === '') throw new Error(`${name} is not set`);
-  return value;
-}
 
 const TERMINAL = ['done', 'failed', 'aborted', 'undone', 'refused', 'error'];
 
-const messages = []; // the browser's console, for the failure report
+let messages = []; // the browser's console, for the failure report
 let browser;
 
 async function main() {
@@ -35,25 +30,10 @@ async function main() {
   const screenshot = env('SCREENSHOT');
   const timeout = Number(env('TIMEOUT_SECS', '120')) * 1000;
 
-  browser = await chromium.launch({
-    executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-    headless: true,
-    args: ['--no-sandbox'],
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  const pageErrors = [];
-  page.on('console', (msg) => messages.push(`[${msg.type()}] ${msg.text()}`));
-  page.on('pageerror', (err) => { pageErrors.push(err.message); messages.push(`[pageerror] ${err.message}`); });
-
-  // Only the console's own host: anything else (a CDN, a font) is refused.
-  const blocked = [];
-  await page.route('**/*', (route) => {
-    const target = new URL(route.request().url());
-    if (target.host === url.host) return route.continue();
-    blocked.push(target.href);
-    return route.abort('blockedbyclient');
-  });
+  const session = await openSession(url);
+  browser = session.browser;
+  messages = session.messages;
+  const { page, pageErrors, blocked } = session;
 
   await page.goto(url.href);
   await page.fill('#client-id', clientId);

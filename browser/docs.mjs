@@ -7,15 +7,10 @@
 // Env: DOCS_URL, CLIENT_ID, CLIENT_SECRET; optional CHROMIUM (default /usr/bin/chromium),
 // SCREENSHOT (a PNG of the page after the token request).
 
-import { chromium } from 'playwright-core';
+import { env, openSession } from './session.mjs';
 
-function env(name, fallback) {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined || value === '') throw new Error(`${name} is not set`);
-  return value;
-}
 
-const messages = [];
+let messages = [];
 let browser;
 
 /// Expands an operation, presses "Try it out" and "Execute"; returns the status and body shown.
@@ -42,17 +37,10 @@ async function authorize(page, fill) {
 
 async function main() {
   const url = new URL(env('DOCS_URL'));
-  browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium'), headless: true, args: ['--no-sandbox'] });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on('console', (msg) => messages.push(`[${msg.type()}] ${msg.text()}`));
-  page.on('pageerror', (err) => messages.push(`[pageerror] ${err.message}`));
-  const blocked = [];
-  await page.route('**/*', (route) => {
-    const target = new URL(route.request().url());
-    if (target.host === url.host) return route.continue();
-    blocked.push(target.href);
-    return route.abort('blockedbyclient');
-  });
+  const session = await openSession(url);
+  browser = session.browser;
+  messages = session.messages;
+  const { page, blocked } = session;
 
   await page.goto(url.href);
   await page.locator('#operations-auth-issueToken').waitFor({ timeout: 15_000 });
