@@ -793,6 +793,12 @@ async fn a_failed_chunk_is_retried_and_replaced_through_the_api() {
     assert_eq!(rejected().await, 1, "not doubled");
     assert_eq!(table_counts(&env.db, &folder).await, (200, 0));
 
+    // A failed upload takes new bytes for its failed chunk only.
+    assert_eq!(
+        api.put(&folder, 0, original_rows(0, 5, true)).await,
+        409,
+        "chunk 0 loaded"
+    );
     // New bytes for the chunk: the upload opens again and ends done.
     assert_eq!(
         api.put(&folder, 1, original_rows(100, 100, false)).await,

@@ -75,6 +75,22 @@ pub async fn retry(
     Ok(Retried::Queued(message))
 }
 
+/// Whether chunk `chunk_no` of the upload failed: what an upload that ended `failed` still takes
+/// new bytes for. A cheap look before a body is read; [`replace`] decides under the locks.
+pub async fn is_failed(
+    client: &impl tokio_postgres::GenericClient,
+    upload_id: Uuid,
+    chunk_no: i32,
+) -> Result<bool, LedgerError> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'failed'",
+            &[&upload_id, &chunk_no],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// A replaced chunk: its new message, and the file of the bytes it replaced (to remove, if it is
 /// still there).
 #[derive(Debug)]

@@ -77,6 +77,13 @@ pub async fn receive_chunk(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     accepting(upload, Some(chunk_no))?;
+    if !upload.accepts_chunks() {
+        // An upload ended by failed chunks: only those take new bytes; say so before the body.
+        let db = state.pool.get().await?;
+        if !retries::is_failed(&**db, upload.upload_id, chunk_no).await? {
+            return Err(crate::routes::uploads::closed(upload.state));
+        }
+    }
     let headers = request.headers();
     check_declared_length(headers, state.settings.max_chunk_bytes)?;
     let kind = check_content_type(headers)?;
