@@ -349,7 +349,18 @@ impl WorkbookSink {
             sha256,
             ..
         } = self;
+        // tokio's File hands writes to a blocking thread: the last one may still be in flight
+        // until flushed, and the converter would read a truncated workbook (seen under load).
+        let mut file = file;
+        let flushed = {
+            use tokio::io::AsyncWriteExt;
+            file.flush().await
+        };
         drop(file);
+        if let Err(err) = flushed {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(err.into());
+        }
         let csv = dir.join(format!(".{}.csv.part", uuid::Uuid::new_v4().simple()));
         let stored = async {
             if expect_md5.is_some_and(|want| md5.finalize()[..] != want[..]) {
