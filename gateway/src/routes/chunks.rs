@@ -98,26 +98,13 @@ pub async fn receive_chunk(
     let started = Instant::now();
     let mut body = request.into_body();
     let timer = BodyTimer::start(&state.settings);
-    let stored = match kind {
-        BodyKind::Csv => {
-            let sink = ChunkSink::start(upload_dir(state, upload), rules)
-                .await
-                .map_err(store_error)?;
-            pump(&mut body, sink, timer).await?
-        }
-        BodyKind::Workbook => {
-            if rules.encoding != BodyEncoding::Identity {
-                return Err(ApiError::BadRequest(
-                    "an XLSX workbook is compressed already; send it without Content-Encoding"
-                        .into(),
-                ));
-            }
-            let sink = WorkbookSink::start(upload_dir(state, upload), rules.max_bytes)
-                .await
-                .map_err(store_error)?;
-            pump_workbook(&mut body, sink, timer, rules).await?
-        }
-    };
+    if kind == BodyKind::Workbook && rules.encoding != BodyEncoding::Identity {
+        return Err(ApiError::BadRequest(
+            "an XLSX workbook is compressed already; send it without Content-Encoding".into(),
+        ));
+    }
+    let sink = BodySink::start(kind, upload_dir(state, upload), rules).await?;
+    let stored = pump(&mut body, sink, timer).await?;
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
     metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
     let stored = ChunkStored {
@@ -223,33 +210,7 @@ pub async fn receive_multipart(
                 expect_md5,
                 expect_sha256: None,
             };
-            if kind == BodyKind::Workbook {
-                let dir = upload_dir(state, upload);
-                let mut sink = WorkbookSink::start(dir, rules.max_bytes)
-                    .await
-                    .map_err(store_error)?;
-                loop {
-                    match field.chunk().await {
-                        Ok(Some(data)) => {
-                            if let Err(err) = sink.push(&data).await {
-                                sink.abort().await;
-                                return Err(store_error(err));
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(err) => {
-                            sink.abort().await;
-                            return Err(multipart_error(err));
-                        }
-                    }
-                }
-                let (md5, sha256) = (rules.expect_md5, rules.expect_sha256);
-                stored = Some(sink.finish(rules, md5, sha256).await.map_err(store_error)?);
-                continue;
-            }
-            let sink = ChunkSink::start(upload_dir(state, upload), rules)
-                .await
-                .map_err(store_error)?;
+            let mut sink = BodySink::start(kind, upload_dir(state, upload), rules).await?;
             let mut failed = None;
             loop {
                 match field.chunk().await {
@@ -269,7 +230,7 @@ pub async fn receive_multipart(
                 sink.abort().await;
                 return Err(err);
             }
-            stored = Some(sink.finish().await.map_err(store_error)?);
+            stored = Some(sink.finish().await?);
         }
         Ok(())
     }
@@ -478,10 +439,55 @@ impl BodyTimer {
     }
 }
 
-/// Forwards body frames to the writer, within the body's timer.
+/// Where a body goes: straight to the CSV store, or spooled as a workbook to be converted.
+enum BodySink {
+    Csv(ChunkSink),
+    // Boxed: it holds its hashers' state, far larger than a channel end.
+    Workbook(Box<WorkbookSink>),
+}
+
+impl BodySink {
+    async fn start(
+        kind: BodyKind,
+        dir: std::path::PathBuf,
+        rules: ChunkRules,
+    ) -> Result<Self, ApiError> {
+        Ok(match kind {
+            BodyKind::Csv => Self::Csv(ChunkSink::start(dir, rules).await.map_err(store_error)?),
+            BodyKind::Workbook => Self::Workbook(Box::new(
+                WorkbookSink::start(dir, rules).await.map_err(store_error)?,
+            )),
+        })
+    }
+
+    /// `false` once the sink refused the body; [`Self::finish`] says why.
+    async fn push(&mut self, data: Bytes) -> bool {
+        match self {
+            Self::Csv(sink) => sink.push(data).await,
+            Self::Workbook(sink) => sink.push(&data).await,
+        }
+    }
+
+    async fn finish(self) -> Result<StoredChunk, ApiError> {
+        match self {
+            Self::Csv(sink) => sink.finish().await,
+            Self::Workbook(sink) => sink.finish().await,
+        }
+        .map_err(store_error)
+    }
+
+    async fn abort(self) {
+        match self {
+            Self::Csv(sink) => sink.abort().await,
+            Self::Workbook(sink) => sink.abort().await,
+        }
+    }
+}
+
+/// Forwards body frames to the sink, within the body's timer.
 async fn pump(
     body: &mut Incoming,
-    sink: ChunkSink,
+    mut sink: BodySink,
     timer: BodyTimer,
 ) -> Result<StoredChunk, ApiError> {
     loop {
@@ -506,40 +512,7 @@ async fn pump(
             }
         }
     }
-    sink.finish().await.map_err(store_error)
-}
-
-/// Spools a workbook body (within its timer), then converts and stores it.
-async fn pump_workbook(
-    body: &mut Incoming,
-    mut sink: WorkbookSink,
-    timer: BodyTimer,
-    rules: ChunkRules,
-) -> Result<StoredChunk, ApiError> {
-    loop {
-        let frame = match timer.next(body.frame()).await {
-            Err(_) => {
-                sink.abort().await;
-                return Err(ApiError::Timeout);
-            }
-            Ok(None) => break,
-            Ok(Some(Err(err))) => {
-                sink.abort().await;
-                return Err(ApiError::BadRequest(format!(
-                    "body could not be read: {err}"
-                )));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if let Err(err) = sink.push(&data).await {
-                sink.abort().await;
-                return Err(store_error(err));
-            }
-        }
-    }
-    let (md5, sha256) = (rules.expect_md5, rules.expect_sha256);
-    sink.finish(rules, md5, sha256).await.map_err(store_error)
+    sink.finish().await
 }
 
 /// The body frames multer reads, within the body's timer (a timeout ends the stream with an error).

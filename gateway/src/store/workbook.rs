@@ -290,19 +290,22 @@ impl<W: Write> Write for CappedWriter<W> {
     }
 }
 
-/// A workbook body being spooled to `<dir>/.<nonce>.xlsx.part`, hashed as it comes.
+/// A workbook body being spooled to `<dir>/.<nonce>.xlsx.part`, hashed as it comes. Used like
+/// [`ChunkSink`]: frames are pushed until one is refused, and [`Self::finish`] says why.
 pub struct WorkbookSink {
     dir: std::path::PathBuf,
     path: std::path::PathBuf,
     file: tokio::fs::File,
     bytes: u64,
-    max_bytes: u64,
+    /// What the converted CSV must satisfy; its checksums are of the workbook as sent.
+    rules: ChunkRules,
     md5: md5::Md5,
     sha256: sha2::Sha256,
+    refused: Option<StoreError>,
 }
 
 impl WorkbookSink {
-    pub async fn start(dir: std::path::PathBuf, max_bytes: u64) -> Result<Self, StoreError> {
+    pub async fn start(dir: std::path::PathBuf, rules: ChunkRules) -> Result<Self, StoreError> {
         use sha2::Digest;
         let path = dir.join(format!(".{}.xlsx.part", uuid::Uuid::new_v4().simple()));
         let file = super::create_in_upload_dir(&dir, &path).await?;
@@ -311,44 +314,56 @@ impl WorkbookSink {
             path,
             file: tokio::fs::File::from_std(file),
             bytes: 0,
-            max_bytes,
+            rules,
             md5: md5::Md5::new(),
             sha256: sha2::Sha256::new(),
+            refused: None,
         })
     }
 
-    /// Appends one body frame; the workbook is refused past `INGEST_MAX_CHUNK_BYTES`.
-    pub async fn push(&mut self, frame: &[u8]) -> Result<(), StoreError> {
+    /// Appends one body frame; `false` once the workbook is refused (past
+    /// `INGEST_MAX_CHUNK_BYTES`, or the disk failed): [`Self::finish`] then says why.
+    pub async fn push(&mut self, frame: &[u8]) -> bool {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
+        if self.refused.is_some() {
+            return false;
+        }
         self.bytes += frame.len() as u64;
-        if self.bytes > self.max_bytes {
-            return Err(StoreError::TooLarge(self.max_bytes));
+        if self.bytes > self.rules.max_bytes {
+            self.refused = Some(StoreError::TooLarge(self.rules.max_bytes));
+            return false;
         }
         self.md5.update(frame);
         self.sha256.update(frame);
-        self.file.write_all(frame).await?;
-        Ok(())
+        if let Err(err) = self.file.write_all(frame).await {
+            self.refused = Some(err.into());
+            return false;
+        }
+        true
     }
 
     /// Checks the workbook's checksums (of the bytes as sent), converts its first sheet to CSV
-    /// and stores that as the chunk, under `rules` (the header, the size cap). Removes every
+    /// and stores that as the chunk, under the rules (the header, the size cap). Removes every
     /// temporary file but the stored chunk's.
-    pub async fn finish(
-        self,
-        mut rules: ChunkRules,
-        expect_md5: Option<[u8; 16]>,
-        expect_sha256: Option<[u8; 32]>,
-    ) -> Result<StoredChunk, StoreError> {
+    pub async fn finish(self) -> Result<StoredChunk, StoreError> {
         use sha2::Digest;
         let Self {
             dir,
             path,
             file,
+            mut rules,
             md5,
             sha256,
+            refused,
             ..
         } = self;
+        if let Some(err) = refused {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(err);
+        }
+        let (expect_md5, expect_sha256) = (rules.expect_md5, rules.expect_sha256);
         // tokio's File hands writes to a blocking thread: the last one may still be in flight
         // until flushed, and the converter would read a truncated workbook (seen under load).
         let mut file = file;
