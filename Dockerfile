@@ -36,6 +36,7 @@ RUN set -eux; \
 
 # 2. The workspace itself. Fresh timestamps, so cargo never mistakes a stub build for the real one.
 COPY db db
+COPY datasets datasets
 COPY contract contract
 COPY rows rows
 COPY ledger ledger
@@ -56,9 +57,13 @@ RUN set -eux; \
     mkdir -p /data/uploads; \
     chown ingest:ingest /data/uploads
 COPY --from=build /out/ /usr/local/bin/
+# The shipped dataset definitions; mount your own folder over it (or point INGEST_DATASETS_DIR
+# elsewhere) to add datasets.
+COPY datasets /etc/ingest/datasets
 USER ingest
 WORKDIR /data
 ENV INGEST_UPLOAD_DIR=/data/uploads \
+    INGEST_DATASETS_DIR=/etc/ingest/datasets \
     INGEST_LOG_FORMAT=json
 EXPOSE 8000 9000
 CMD ["gateway"]

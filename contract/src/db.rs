@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "client_scopes",
         include_str!("../../db/migrations/0012_client_scopes.sql"),
     ),
+    (
+        13,
+        "declarative_datasets",
+        include_str!("../../db/migrations/0013_declarative_datasets.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

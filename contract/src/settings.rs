@@ -71,6 +71,12 @@ pub struct SharedSettings {
     #[arg(long, env = "INGEST_UPLOAD_DIR", default_value = "./data/uploads")]
     pub upload_dir: PathBuf,
 
+    /// Folder of dataset definitions (`*.toml`, see `datasets/`), read at start by gateway and
+    /// engine alike. Default: `./datasets` when it exists, else only the built-in
+    /// `transactions`.
+    #[arg(long, env = "INGEST_DATASETS_DIR")]
+    pub datasets_dir: Option<PathBuf>,
+
     /// Partition streams keep messages this many seconds (0: forever); applied when a stream is
     /// created.
     #[arg(long, env = "INGEST_STREAM_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]

@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             let report = load_chunk(
                 file.as_slice(),
                 &dataset,
+                &dataset.declared_layout(),
                 lineage,
                 ErrorPolicy::RejectRows,
                 &limits,

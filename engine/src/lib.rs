@@ -11,8 +11,8 @@
 //! - [`metrics`]: every metric the engine exports, declared once and listed from the first scrape.
 //! - [`loader`]: loads one chunk in one transaction: ledger claim, COPY, rejected rows, counters,
 //!   stream offset (every ledger statement is [`ingest_ledger`]'s); [`pieces`] loads a big chunk
-//!   as several pieces at once, each exactly once; [`partitions`] creates monthly partitions
-//!   ahead of the rows; [`cleanup`] removes chunk files after their commit and sweeps what a
+//!   as several pieces at once, each exactly once; [`tables`] creates the datasets' tables from
+//!   their definitions; [`partitions`] creates their partitions ahead of the rows; [`cleanup`] removes chunk files after their commit and sweeps what a
 //!   crash left behind; [`rejected`] COPYs the bad rows into `rejected_rows`.
 //! - [`dataset`], [`validate`], [`pgcopy`]: the rows of a chunk, from the `ingest-rows` crate.
 
@@ -30,7 +30,8 @@ pub mod rejected;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod tables;
 
-pub use ingest_rows::{dataset, pgcopy, validate};
+pub use ingest_rows::{cell, dataset, pgcopy, registry, validate};
 pub use server::run;
 pub use settings::EngineSettings;

@@ -32,18 +32,40 @@ use ingest_ledger::loads::{self, ChunkOutcome, Claimed, Finished};
 use ingest_ledger::{offsets, ChunkState};
 
 use crate::cleanup::ChunkFiles;
-use crate::dataset::Dataset;
+use crate::dataset::{quote_ident, Dataset, Layout, OnConflict};
 use crate::metrics::{self, Outcome as Counted};
-use crate::partitions::MonthPartitions;
+use crate::partitions::Partitions;
 use crate::pieces::PieceSessions;
 use crate::rejected;
-use crate::validate::{self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart};
-use ingest_rows::months::partition_months;
+use crate::validate::{
+    self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart, Target,
+};
+use ingest_rows::partitions::partition_starts;
 use ingest_rows::pieces::Piece;
+use ingest_rows::registry::Registry;
 use ingest_rows::rejects::{RejectedCopy, RejectedStream};
 
 /// How many encoded buffers (about 1 MiB each) may wait for the COPY.
 const COPY_QUEUE: usize = 4;
+/// The transaction's own table a dataset with `on_conflict = "skip"` is COPYed into first.
+const STAGING_TABLE: &str = "ingest_staging";
+
+/// What a chunk is loaded as: its dataset and where the dataset's columns are in its records
+/// (the upload's header, see [`ingest_ledger::uploads::NewChunk::header`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkTarget {
+    pub dataset: Arc<Dataset>,
+    pub layout: Layout,
+}
+
+impl ChunkTarget {
+    pub(crate) fn as_target(&self) -> Target<'_> {
+        Target {
+            dataset: &self.dataset,
+            layout: &self.layout,
+        }
+    }
+}
 
 /// Where a message sits: its partition stream and offset, and who must own the partition.
 #[derive(Debug, Clone)]
@@ -89,7 +111,9 @@ pub struct Loader {
     pub upload_dir: PathBuf,
     pub archive_dir: Option<PathBuf>,
     pub limits: Limits,
-    pub partitions: Arc<MonthPartitions>,
+    /// The datasets, as gateways know them (`INGEST_DATASETS_DIR`).
+    pub registry: Arc<Registry>,
+    pub partitions: Arc<Partitions>,
     /// Caps the COPYs running at once in this process (`INGEST_COPY_CONNECTIONS`): a chunk
     /// loaded whole takes one, each piece of a cut chunk one.
     pub copy_slots: Semaphore,
@@ -111,7 +135,7 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
-        self.prepare_months(client, message).await?;
+        self.prepare_partitions(client, message).await?;
         if let Some(outcome) = self
             .load_in_pieces(client, message, position, started)
             .await?
@@ -130,28 +154,29 @@ impl Loader {
                 metrics::chunk(Counted::Skipped);
                 return Ok(Outcome::Skipped);
             };
-            let dataset = Dataset::builtin(&row.dataset);
             let policy = row.on_error;
             let path = self.upload_dir.join(&row.stored_path);
-            let (tx, parsed) = match dataset {
-                None => {
-                    let unknown = format!("unknown dataset {:?}", row.dataset);
-                    (None, Err(ChunkError::NotCsv(unknown)))
-                }
-                Some(ref dataset) => {
-                    let (tx, parsed) = self
-                        .copy(client, &path, None, dataset, message, policy)
-                        .await?;
-                    (Some(tx), parsed)
+            let target = match self.target(&row) {
+                Ok(target) => target,
+                Err(reason) => {
+                    let failure = Failure {
+                        reason,
+                        rows_rejected: 0,
+                        rejected: None,
+                    };
+                    return self
+                        .fail(client, message, position, row.attempt, failure)
+                        .await;
                 }
             };
+            let (tx, parsed) = self
+                .copy(client, &path, None, &target, message, policy)
+                .await?;
             let (report, rejects) = match parsed {
                 Ok(parsed) => parsed,
                 Err(err) => {
                     drop(tx);
-                    let reason = self
-                        .failure_reason(err, &path, dataset.as_ref(), message)
-                        .await;
+                    let reason = self.failure_reason(err, &path, &target, message).await;
                     // The file stays: the chunk may be retried (`ingest_ledger::retries`) until
                     // the gateways' retention sweep removes it.
                     return self
@@ -159,11 +184,12 @@ impl Loader {
                         .await;
                 }
             };
-            let tx = tx.expect("a chunk is only parsed inside its transaction");
-            let missing = self.partitions.missing(&report.months);
+            let missing = self.partitions.missing(&target.dataset, &report.partitions);
             if !missing.is_empty() {
                 drop(tx); // Rolls back; the partitions are created outside it.
-                self.partitions.create(client, &missing).await?;
+                self.partitions
+                    .create(client, &target.dataset, &missing)
+                    .await?;
                 continue;
             }
             let rejected = report.rows_rejected;
@@ -171,6 +197,7 @@ impl Loader {
                 state: ChunkState::Loaded,
                 rows_loaded: report.rows_loaded,
                 rows_rejected: rejected,
+                rows_skipped: report.rows_skipped,
                 error: None,
                 in_pieces: false,
                 attempt: row.attempt,
@@ -192,17 +219,40 @@ impl Loader {
         ))
     }
 
+    /// The chunk's dataset and layout, or why it cannot be loaded at all.
+    pub(crate) fn target(&self, row: &Claimed) -> Result<ChunkTarget, String> {
+        let dataset = self
+            .registry
+            .get(&row.dataset)
+            .ok_or_else(|| format!("unknown dataset {:?}", row.dataset))?;
+        let layout = match &row.header {
+            None => dataset.declared_layout(),
+            Some(names) => dataset.layout_of_names(names).map_err(|err| {
+                format!(
+                    "the upload's header no longer fits dataset {:?}: {err}",
+                    dataset.name
+                )
+            })?,
+        };
+        Ok(ChunkTarget { dataset, layout })
+    }
+
     /// Creates every partition the chunk's rows need before its transaction starts, from a
-    /// read of the chunk's partition column ([`ingest_rows::months`]): a new month then never
-    /// costs a rolled-back COPY and a second load.
-    async fn prepare_months(
+    /// read of the chunk's partition column ([`ingest_rows::partitions`]): a new month or day
+    /// then never costs a rolled-back COPY and a second load. The message alone is read (no
+    /// ledger query): a chunk without a header is scanned in declared order, so a reordered
+    /// upload's headerless chunks may miss here and take the validator's path.
+    async fn prepare_partitions(
         &self,
         client: &Client,
         message: &ChunkMessage,
     ) -> Result<(), LoadError> {
-        let Some(dataset) = Dataset::builtin(&message.dataset) else {
+        let Some(dataset) = self.registry.get(&message.dataset) else {
             return Ok(());
         };
+        if dataset.partition.is_none() {
+            return Ok(());
+        }
         let relative = Path::new(&message.path);
         if !relative
             .components()
@@ -212,20 +262,22 @@ impl Loader {
         }
         let path = self.upload_dir.join(relative);
         let started = Instant::now();
-        let months = tokio::task::spawn_blocking(move || {
-            std::fs::File::open(path).and_then(|file| partition_months(file, &dataset))
+        let scanned = Arc::clone(&dataset);
+        let starts = tokio::task::spawn_blocking(move || {
+            let layout = scanned.declared_layout();
+            std::fs::File::open(path).and_then(|file| partition_starts(file, &scanned, &layout))
         })
         .await
         .map_err(|err| LoadError::Parser(err.to_string()))?;
         metrics::months_scan_duration(started.elapsed());
         // The message's path is only a hint here: a missing or odd file is dealt with later,
         // from the ledger's own path.
-        let Ok(months) = months else {
+        let Ok(starts) = starts else {
             return Ok(());
         };
-        let missing = self.partitions.missing(&months);
+        let missing = self.partitions.missing(&dataset, &starts);
         if !missing.is_empty() {
-            self.partitions.create(client, &missing).await?;
+            self.partitions.create(client, &dataset, &missing).await?;
         }
         Ok(())
     }
@@ -233,20 +285,24 @@ impl Loader {
     /// Streams the chunk through the parser into `COPY ... FROM STDIN (FORMAT binary)`, in a
     /// transaction that begins with the first encoded buffer and is returned open (to commit
     /// with the rest, or to roll back).
-    /// Only the bytes of `piece` when given.
+    /// Only the bytes of `piece` when given. A dataset with `on_conflict = "skip"` is COPYed
+    /// into a staging table of the transaction, then inserted skipping the rows whose unique key
+    /// is taken ([`ChunkReport::rows_skipped`]).
     pub(crate) async fn copy<'c>(
         &self,
         client: &'c mut Client,
         path: &Path,
         piece: Option<Piece>,
-        dataset: &Dataset,
+        target: &ChunkTarget,
         message: &ChunkMessage,
         policy: ErrorPolicy,
     ) -> Result<(Transaction<'c>, Parsed), LoadError> {
         let (sender, mut buffers) = mpsc::channel::<Bytes>(COPY_QUEUE);
+        let dataset = &target.dataset;
+        let staged = dataset.on_conflict == OnConflict::Skip;
         let parser = {
             let path = path.to_owned();
-            let dataset = dataset.clone();
+            let target = target.clone();
             let limits = self.limits.clone();
             let lineage = lineage(message);
             let upload_dir = self.upload_dir.clone();
@@ -254,7 +310,7 @@ impl Loader {
                 let file = ChunkFile { path: &path, piece };
                 validate_file(
                     file,
-                    &dataset,
+                    target.as_target(),
                     lineage,
                     policy,
                     &limits,
@@ -271,19 +327,30 @@ impl Loader {
         let tx = client.transaction().await?;
         let mut copied = None;
         if let Some(first) = first {
-            let mut sink = Box::pin(tx.copy_in(&dataset.copy_statement()).await?);
+            let statement = if staged {
+                tx.batch_execute(&staging_statement(dataset)).await?;
+                dataset.copy_statement_into(STAGING_TABLE, &target.layout)
+            } else {
+                dataset.copy_statement(&target.layout)
+            };
+            let mut sink = Box::pin(tx.copy_in(&statement).await?);
             sink.send(first).await?;
             while let Some(buffer) = buffers.recv().await {
                 sink.send(buffer).await?;
             }
             copied = Some(sink);
         }
-        let parsed = parser
+        let mut parsed = parser
             .await
             .map_err(|err| LoadError::Parser(err.to_string()))?;
-        match (&parsed, copied) {
-            (Ok(_), Some(mut sink)) => {
+        match (&mut parsed, copied) {
+            (Ok((report, _)), Some(mut sink)) => {
                 sink.as_mut().finish().await?;
+                if staged {
+                    let inserted = tx.execute(&insert_staged(dataset), &[]).await?;
+                    report.rows_skipped = report.rows_loaded - inserted;
+                    report.rows_loaded = inserted;
+                }
                 metrics::copy_duration(copy_started.elapsed());
             }
             // On a parse error the sink is dropped unfinished: PostgreSQL aborts the COPY and
@@ -297,18 +364,14 @@ impl Loader {
         &self,
         err: ChunkError,
         path: &Path,
-        dataset: Option<&Dataset>,
+        target: &ChunkTarget,
         message: &ChunkMessage,
     ) -> Failure {
         match err {
             ChunkError::RejectedChunk(first) => {
                 // Count and keep the chunk's bad rows, so loaded + rejected = data rows holds.
-                let counted = match dataset {
-                    Some(dataset) => {
-                        count_rows(path, dataset, message, &self.limits, &self.upload_dir).await
-                    }
-                    None => None,
-                };
+                let counted =
+                    count_rows(path, target, message, &self.limits, &self.upload_dir).await;
                 let (data_rows, rejected) = match counted {
                     Some(counted) => counted,
                     None => (0, self.only(&first, message)),
@@ -352,6 +415,7 @@ impl Loader {
             state: ChunkState::Failed,
             rows_loaded: 0,
             rows_rejected: failure.rows_rejected,
+            rows_skipped: 0,
             error: Some(failure.reason.as_str()),
             in_pieces: false,
             attempt,
@@ -487,12 +551,12 @@ pub(crate) async fn commit_offset(
 /// Re-reads a rejected chunk with the reject-rows policy, only to count and collect its bad rows.
 async fn count_rows(
     path: &Path,
-    dataset: &Dataset,
+    target: &ChunkTarget,
     message: &ChunkMessage,
     limits: &Limits,
     upload_dir: &Path,
 ) -> Option<(u64, Option<RejectedStream>)> {
-    let (path, dataset, limits) = (path.to_owned(), dataset.clone(), limits.clone());
+    let (path, target, limits) = (path.to_owned(), target.clone(), limits.clone());
     let (lineage, upload_dir) = (lineage(message), upload_dir.to_owned());
     tokio::task::spawn_blocking(move || {
         let policy = ErrorPolicy::RejectRows;
@@ -502,7 +566,7 @@ async fn count_rows(
         };
         validate_file(
             file,
-            &dataset,
+            target.as_target(),
             lineage,
             policy,
             &limits,
@@ -527,7 +591,7 @@ struct ChunkFile<'p> {
 /// rejected rows as a COPY stream of their own. Blocking.
 fn validate_file(
     chunk: ChunkFile<'_>,
-    dataset: &Dataset,
+    target: Target,
     lineage: Lineage,
     policy: ErrorPolicy,
     limits: &Limits,
@@ -551,7 +615,7 @@ fn validate_file(
     let mut rejects = rejected::collector(upload_dir, lineage);
     let report = validate::load_piece_into(
         input,
-        dataset,
+        target,
         lineage,
         start,
         policy,
@@ -561,6 +625,39 @@ fn validate_file(
     )?;
     let rejects = rejects.finish().map_err(ChunkError::Rejects)?;
     Ok((report, rejects))
+}
+
+/// `CREATE TEMP TABLE ingest_staging ...`: the dataset's columns, dropped at commit.
+fn staging_statement(dataset: &Dataset) -> String {
+    format!(
+        "CREATE TEMP TABLE {STAGING_TABLE} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+        staged_columns(dataset),
+        quote_ident(&dataset.table)
+    )
+}
+
+/// Moves the staged rows into the table, skipping those whose unique key is taken (also by an
+/// earlier row of the same chunk).
+fn insert_staged(dataset: &Dataset) -> String {
+    let columns = staged_columns(dataset);
+    format!(
+        "INSERT INTO {} ({columns}) SELECT {columns} FROM {STAGING_TABLE} ON CONFLICT DO NOTHING",
+        quote_ident(&dataset.table)
+    )
+}
+
+fn staged_columns(dataset: &Dataset) -> String {
+    let names: Vec<String> = dataset
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .chain(
+            crate::dataset::LINEAGE_COLUMNS
+                .iter()
+                .map(|c| quote_ident(c)),
+        )
+        .collect();
+    names.join(", ")
 }
 
 pub(crate) fn lineage(message: &ChunkMessage) -> Lineage {

@@ -1,13 +1,14 @@
-//! Monthly partitions of the target table, created ahead of the rows that need them.
+//! Partitions of the datasets' tables (by month or by day), created ahead of the rows that
+//! need them.
 //!
 //! A COPY never fails for a missing partition (rows would land in the default partition), but
-//! well-formed data must not end up there. The loader reads a chunk's months before its COPY
-//! ([`ingest_rows::months`]) and creates the missing partitions here first; it still checks the
-//! months the validator found before committing, and for a month the first look missed it rolls
-//! back, creates the partition and loads the chunk again.
+//! well-formed data must not end up there. The loader reads a chunk's partitions before its
+//! COPY ([`ingest_rows::partitions`]) and creates the missing ones here first; it still checks
+//! the partitions the validator found before committing, and for one the first look missed it
+//! rolls back, creates the partition and loads the chunk again.
 //!
-//! Each partition is made in a short transaction of its own, one at a time across all engines
-//! (an advisory lock in `ensure_transactions_partition`, migration 0006): the table is created
+//! Each partition is made in a short transaction of its own, one at a time per table across all
+//! engines (an advisory lock in `ensure_partition`, migration 0013): the table is created
 //! apart and then attached, which needs only SHARE UPDATE EXCLUSIVE on the parent table, so
 //! running COPYs into other months neither hold it up nor wait for it. Rows of that month
 //! already in the default partition are moved into the new partition in the same transaction.
@@ -20,6 +21,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ingest_rows::dataset::{ColumnKind, Dataset, Day, PartitionBy};
+use ingest_rows::registry::Registry;
+use ingest_rows::values::days_in_month;
 use tokio_postgres::Client;
 
 use crate::metrics;
@@ -29,60 +33,75 @@ use crate::metrics;
 /// default partition wait behind it meanwhile, so keep it short.
 pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The months (year, month) known to have a partition.
+/// The partitions (table, first day) known to exist.
 #[derive(Default)]
-pub struct MonthPartitions {
-    known: Mutex<HashSet<(i32, u32)>>,
+pub struct Partitions {
+    known: Mutex<HashSet<(String, Day)>>,
     /// One creator at a time in this process (the database's advisory lock serializes engines),
-    /// so processors needing the same month make it once.
+    /// so processors needing the same partition make it once.
     creating: tokio::sync::Mutex<()>,
 }
 
-impl MonthPartitions {
-    /// Loads the existing `<table>_YYYY_MM` partitions.
-    pub async fn load(client: &Client, table: &str) -> Result<Self, tokio_postgres::Error> {
-        let rows = client
-            .query(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                 WHERE i.inhparent = $1::text::regclass",
-                &[&table],
-            )
-            .await?;
-        let known = rows
-            .iter()
-            .filter_map(|row| parse_partition_name(row.get(0), table))
-            .collect();
+impl Partitions {
+    /// Loads the existing partitions of every partitioned dataset's table.
+    pub async fn load(client: &Client, registry: &Registry) -> Result<Self, tokio_postgres::Error> {
+        let mut known = HashSet::new();
+        for dataset in registry.iter() {
+            let Some(partitioning) = dataset.partition else {
+                continue;
+            };
+            let rows = client
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                     WHERE i.inhparent = $1::text::regclass",
+                    &[&ingest_rows::dataset::quote_ident(&dataset.table)],
+                )
+                .await?;
+            known.extend(rows.iter().filter_map(|row| {
+                let start = partitioning
+                    .by
+                    .parse_table_name(row.get(0), &dataset.table)?;
+                Some((dataset.table.clone(), start))
+            }));
+        }
         Ok(Self {
             known: Mutex::new(known),
             creating: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The months of `months` without a partition yet.
-    pub fn missing(&self, months: &BTreeSet<(i32, u32)>) -> Vec<(i32, u32)> {
+    /// The partitions of `starts` that `dataset`'s table does not have yet.
+    pub fn missing(&self, dataset: &Dataset, starts: &BTreeSet<Day>) -> Vec<Day> {
         let known = self
             .known
             .lock()
             .expect("partition cache lock should not be poisoned");
-        months
+        starts
             .iter()
-            .filter(|m| !known.contains(m))
+            .filter(|&&start| !known.contains(&(dataset.table.clone(), start)))
             .copied()
             .collect()
     }
 
-    /// Creates the partitions of `months` (idempotent, safe when several engines race).
+    /// Creates the partitions of `dataset`'s table starting at `starts` (idempotent, safe when
+    /// several engines race).
     pub async fn create(
         &self,
         client: &Client,
-        months: &[(i32, u32)],
+        dataset: &Dataset,
+        starts: &[Day],
     ) -> Result<(), tokio_postgres::Error> {
+        let Some(partitioning) = dataset.partition else {
+            return Ok(());
+        };
+        let key = &dataset.columns[partitioning.column];
         let _creating = self.creating.lock().await;
-        for &(year, month) in months {
-            if self.missing(&BTreeSet::from([(year, month)])).is_empty() {
+        for &start in starts {
+            if self.missing(dataset, &BTreeSet::from([start])).is_empty() {
                 continue; // Another processor of ours just made it.
             }
-            let first_day = format!("{year:04}-{month:02}-01");
+            let name = partitioning.by.table_name(&dataset.table, start);
+            let (first, next) = bounds(partitioning.by, start, &key.kind);
             let started = std::time::Instant::now();
             client
                 .batch_execute(&format!(
@@ -92,28 +111,42 @@ impl MonthPartitions {
                 .await?;
             let created = client
                 .query_one(
-                    "SELECT ensure_transactions_partition($1::text::date)",
-                    &[&first_day],
+                    "SELECT ensure_partition($1, $2, $3, $4, $5)",
+                    &[&dataset.table, &name, &key.name, &first, &next],
                 )
                 .await;
             // Back to the session's own lock timeout (set at connect: `RESET` returns to it).
             client.batch_execute("RESET lock_timeout").await?;
             created?;
             metrics::partition_ddl_duration(started.elapsed());
-            tracing::info!(year, month, took = ?started.elapsed(), "partition ready");
+            tracing::info!(partition = %name, took = ?started.elapsed(), "partition ready");
             self.known
                 .lock()
                 .expect("partition cache lock should not be poisoned")
-                .insert((year, month));
+                .insert((dataset.table.clone(), start));
         }
         Ok(())
     }
 }
 
-fn parse_partition_name(name: &str, table: &str) -> Option<(i32, u32)> {
-    let rest = name.strip_prefix(table)?.strip_prefix('_')?;
-    let (year, month) = rest.split_once('_')?;
-    Some((year.parse().ok()?, month.parse().ok()?))
+/// The partition's range `[first, next)` as literals of the key's type: UTC midnights for a
+/// `timestamptz` key (the engine partitions instants by their UTC day).
+fn bounds(by: PartitionBy, start: Day, key: &ColumnKind) -> (String, String) {
+    let (year, month, day) = start;
+    let next = match by {
+        PartitionBy::Month if month == 12 => (year + 1, 1, 1),
+        PartitionBy::Month => (year, month + 1, 1),
+        PartitionBy::Day if day == days_in_month(year, month) && month == 12 => (year + 1, 1, 1),
+        PartitionBy::Day if day == days_in_month(year, month) => (year, month + 1, 1),
+        PartitionBy::Day => (year, month, day + 1),
+    };
+    let zone = if matches!(key, ColumnKind::TimestampTz { .. }) {
+        " 00:00:00+00"
+    } else {
+        ""
+    };
+    let literal = |(y, m, d): Day| format!("{y:04}-{m:02}-{d:02}{zone}");
+    (literal(start), literal(next))
 }
 
 #[cfg(test)]
@@ -121,14 +154,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_monthly_partition_names_only() {
+    fn bounds_cover_one_month_or_one_day() {
+        let plain = ColumnKind::Date { formats: vec![] };
         assert_eq!(
-            parse_partition_name("transactions_2023_01", "transactions"),
-            Some((2023, 1))
+            bounds(PartitionBy::Month, (2023, 12, 1), &plain),
+            ("2023-12-01".into(), "2024-01-01".into())
         );
         assert_eq!(
-            parse_partition_name("transactions_default", "transactions"),
-            None
+            bounds(PartitionBy::Day, (2024, 2, 29), &plain),
+            ("2024-02-29".into(), "2024-03-01".into())
+        );
+        assert_eq!(
+            bounds(PartitionBy::Day, (2024, 12, 31), &plain),
+            ("2024-12-31".into(), "2025-01-01".into())
+        );
+        let zoned = ColumnKind::TimestampTz { formats: vec![] };
+        assert_eq!(
+            bounds(PartitionBy::Day, (2024, 3, 1), &zoned),
+            (
+                "2024-03-01 00:00:00+00".into(),
+                "2024-03-02 00:00:00+00".into()
+            )
         );
     }
 }

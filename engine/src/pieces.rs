@@ -32,10 +32,10 @@ use ingest_ledger::pieces::{self as plans, PlannedPiece as Planned};
 use ingest_ledger::ChunkState;
 use ingest_rows::pieces::cut;
 
-use crate::dataset::Dataset;
+use crate::dataset::OnConflict;
 use crate::loader::{
-    claim, record_metrics, record_outcome, skipped, still_owner, LoadError, Loader, Outcome,
-    Position,
+    claim, record_metrics, record_outcome, skipped, still_owner, ChunkTarget, LoadError, Loader,
+    Outcome, Position,
 };
 use crate::metrics::{self, Outcome as Counted};
 use crate::rejected;
@@ -80,7 +80,7 @@ impl PieceSessions {
 
 /// The chunk being loaded in pieces: its dataset, its file and the attempt that was claimed.
 struct Source<'a> {
-    dataset: &'a Dataset,
+    target: &'a ChunkTarget,
     path: &'a std::path::Path,
     attempt: i32,
 }
@@ -107,20 +107,25 @@ impl Loader {
         let Some(row) = claim(&*client, message, position).await? else {
             return Ok(None); // Loaded or failed already: the whole-chunk path skips it.
         };
-        let Some(dataset) = Dataset::builtin(&row.dataset) else {
-            return Ok(None);
+        let Ok(target) = self.target(&row) else {
+            return Ok(None); // The whole-chunk path fails it with the reason.
         };
-        if row.on_error != ErrorPolicy::RejectRows {
+        // All or none of the rows (reject-chunk), or a staged insert that counts the skipped
+        // rows of the whole chunk (on_conflict = "skip"): loaded whole.
+        if row.on_error != ErrorPolicy::RejectRows || target.dataset.on_conflict == OnConflict::Skip
+        {
             return Ok(None);
         }
         let path = self.upload_dir.join(&row.stored_path);
         let attempt = row.attempt;
-        let plan = self.plan(client, message, attempt, &path).await?;
+        let plan = self
+            .plan(client, message, attempt, &path, target.dataset.format.quote)
+            .await?;
         if plan.is_empty() {
             return Ok(None);
         }
         let source = Source {
-            dataset: &dataset,
+            target: &target,
             path: &path,
             attempt,
         };
@@ -163,6 +168,7 @@ impl Loader {
         message: &ChunkMessage,
         attempt: i32,
         path: &std::path::Path,
+        quote: u8,
     ) -> Result<Vec<Planned>, LoadError> {
         let existing = plans::plan(&*client, message.upload_id, message.chunk_no).await?;
         if !existing.is_empty() {
@@ -177,7 +183,7 @@ impl Loader {
         let (file, max) = (path.to_owned(), self.piece_bytes);
         let pieces = tokio::task::spawn_blocking(move || {
             let input = std::io::BufReader::new(std::fs::File::open(file)?);
-            cut(input, len, max)
+            cut(input, len, max, quote)
         })
         .await
         .map_err(|err| LoadError::Parser(err.to_string()))?;
@@ -223,22 +229,24 @@ impl Loader {
         source: &Source<'_>,
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
-        let (dataset, path) = (source.dataset, source.path);
+        let (target, path) = (source.target, source.path);
         // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let policy = ErrorPolicy::RejectRows;
             let piece = Some(planned.piece);
             let (tx, parsed) = self
-                .copy(client, path, piece, dataset, message, policy)
+                .copy(client, path, piece, target, message, policy)
                 .await?;
             let (report, rejects) = match parsed {
                 Ok(parsed) => parsed,
                 Err(err) => return Ok(PieceOutcome::ChunkFailed(err)),
             };
-            let missing = self.partitions.missing(&report.months);
+            let missing = self.partitions.missing(&target.dataset, &report.partitions);
             if !missing.is_empty() {
                 drop(tx);
-                self.partitions.create(client, &missing).await?;
+                self.partitions
+                    .create(client, &target.dataset, &missing)
+                    .await?;
                 continue;
             }
             still_owner(&tx, position).await?;
@@ -286,6 +294,7 @@ impl Loader {
             state: ChunkState::Loaded,
             rows_loaded: rows,
             rows_rejected: rejected,
+            rows_skipped: 0,
             error: None,
             in_pieces: true,
             attempt,
@@ -324,6 +333,7 @@ impl Loader {
             state: ChunkState::Failed,
             rows_loaded: 0,
             rows_rejected: 0,
+            rows_skipped: 0,
             error: Some(reason.as_str()),
             in_pieces: true,
             attempt: source.attempt,
@@ -336,7 +346,7 @@ impl Loader {
         // share-lock the row), so this delete sees their rows, and no piece commits after it.
         let undone = plans::undo_chunk_rows(
             &tx,
-            &source.dataset.table,
+            &source.target.dataset.table,
             message.upload_id,
             message.chunk_no,
         )

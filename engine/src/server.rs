@@ -15,17 +15,18 @@ use ingest_contract::{db, streams, telemetry};
 
 use crate::cleanup;
 use crate::consumer;
-use crate::dataset::Dataset;
 use crate::http::{self, Probe};
 use crate::lag::PartitionLag;
 use crate::lease::Leases;
 use crate::loader::Loader;
 use crate::metrics::{self, Stage};
-use crate::partitions::MonthPartitions;
+use crate::partitions::Partitions;
 use crate::pieces::PieceSessions;
 use crate::processor::{run_partition, Shared};
+use crate::registry::Registry;
 use crate::session::Sessions;
 use crate::settings::EngineSettings;
+use crate::tables::{self, TableError};
 use crate::validate::Limits;
 
 struct Running {
@@ -50,7 +51,8 @@ pub async fn run(
         &owner,
         settings.lease_ttl,
     );
-    let (mut control, partitions) = start_up(&settings, &sessions).await?;
+    let registry = Registry::from_settings(settings.shared.datasets_dir.as_deref())?;
+    let (mut control, partitions) = start_up(&settings, &sessions, &registry).await?;
     let partitions = Arc::new(partitions);
     if let Some(archive) = &settings.archive_dir {
         tokio::fs::create_dir_all(archive).await?;
@@ -68,6 +70,7 @@ pub async fn run(
                 max_line_bytes: settings.max_line_bytes,
                 ..Limits::default()
             },
+            registry: Arc::new(registry),
             partitions,
             copy_slots: Semaphore::new(usize::from(settings.copy_connections)),
             piece_bytes: settings.piece_bytes,
@@ -116,25 +119,30 @@ pub async fn run(
 /// this, a database or broker restarting while the engine starts does not end it).
 const START_UP_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Migrates the database, makes the streams, loads the partition cache and opens the lease
-/// session, retrying with backoff.
+/// Migrates the database, makes the streams and the datasets' tables, loads the partition cache
+/// and opens the lease session, retrying with backoff (but not a table that does not match its
+/// definition: that needs a person).
 async fn start_up(
     settings: &EngineSettings,
     sessions: &Sessions,
-) -> anyhow::Result<(tokio_postgres::Client, MonthPartitions)> {
+    registry: &Registry,
+) -> anyhow::Result<(tokio_postgres::Client, Partitions)> {
     let deadline = tokio::time::Instant::now() + START_UP_PATIENCE;
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let migrated = db::prepare(&settings.shared.database_url).await?;
+            let mut migrated = db::prepare(&settings.shared.database_url).await?;
             prepare_streams(settings).await?;
-            let table = Dataset::transactions().table;
-            let partitions = MonthPartitions::load(&migrated, &table).await?;
+            tables::ensure(&mut migrated, registry).await?;
+            let partitions = Partitions::load(&migrated, registry).await?;
             let control = sessions.lease().await?;
             anyhow::Ok((control, partitions))
         };
         match attempt.await {
             Ok(started) => return Ok(started),
+            Err(err) if matches!(err.downcast_ref(), Some(TableError::Mismatch { .. })) => {
+                return Err(err);
+            }
             Err(err) if tokio::time::Instant::now() + backoff < deadline => {
                 tracing::warn!(error = %err, retry_in = ?backoff, "engine start-up failed; retrying");
                 tokio::time::sleep(backoff).await;

@@ -35,6 +35,7 @@ async fn load_binary(client: &Client, csv: &str, upload_id: Uuid) -> anyhow::Res
     let report = load_chunk(
         csv.as_bytes(),
         &dataset,
+        &dataset.declared_layout(),
         lineage,
         ErrorPolicy::RejectRows,
         &Limits::default(),
@@ -45,7 +46,7 @@ async fn load_binary(client: &Client, csv: &str, upload_id: Uuid) -> anyhow::Res
     )?;
     if report.rows_loaded > 0 {
         let sink = client
-            .copy_in::<_, Bytes>(&dataset.copy_statement())
+            .copy_in::<_, Bytes>(&dataset.copy_statement(&dataset.declared_layout()))
             .await?;
         futures_util::pin_mut!(sink);
         for buf in buffers {
@@ -118,7 +119,7 @@ fn csv_record(row: &Row) -> String {
 
 /// The engine's own formula-injection rule: such cells are generated elsewhere.
 fn starts_like_formula(text: &str) -> bool {
-    engine::dataset::starts_like_formula(text.as_bytes())
+    engine::cell::starts_like_formula(text.as_bytes())
 }
 
 fn timestamp() -> impl Strategy<Value = String> {
@@ -311,6 +312,7 @@ async fn original_format_loads_exactly_into_monthly_partitions() -> anyhow::Resu
     let report = load_chunk(
         csv.as_bytes(),
         &dataset,
+        &dataset.declared_layout(),
         lineage,
         ErrorPolicy::RejectRows,
         &Limits::default(),
@@ -321,11 +323,14 @@ async fn original_format_loads_exactly_into_monthly_partitions() -> anyhow::Resu
     )?;
     assert_eq!((report.data_rows, report.rows_loaded), (40_000, 40_000));
     assert_eq!(
-        report.months.iter().copied().collect::<Vec<_>>(),
-        per_month.keys().copied().collect::<Vec<_>>()
+        report.partitions.iter().copied().collect::<Vec<_>>(),
+        per_month
+            .keys()
+            .map(|&(y, m)| (y, m, 1))
+            .collect::<Vec<_>>()
     );
     assert!(buffers.len() > 1, "spans several buffers");
-    for (y, m) in &report.months {
+    for (y, m, _) in &report.partitions {
         let first_day = format!("{y:04}-{m:02}-01");
         client
             .execute(
@@ -335,7 +340,7 @@ async fn original_format_loads_exactly_into_monthly_partitions() -> anyhow::Resu
             .await?;
     }
     let sink = client
-        .copy_in::<_, Bytes>(&dataset.copy_statement())
+        .copy_in::<_, Bytes>(&dataset.copy_statement(&dataset.declared_layout()))
         .await?;
     futures_util::pin_mut!(sink);
     for buf in buffers {

@@ -11,7 +11,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use engine::partitions::{MonthPartitions, DDL_LOCK_TIMEOUT};
+use engine::dataset::Dataset;
+use engine::partitions::{Partitions, DDL_LOCK_TIMEOUT};
+use engine::registry::Registry;
 use engine::session::{Sessions, LOADER_LOCK_TIMEOUT};
 use ingest_contract::testkit::{wait_for, TestDb};
 use support::*;
@@ -147,27 +149,31 @@ async fn create_february_beside_a_january_insert(
     Duration,
     Duration,
     tokio_postgres::Client,
-    MonthPartitions,
+    Partitions,
 ) {
     let sessions = Sessions::new(&db.url, "engine", tag, TTL);
     let loader = sessions.loader().await.unwrap();
-    let partitions = MonthPartitions::load(&loader, "transactions")
+    let transactions = Dataset::transactions();
+    let partitions = Partitions::load(&loader, &Registry::builtin())
         .await
         .unwrap();
     let peer = db.client().await.unwrap();
     let started = Instant::now();
-    let (created, peer_waited) = tokio::join!(partitions.create(&loader, &[(2023, 2)]), async {
-        // A peer's load that arrives while the DDL runs (or waits).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let queued = Instant::now();
-        peer.execute(
-            "INSERT INTO transactions (date, amount, type) VALUES ('2023-01-06', 1, 'Deposit')",
-            &[],
-        )
-        .await
-        .unwrap();
-        queued.elapsed()
-    });
+    let (created, peer_waited) = tokio::join!(
+        partitions.create(&loader, &transactions, &[(2023, 2, 1)]),
+        async {
+            // A peer's load that arrives while the DDL runs (or waits).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let queued = Instant::now();
+            peer.execute(
+                "INSERT INTO transactions (date, amount, type) VALUES ('2023-01-06', 1, 'Deposit')",
+                &[],
+            )
+            .await
+            .unwrap();
+            queued.elapsed()
+        }
+    );
     (created, started.elapsed(), peer_waited, loader, partitions)
 }
 
@@ -224,7 +230,10 @@ async fn partition_ddl_behind_a_stopped_copy_into_the_default_partition_gives_up
         .get(0);
     assert_eq!(lock_timeout, format!("{}s", LOADER_LOCK_TIMEOUT.as_secs()));
     stopped.batch_execute("COMMIT").await.unwrap();
-    partitions.create(&loader, &[(2023, 2)]).await.unwrap();
+    partitions
+        .create(&loader, &Dataset::transactions(), &[(2023, 2, 1)])
+        .await
+        .unwrap();
     let placed: String = loader
         .query_one(
             "SELECT tableoid::regclass::text FROM transactions WHERE date = '2023-02-05'",

@@ -38,7 +38,16 @@ fn load_with(input: &[u8], policy: ErrorPolicy, limits: &Limits) -> Loaded {
         true
     };
     let dataset = Dataset::transactions();
-    let result = load_chunk(input, &dataset, lineage(), policy, limits, &mut sink);
+    let layout = dataset.declared_layout();
+    let result = load_chunk(
+        input,
+        &dataset,
+        &layout,
+        lineage(),
+        policy,
+        limits,
+        &mut sink,
+    );
     Loaded { result, buffers }
 }
 
@@ -148,7 +157,13 @@ fn cases() -> Vec<(&'static str, String, Outcome)> {
         ("header only, no newline", "date,content,amount,type".to_owned(), outcome(0, vec![])),
         ("empty file", String::new(), outcome(0, vec![])),
         ("only empty lines", "\r\n\n\r\n".to_owned(), outcome(0, vec![])),
-        ("wrong header", rows(&["Date,Content,Amount,Type\r\n", GOOD]), outcome(1, vec![r(1, r#"header does not match "date,content,amount,type""#)])),
+        ("header in other case", rows(&["Date, Content ,AMOUNT,Type\r\n", GOOD]), outcome(1, vec![])),
+        ("header lacking a required column", rows(&["date,content,amount\r\n", GOOD]),
+            outcome(1, vec![r(1, r#"the header lacks the required column "type""#)])),
+        ("header naming an unknown column", rows(&["date,content,amount,type,note\r\n", GOOD]),
+            outcome(1, vec![r(1, r#"the header names "note", which is not a column of this dataset"#)])),
+        ("header in another order than the upload's", rows(&["type,amount,content,date\r\n", GOOD]),
+            outcome(1, vec![r(1, "header differs from the upload's first header (date,content,amount,type)")])),
         ("other header", rows(&["date,text,amount,kind\r\n", GOOD]), outcome(1, vec![not_ts(1, "date")])),
         ("header again mid-file", rows(&[GOOD, HEADER, GOOD]), outcome(2, vec![r(2, "header line repeated")])),
         ("mixed line endings", rows(&["date,content,amount,type\n", GOOD, "01/01/2023 00:00:02,x,1,Deposit\n", "01/01/2023 00:00:03,x,1,Deposit"]),
@@ -257,8 +272,8 @@ fn dates_are_read_day_first() {
     let loaded = load(input.as_bytes());
     let report = loaded.result.expect("loads");
     assert_eq!(
-        report.months.into_iter().collect::<Vec<_>>(),
-        [(2023, 2), (2023, 3)]
+        report.partitions.into_iter().collect::<Vec<_>>(),
+        [(2023, 2, 1), (2023, 3, 1)]
     );
     let tuples = decode(&loaded.buffers);
     let micros = i64::from_be_bytes(tuples[0][0].clone().unwrap().try_into().unwrap());
@@ -379,6 +394,7 @@ fn a_closed_sink_stops_the_load() {
     let result = load_chunk(
         input.as_bytes(),
         &dataset,
+        &dataset.declared_layout(),
         lineage(),
         ErrorPolicy::RejectRows,
         &Limits::default(),

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use ingest_rows::pgcopy::SIGNATURE;
-use ingest_rows::values::days_from_civil;
 use ingest_rows::validate::Lineage;
+use ingest_rows::values::days_from_civil;
 
 /// What a decoded tuple tells about its row.
 #[derive(Debug)]

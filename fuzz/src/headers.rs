@@ -21,7 +21,9 @@ fn tokens() -> &'static (Tokens, String) {
             3600,
             clock,
         );
-        let issued = tokens.issue("fuzz-client", &[gateway::clients::Scope::Upload]).token;
+        let issued = tokens
+            .issue("fuzz-client", &[gateway::clients::Scope::Upload])
+            .token;
         (tokens, issued)
     })
 }

@@ -10,6 +10,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("csv_chunk", ingest_fuzz::csv_chunk),
     ("pgcopy_values", ingest_fuzz::pgcopy_values),
     ("multipart", ingest_fuzz::multipart),
+    ("dataset_definition", ingest_fuzz::dataset_definition),
     #[cfg(feature = "gateway")]
     ("request_headers", ingest_fuzz::request_headers),
 ];

@@ -7,6 +7,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use ingest_rows::registry::Registry;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -39,6 +41,10 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub metrics: PrometheusHandle,
     pub pool: Pool,
+    /// The datasets uploads may name (`INGEST_DATASETS_DIR`).
+    pub datasets: Arc<Registry>,
+    /// The OpenAPI document the docs pages show, with those datasets described.
+    pub openapi: Bytes,
     /// Downloads streaming at once ([`crate::routes::rejected`]): each holds a connection.
     pub downloads: Arc<tokio::sync::Semaphore>,
 }
@@ -89,7 +95,8 @@ async fn dispatch(
         Route::Ready => return Ok(streamed(operations::ready(state).await)),
         Route::Metrics => return Ok(streamed(operations::metrics(state))),
         Route::Docs => {
-            let page = docs::serve(request.uri().path()).ok_or(ApiError::NotFound)?;
+            let page =
+                docs::serve(request.uri().path(), &state.openapi).ok_or(ApiError::NotFound)?;
             return Ok(streamed(page));
         }
         Route::Console => {
@@ -138,7 +145,7 @@ async fn client_route(
 ) -> Result<HttpResponse, ApiError> {
     let client_id = caller.client_id.as_str();
     match route {
-        Route::ListDatasets => datasets::list().await,
+        Route::ListDatasets => datasets::list(state).await,
         Route::ListClients => clients::list(state).await,
         Route::AddClient => clients::add(state, request).await,
         Route::DisableClient { client_id } => clients::disable(state, caller, client_id).await,

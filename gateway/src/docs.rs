@@ -18,13 +18,14 @@ const LICENSE: &[u8] = include_bytes!("../static/swagger-ui/LICENSE");
 
 /// Whether `path` is one of the docs paths (served to `GET` only).
 pub fn is_docs_path(path: &str) -> bool {
-    document(path).is_some()
+    document(path, &Bytes::new()).is_some()
 }
 
-/// The docs response for `path`, if it is one of the docs paths.
-pub fn serve(path: &str) -> Option<HttpResponse> {
-    let (body, content_type) = document(path)?;
-    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+/// The docs response for `path`, if it is one of the docs paths; `openapi` is this gateway's
+/// document ([`crate::openapi::with_datasets`]).
+pub fn serve(path: &str, openapi: &Bytes) -> Option<HttpResponse> {
+    let (body, content_type) = document(path, openapi)?;
+    let mut response = Response::new(Full::new(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if path.starts_with(SWAGGER_UI) {
@@ -36,28 +37,30 @@ pub fn serve(path: &str) -> Option<HttpResponse> {
     Some(response)
 }
 
-fn document(path: &str) -> Option<(&'static [u8], &'static str)> {
+fn document(path: &str, openapi: &Bytes) -> Option<(Bytes, &'static str)> {
     if let Some(file) = path.strip_prefix(SWAGGER_UI) {
         return match file {
-            "swagger-ui-bundle.js" => Some((BUNDLE, "text/javascript; charset=utf-8")),
-            "swagger-ui.css" => Some((STYLE, "text/css; charset=utf-8")),
-            "LICENSE" => Some((LICENSE, "text/plain; charset=utf-8")),
+            "swagger-ui-bundle.js" => {
+                Some((Bytes::from_static(BUNDLE), "text/javascript; charset=utf-8"))
+            }
+            "swagger-ui.css" => Some((Bytes::from_static(STYLE), "text/css; charset=utf-8")),
+            "LICENSE" => Some((Bytes::from_static(LICENSE), "text/plain; charset=utf-8")),
             _ => None,
         };
     }
     match path {
-        "/api/upload/docs" | "/api/auth/docs" | "/api/upload/docs/" | "/api/auth/docs/" => {
-            Some((DOCS_PAGE.as_bytes(), "text/html; charset=utf-8"))
-        }
-        "/api/upload/docs/docs.js" => {
-            Some((DOCS_SCRIPT.as_bytes(), "text/javascript; charset=utf-8"))
-        }
+        "/api/upload/docs" | "/api/auth/docs" | "/api/upload/docs/" | "/api/auth/docs/" => Some((
+            Bytes::from_static(DOCS_PAGE.as_bytes()),
+            "text/html; charset=utf-8",
+        )),
+        "/api/upload/docs/docs.js" => Some((
+            Bytes::from_static(DOCS_SCRIPT.as_bytes()),
+            "text/javascript; charset=utf-8",
+        )),
         "/api/upload/openapi.json"
         | "/api/auth/openapi.json"
         | "/api/upload/docs/openapi.json"
-        | "/api/auth/docs/openapi.json" => {
-            Some((crate::openapi::json().as_bytes(), "application/json"))
-        }
+        | "/api/auth/docs/openapi.json" => Some((openapi.clone(), "application/json")),
         _ => None,
     }
 }

@@ -8,6 +8,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use ingest_rows::dataset::{Dataset, TextEncoding};
+use ingest_rows::registry::Registry;
+
 use crate::routes::{auth, chunks, clients, datasets, rejected, uploads};
 
 #[derive(OpenApi)]
@@ -63,6 +66,62 @@ impl Modify for SecuritySchemes {
             ),
         );
     }
+}
+
+/// The document as JSON with the datasets of `registry` described in its introduction, so the
+/// docs pages show what an upload may name without a token. Built once per gateway at start.
+pub fn with_datasets(registry: &Registry) -> String {
+    let mut document = ApiDoc::openapi();
+    let mut text = document.info.description.take().unwrap_or_default();
+    text.push_str("\n\n## Datasets\n\nWhat `POST /api/upload` may name as `dataset` (also `GET /api/datasets`); \
+                   a header names the columns in any order, matched ignoring case.\n");
+    for dataset in registry.iter() {
+        text.push_str(&describe(dataset));
+    }
+    document.info.description = Some(text);
+    document
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+}
+
+/// One dataset as Markdown: its files, its table and its columns.
+fn describe(dataset: &Dataset) -> String {
+    let partition = match (dataset.partition_column(), dataset.partition) {
+        (Some(column), Some(p)) => {
+            format!(", partitioned by {} on `{}`", p.by.as_str(), column.name)
+        }
+        _ => String::new(),
+    };
+    let mut text = format!(
+        "\n### {}\n\nInto table `{}`{partition}. Files: {}, delimiter `{}`, {}.\n\n\
+         | column | type | required | header names |\n|---|---|---|---|\n",
+        dataset.name,
+        dataset.table,
+        if dataset.format.header {
+            format!("header `{}`", dataset.header_line())
+        } else {
+            "no header (columns in this order)".to_owned()
+        },
+        char::from(dataset.format.delimiter),
+        match dataset.format.encoding {
+            TextEncoding::Utf8 => "UTF-8",
+            TextEncoding::Windows1252 => "Windows-1252 (latin-1)",
+        },
+    );
+    for column in &dataset.columns {
+        let required = match (&column.default, column.nullable) {
+            (Some((default, _)), _) => format!("no (default `{default}`)"),
+            (None, true) => "no".to_owned(),
+            (None, false) => "yes".to_owned(),
+        };
+        text.push_str(&format!(
+            "| `{}` | {} | {required} | {} |\n",
+            column.name,
+            column.kind.sql_type(),
+            column.headers.join(", ")
+        ));
+    }
+    text
 }
 
 /// The document as JSON, built on first use.

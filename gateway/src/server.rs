@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
+
+use ingest_rows::registry::Registry;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,6 +49,10 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
             "INGEST_WEBHOOK_URL is set but INGEST_WEBHOOK_SECRET is not: hooks must be signed"
         );
     }
+    let datasets = Arc::new(
+        Registry::from_settings(settings.shared.datasets_dir.as_deref())
+            .context("INGEST_DATASETS_DIR")?,
+    );
     let pool = database_pool(&settings.shared.database_url).await?;
     let clients = ApiClients::new(pool.clone());
     if let Some((id, secret)) = &settings.bootstrap_client {
@@ -87,7 +93,9 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
     Ok(Arc::new(AppState {
         tokens,
         clients,
-        uploads: Uploads::new(pool.clone(), &settings),
+        uploads: Uploads::new(pool.clone(), &settings, Arc::clone(&datasets)),
+        openapi: bytes::Bytes::from(crate::openapi::with_datasets(&datasets)),
+        datasets,
         publisher,
         limiter,
         metrics: {

@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use md5::Md5;
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use ingest_rows::dataset::Dataset;
+use ingest_rows::dataset::{Dataset, HeaderError, TextEncoding};
 
 /// How many body frames may wait for the writer.
 const QUEUE_FRAMES: usize = 16;
@@ -39,8 +40,8 @@ pub enum BodyEncoding {
 pub struct ChunkRules {
     pub encoding: BodyEncoding,
     pub max_bytes: u64,
-    /// The upload's dataset: whether the bytes start with its header record.
-    pub dataset: Dataset,
+    /// The upload's dataset: whether the bytes start with its header record, in its encoding.
+    pub dataset: Arc<Dataset>,
     /// Multipart files must start with the header line, as every file of the original's does.
     pub require_header: bool,
     pub expect_md5: Option<[u8; 16]>,
@@ -58,6 +59,8 @@ pub enum StoreError {
     NotText(&'static str),
     #[error("file does not start with the header line {0:?}")]
     MissingHeader(String),
+    #[error("{0}")]
+    BadHeader(#[from] HeaderError),
     #[error("cannot decode the {0} body: {1}")]
     Decode(&'static str, String),
     #[error(transparent)]
@@ -73,7 +76,8 @@ pub struct StoredChunk {
     pub nonce: Uuid,
     pub bytes: u64,
     pub sha256_hex: String,
-    pub has_header: bool,
+    /// The column names of the header it starts with (see [`Dataset::header_names`]), if any.
+    pub header: Option<Vec<String>>,
 }
 
 impl StoredChunk {
@@ -145,12 +149,12 @@ impl ChunkSink {
         let writer = tokio::task::spawn_blocking(move || {
             let result = write_chunk(file, receiver, &rules);
             match result {
-                Ok((bytes, sha256_hex, has_header)) => Ok(StoredChunk {
+                Ok((bytes, sha256_hex, header)) => Ok(StoredChunk {
                     temp_path,
                     nonce,
                     bytes,
                     sha256_hex,
-                    has_header,
+                    header,
                 }),
                 Err(err) => {
                     let _ = std::fs::remove_file(&temp_path);
@@ -210,20 +214,25 @@ impl Output {
         Ok(())
     }
 
-    /// Whether the stored bytes start with the dataset's header record, after checking they start
-    /// as text.
-    fn check_head(&self) -> Result<bool, StoreError> {
+    /// The header the stored bytes start with, if any, after checking they start as text (in
+    /// a UTF-8 dataset: any byte but NUL is text in a Windows-1252 one).
+    fn check_head(&self) -> Result<Option<Vec<String>>, StoreError> {
+        let dataset = &self.rules.dataset;
         let head = self
             .head
             .strip_prefix(b"\xEF\xBB\xBF")
             .unwrap_or(&self.head);
-        if let Err(err) = std::str::from_utf8(head) {
-            // A multi-byte character cut at the sniff boundary is fine; anything else is not text.
-            if err.error_len().is_some() {
-                return Err(StoreError::NotText("it is not UTF-8 text"));
+        if dataset.format.encoding == TextEncoding::Utf8 {
+            if let Err(err) = std::str::from_utf8(head) {
+                // A multi-byte character cut at the sniff boundary is fine; anything else is not
+                // text.
+                if err.error_len().is_some() {
+                    return Err(StoreError::NotText("it is not UTF-8 text"));
+                }
             }
         }
-        Ok(self.rules.dataset.starts_with_header(&self.head))
+        let layout = dataset.header_of(&self.head)?;
+        Ok(layout.map(|layout| dataset.header_names(&layout)))
     }
 }
 
@@ -250,7 +259,7 @@ fn write_chunk(
     file: File,
     mut frames: mpsc::Receiver<Bytes>,
     rules: &ChunkRules,
-) -> Result<(u64, String, bool), StoreError> {
+) -> Result<(u64, String, Option<Vec<String>>), StoreError> {
     // Unencoded, the bytes sent are the bytes stored: the stored file's SHA-256 (always made,
     // for the ledger) checks an expected one, and hashing the same bytes twice is wasted CPU.
     let identity = matches!(rules.encoding, BodyEncoding::Identity);
@@ -314,7 +323,7 @@ fn write_chunk(
             return Err(StoreError::ChecksumMismatch("SHA-256"));
         }
     }
-    let has_header = output.check_head()?;
+    let header = output.check_head()?;
     let stored_sha256 = output.sha256.finalize();
     if identity
         && rules
@@ -323,11 +332,11 @@ fn write_chunk(
     {
         return Err(StoreError::ChecksumMismatch("SHA-256"));
     }
-    if rules.require_header && !has_header {
+    if rules.require_header && rules.dataset.format.header && header.is_none() {
         return Err(StoreError::MissingHeader(rules.dataset.header_line()));
     }
     output.file.sync_data()?;
-    Ok((output.written, hex::encode(stored_sha256), has_header))
+    Ok((output.written, hex::encode(stored_sha256), header))
 }
 
 fn write_all_vectored(file: &mut File, frames: &[Bytes]) -> io::Result<()> {

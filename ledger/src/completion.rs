@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
-use ingest_rows::dataset::{quote_ident, Dataset};
+use ingest_rows::dataset::quote_ident;
 
 use crate::files::ChunkFile;
 use crate::states::UploadState;
@@ -135,19 +135,19 @@ async fn undo_loaded_pieces(
 ) -> Result<(), LedgerError> {
     let partial = tx
         .query(
-            "SELECT DISTINCT p.upload_id, p.chunk_no, u.dataset
+            "SELECT DISTINCT p.upload_id, p.chunk_no, u.target_table
              FROM chunk_pieces p JOIN uploads u ON u.upload_id = p.upload_id
              WHERE p.upload_id = ANY($1) AND p.state = 'loaded'",
             &[&uploads],
         )
         .await?;
     for row in &partial {
-        let (upload_id, chunk_no, dataset): (Uuid, i32, &str) =
+        let (upload_id, chunk_no, table): (Uuid, i32, Option<&str>) =
             (row.get(0), row.get(1), row.get(2));
-        let Some(dataset) = Dataset::builtin(dataset) else {
-            continue; // A dataset no engine knows has no rows to undo.
+        let Some(table) = table else {
+            continue; // Uploads made before they named their table were all `transactions`.
         };
-        crate::pieces::undo_chunk_rows(tx, &dataset.table, upload_id, chunk_no).await?;
+        crate::pieces::undo_chunk_rows(tx, table, upload_id, chunk_no).await?;
     }
     tx.execute(
         "DELETE FROM chunk_pieces WHERE upload_id = ANY($1)",
@@ -221,14 +221,14 @@ pub async fn withdraw(
     let row = tx
         .query_one(
             &format!(
-                "SELECT state, dataset, {SETTLED} FROM uploads WHERE upload_id = $1 FOR UPDATE"
+                "SELECT state, target_table, {SETTLED} FROM uploads WHERE upload_id = $1 FOR UPDATE"
             ),
             &[&upload_id],
         )
         .await?;
-    let (state, dataset, settled) = (
+    let (state, table, settled) = (
         UploadState::parse(row.get(0))?,
-        row.get::<_, String>(1),
+        row.get::<_, Option<String>>(1),
         row.get::<_, bool>(2),
     );
     let abortable = state.is_open() || settled;
@@ -253,15 +253,12 @@ pub async fn withdraw(
         .iter()
         .map(ChunkFile::from_row)
         .collect();
-    let rows_deleted = match (undo_rows, Dataset::builtin(&dataset)) {
+    let rows_deleted = match (undo_rows, table) {
         (false, _) => None,
         (true, None) => Some(0),
-        (true, Some(dataset)) => Some(
+        (true, Some(table)) => Some(
             tx.execute(
-                &format!(
-                    "DELETE FROM {} WHERE upload_id = $1",
-                    quote_ident(&dataset.table)
-                ),
+                &format!("DELETE FROM {} WHERE upload_id = $1", quote_ident(&table)),
                 &[&upload_id],
             )
             .await?,

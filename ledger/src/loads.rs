@@ -24,6 +24,9 @@ pub struct Claimed {
     /// Which load of the chunk this is ([`crate::retries`]): its outcome is recorded only for
     /// this attempt.
     pub attempt: i32,
+    /// The column names its records are read with ([`crate::uploads::NewChunk::header`]);
+    /// `None` for uploads recorded before uploads kept it (read in declared order).
+    pub header: Option<Vec<String>>,
 }
 
 /// The chunk's row if it is still `stored`.
@@ -34,7 +37,7 @@ pub async fn claim(
 ) -> Result<Option<Claimed>, LedgerError> {
     let row = client
         .query_opt(
-            "SELECT c.stored_path, u.on_error, u.dataset, c.attempt FROM chunks c
+            "SELECT c.stored_path, u.on_error, u.dataset, c.attempt, u.header FROM chunks c
              JOIN uploads u ON u.upload_id = c.upload_id
              WHERE c.upload_id = $1 AND c.chunk_no = $2 AND c.state = 'stored'",
             &[&upload_id, &chunk_no],
@@ -46,6 +49,7 @@ pub async fn claim(
             on_error: parse_policy(row.get(1))?,
             dataset: row.get(2),
             attempt: row.get(3),
+            header: row.get(4),
         })
     })
     .transpose()
@@ -58,6 +62,8 @@ pub struct ChunkOutcome<'a> {
     pub state: ChunkState,
     pub rows_loaded: u64,
     pub rows_rejected: u64,
+    /// Valid rows whose unique key was in the table already (`on_conflict = "skip"`).
+    pub rows_skipped: u64,
     pub error: Option<&'a str>,
     /// Whether the chunk was loaded in pieces ([`crate::pieces`]). A chunk loaded whole must have
     /// no plan: otherwise a peer may be loading (or have loaded) its pieces.
@@ -103,7 +109,7 @@ pub async fn finish(
     let moved = tx
         .execute(
             "UPDATE chunks SET state = $3, rows_loaded = $4, rows_rejected = $5, error = $6,
-                committed_at = clock_timestamp()
+                rows_skipped = $9, committed_at = clock_timestamp()
              WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored' AND attempt = $8
                AND ($7 OR NOT EXISTS (SELECT 1 FROM chunk_pieces p
                                       WHERE p.upload_id = $1 AND p.chunk_no = $2))",
@@ -116,6 +122,7 @@ pub async fn finish(
                 &outcome.error,
                 &outcome.in_pieces,
                 &outcome.attempt,
+                &(outcome.rows_skipped as i64),
             ],
         )
         .await?;
@@ -140,9 +147,17 @@ pub async fn finish(
             chunks_loaded = chunks_loaded + $2,
             chunks_failed = chunks_failed + $3,
             rows_loaded = rows_loaded + $4,
-            rows_rejected = rows_rejected + $5
+            rows_rejected = rows_rejected + $5,
+            rows_skipped = rows_skipped + $6
          WHERE upload_id = $1",
-        &[&upload_id, &(1 - failed), &failed, &rows, &rejected],
+        &[
+            &upload_id,
+            &(1 - failed),
+            &failed,
+            &rows,
+            &rejected,
+            &(outcome.rows_skipped as i64),
+        ],
     )
     .await?;
     end_if_done(tx, upload_id).await?;

@@ -23,6 +23,8 @@ use crate::LedgerError;
 pub struct NewUpload<'a> {
     pub client_id: &'a str,
     pub dataset: &'a str,
+    /// The dataset's table, where the upload's rows go (and are undone from).
+    pub table: &'a str,
     pub on_error: ErrorPolicy,
     pub expected_chunks: Option<i32>,
     pub total_bytes: Option<i64>,
@@ -71,8 +73,8 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, Led
     let inserted = client
         .execute(
             "INSERT INTO uploads (upload_id, client_id, dataset, on_error, expected_chunks,
-                                  total_bytes, idempotency_key, callback_url)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                  total_bytes, idempotency_key, callback_url, target_table)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL
              DO NOTHING",
             &[
@@ -84,6 +86,7 @@ pub async fn create(client: &Client, new: &NewUpload<'_>) -> Result<Created, Led
                 &new.total_bytes,
                 &new.idempotency_key,
                 &new.callback_url,
+                &new.table,
             ],
         )
         .await?;
@@ -161,6 +164,10 @@ pub struct NewChunk {
     pub bytes: u64,
     pub sha256: String,
     pub has_header: bool,
+    /// The column names its records are read with, in file order: its header's, or the
+    /// dataset's declared order when it has none. The first stored chunk sets the upload's
+    /// ([`Recorded::HeaderDiffers`]).
+    pub header: Vec<String>,
 }
 
 /// Result of recording a stored chunk.
@@ -176,6 +183,9 @@ pub enum Recorded {
     Replaced(Replaced),
     /// The same chunk number with different content.
     Conflict,
+    /// The chunk's header names the columns in another order than the upload's first one:
+    /// its chunks would not all read alike. The upload's header is given.
+    HeaderDiffers(Vec<String>),
     /// The upload ended (or expired) meanwhile and takes no more chunks.
     Closed(UploadState),
 }
@@ -195,7 +205,8 @@ pub async fn record_chunk(
     let current = tx
         .query_one(
             &format!(
-                "SELECT state, {SETTLED}, {RETRYABLE} FROM uploads WHERE upload_id = $1 FOR UPDATE"
+                "SELECT state, {SETTLED}, {RETRYABLE}, header FROM uploads
+                 WHERE upload_id = $1 FOR UPDATE"
             ),
             &[&upload.upload_id],
         )
@@ -205,6 +216,19 @@ pub async fn record_chunk(
         current.get::<_, bool>(1),
         current.get::<_, bool>(2),
     );
+    match current.get::<_, Option<Vec<String>>>(3) {
+        Some(header) if stored.has_header && header != stored.header => {
+            return Ok(Recorded::HeaderDiffers(header));
+        }
+        Some(_) => {}
+        None => {
+            tx.execute(
+                "UPDATE uploads SET header = $2 WHERE upload_id = $1",
+                &[&upload.upload_id, &stored.header],
+            )
+            .await?;
+        }
+    }
     if !state.is_open() && !settled {
         // An upload ended by failed chunks takes new bytes for one of them, and nothing else.
         if let (true, Some(n)) = (retryable, chunk_no) {
@@ -468,12 +492,13 @@ fn summary_columns(ttl: &str) -> String {
          CASE WHEN u.state = 'receiving'
               THEN (greatest(u.created_at, (SELECT max(received_at) FROM chunks c
                                             WHERE c.upload_id = u.upload_id))
-                    + make_interval(secs => {ttl}))::text END"
+                    + make_interval(secs => {ttl}))::text END,
+         u.rows_skipped"
     )
 }
 
 /// How many columns [`summary_columns`] holds.
-const SUMMARY_WIDTH: usize = 16;
+const SUMMARY_WIDTH: usize = 17;
 
 impl UploadSummary {
     fn from_row(row: &tokio_postgres::Row) -> Result<Self, LedgerError> {
@@ -494,6 +519,7 @@ impl UploadSummary {
             created_at: row.get(13),
             completed_at: row.get(14),
             expires_at: row.get(15),
+            rows_skipped: row.get(16),
         })
     }
 }
@@ -538,6 +564,9 @@ pub struct UploadSummary {
     pub bytes_received: i64,
     pub rows_loaded: i64,
     pub rows_rejected: i64,
+    /// Valid rows not loaded because their unique key was in the table already (datasets with
+    /// `on_conflict = "skip"`).
+    pub rows_skipped: i64,
     pub rows_undone: i64,
     pub error: Option<String>,
     /// Exact (microseconds, with its offset): the keyset of the next page starts from it.

@@ -28,6 +28,7 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
     let new = NewUpload {
         client_id: "c",
         dataset: "transactions",
+        table: "transactions",
         on_error: ErrorPolicy::RejectRows,
         expected_chunks: None,
         total_bytes: None,
@@ -42,6 +43,9 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
         bytes: 100,
         sha256: "00".repeat(32),
         has_header: true,
+        header: ["date", "content", "amount", "type"]
+            .map(String::from)
+            .to_vec(),
     };
     let recorded = uploads::record_chunk(&mut client, &upload, Some(0), stored, |_| Partition(0))
         .await

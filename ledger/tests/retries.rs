@@ -24,6 +24,7 @@ async fn new_upload(client: &Client, expected_chunks: Option<i32>) -> Upload {
     let new = NewUpload {
         client_id: "c",
         dataset: "transactions",
+        table: "transactions",
         on_error: ErrorPolicy::RejectChunk,
         expected_chunks,
         total_bytes: None,
@@ -42,6 +43,9 @@ fn bytes(path: &str, sha: char) -> NewChunk {
         bytes: 100,
         sha256: sha.to_string().repeat(64),
         has_header: true,
+        header: ["date", "content", "amount", "type"]
+            .map(String::from)
+            .to_vec(),
     }
 }
 
@@ -74,6 +78,7 @@ async fn finish(
         state,
         rows_loaded: if state == ChunkState::Loaded { 10 } else { 0 },
         rows_rejected: rejected,
+        rows_skipped: 0,
         error: (state == ChunkState::Failed).then_some("line 2: bad"),
         in_pieces: false,
         attempt,

@@ -274,10 +274,19 @@ async fn send_chunks(
     concurrency: usize,
     counters: &Counters,
 ) -> Result<Vec<ChunkReport>, UploadError> {
+    let mut reports = Vec::new();
+    let mut pending = pending.into_iter().peekable();
+    // The header chunk goes alone first: the upload's first header fixes how every chunk is
+    // read, so a file whose columns are not in the dataset's declared order must not have a
+    // headerless chunk stored before it.
+    if let Some(first) = pending.next_if(|c| c.index == 0) {
+        let report = send_chunk(client, folder, first).await?;
+        counters.chunk_sent(report.bytes, report.rows);
+        reports.push(report);
+    }
     let mut sends = stream::iter(pending)
         .map(|chunk| send_chunk(client, folder, chunk))
         .buffer_unordered(concurrency.max(1));
-    let mut reports = Vec::new();
     // Returning early drops the stream, which cancels the chunks still in flight.
     while let Some(report) = sends.next().await {
         let report = report?;

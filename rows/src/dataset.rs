@@ -1,241 +1,427 @@
-//! The description of a dataset's columns: what a valid row looks like, where it goes.
+//! The description of a dataset: how its files are written, what a valid row looks like and
+//! where it goes.
 //!
-//! Validation ([`crate::validate`]) and encoding ([`crate::pgcopy`]) are driven by this
-//! description rather than hard-coded for `transactions`, so a new dataset is a new
-//! constructor here plus its table in a migration. [`Column::encode_cell`] is where one cell
-//! is checked against its column and written as a COPY field, straight from the tokenizer's
-//! bytes; the chunk-level rules (records, header, policies) live in [`crate::validate`].
+//! Datasets are defined in TOML files ([`crate::definition`]) and looked up by name in the one
+//! [`crate::registry::Registry`] that gateway and engine share. Validation ([`crate::validate`])
+//! and encoding ([`crate::pgcopy`]) are driven by this description; [`crate::cell`] checks one
+//! cell against its column.
+//!
+//! A file's columns are matched to the dataset's by the names in its header, in any order
+//! ([`Dataset::read_header`] gives the [`Layout`]); a file without a header is read in the
+//! declared order.
+
+use std::collections::HashSet;
 
 use simd_csv::ZeroCopyReaderBuilder;
 
-use crate::pgcopy;
-use crate::values::{Decimal, Timestamp, TimestampError};
+use crate::cell::unquote;
+use crate::validate::ErrorPolicy;
 
 /// Lineage columns appended to every loaded row, after the dataset's own columns.
 pub const LINEAGE_COLUMNS: [&str; 3] = ["upload_id", "chunk_no", "line_no"];
 
-/// A dataset: its CSV columns, in file order, and the table they are loaded into.
+/// A calendar day (year, month 1-12, day 1-31): what a partition column's cell says, and where
+/// a partition starts.
+pub type Day = (i32, u32, u32);
+
+/// A dataset: how its files are written, its columns, and the table they are loaded into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
     /// The name clients give at upload (`transactions`).
     pub name: String,
     /// The table rows are copied into.
     pub table: String,
-    /// The columns, in the order of the CSV file and of the table's COPY column list.
+    /// The columns, in declared order: the order of a file without a header.
     pub columns: Vec<Column>,
-    /// Index of the timestamp column the table is partitioned by (monthly).
-    pub partition_column: Option<usize>,
+    /// Delimiter, quote, header and text encoding of the dataset's files.
+    pub format: Format,
+    /// What a header naming a column the dataset does not have means.
+    pub extra_columns: ExtraColumns,
+    /// How the table is partitioned, if it is.
+    pub partition: Option<Partitioning>,
+    /// Whether text cells that spreadsheets would run as formulas are refused.
+    pub reject_formulas: bool,
+    /// The error policy of an upload that does not choose one.
+    pub on_error: ErrorPolicy,
+    /// Columns (indexes into `columns`) whose values identify a row across uploads.
+    pub unique_key: Vec<usize>,
+    /// What a row whose unique key is already in the table does.
+    pub on_conflict: OnConflict,
+    /// The XLSX sheet read for this dataset; the first one when `None`.
+    pub sheet: Option<String>,
+}
+
+/// How a dataset's files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format {
+    pub delimiter: u8,
+    pub quote: u8,
+    /// Whether files start with a header record. Without one, columns are in declared order.
+    pub header: bool,
+    pub encoding: TextEncoding,
+}
+
+/// The text encoding of a dataset's files; everything is UTF-8 once read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    Utf8,
+    /// Windows-1252, which is also what `latin-1` means here (as in browsers and the WHATWG
+    /// Encoding standard): the printable ISO-8859-1 characters are the same bytes.
+    Windows1252,
+}
+
+impl TextEncoding {
+    /// The encoding_rs decoder for a non-UTF-8 encoding.
+    pub fn decoder(self) -> Option<&'static encoding_rs::Encoding> {
+        match self {
+            TextEncoding::Utf8 => None,
+            TextEncoding::Windows1252 => Some(encoding_rs::WINDOWS_1252),
+        }
+    }
+
+    /// `bytes` as UTF-8: borrowed when they already are (UTF-8 datasets), converted otherwise.
+    pub fn decode(self, bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        match self.decoder() {
+            None => bytes.into(),
+            Some(encoding) => match encoding.decode_without_bom_handling(bytes).0 {
+                std::borrow::Cow::Borrowed(text) => text.as_bytes().into(),
+                std::borrow::Cow::Owned(text) => text.into_bytes().into(),
+            },
+        }
+    }
+}
+
+/// What a header naming a column the dataset does not have means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraColumns {
+    /// The column is skipped.
+    Ignore,
+    /// The header is refused.
+    Refuse,
+}
+
+/// What a row whose unique key is already in the table does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// The chunk fails, as a plain COPY would.
+    Error,
+    /// The row is skipped and counted (`INSERT ... ON CONFLICT DO NOTHING`).
+    Skip,
+}
+
+/// How a table is partitioned: by range of one date or timestamp column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partitioning {
+    /// Index into [`Dataset::columns`].
+    pub column: usize,
+    pub by: PartitionBy,
+}
+
+/// The width of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionBy {
+    Month,
+    Day,
+}
+
+impl PartitionBy {
+    /// The first day of the partition holding `day`.
+    pub fn start(self, (year, month, day): Day) -> Day {
+        match self {
+            PartitionBy::Month => (year, month, 1),
+            PartitionBy::Day => (year, month, day),
+        }
+    }
+
+    /// The partition's table name: `<table>_YYYY_MM` or `<table>_YYYY_MM_DD`.
+    pub fn table_name(self, table: &str, (year, month, day): Day) -> String {
+        match self {
+            PartitionBy::Month => format!("{table}_{year:04}_{month:02}"),
+            PartitionBy::Day => format!("{table}_{year:04}_{month:02}_{day:02}"),
+        }
+    }
+
+    /// The partition's start read back from its table name, if `name` is one of `table`'s.
+    pub fn parse_table_name(self, name: &str, table: &str) -> Option<Day> {
+        let rest = name.strip_prefix(table)?.strip_prefix('_')?;
+        let parts: Vec<&str> = rest.split('_').collect();
+        let number = |at: usize, width: usize| {
+            parts
+                .get(at)
+                .filter(|p| p.len() == width && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u32>().ok())
+        };
+        let (year, month) = (number(0, 4)?, number(1, 2)?);
+        let day = match (self, parts.len()) {
+            (PartitionBy::Month, 2) => 1,
+            (PartitionBy::Day, 3) => number(2, 2)?,
+            _ => return None,
+        };
+        Some((i32::try_from(year).ok()?, month, day))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionBy::Month => "month",
+            PartitionBy::Day => "day",
+        }
+    }
 }
 
 /// One column of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    /// The column's name, both in the CSV header and in the table.
+    /// The column's name in the table.
     pub name: String,
+    /// The header names that mean this column (the table name first), matched ignoring case.
+    pub headers: Vec<String>,
     /// What a cell must hold.
     pub kind: ColumnKind,
-    /// Whether an empty cell is accepted (as NULL); otherwise it is a "missing value".
+    /// Whether an empty cell (or a missing column) is accepted, as the default or NULL.
     pub nullable: bool,
+    /// The default as written in the definition, and as a ready COPY field: what an empty cell
+    /// or a column missing from the file loads.
+    pub default: Option<(String, Vec<u8>)>,
 }
 
 /// What a column's cells hold, and so how they are checked and encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnKind {
-    /// `timestamp`: `DD/MM/YYYY HH:MM:SS` (day first) or ISO 8601 `YYYY-MM-DD[T ]HH:MM:SS`,
-    /// optional `.ffffff`, no time zone. See [`crate::values::Timestamp::parse`].
-    Timestamp,
-    /// `text`: valid UTF-8 of at most `max_chars` characters, no spreadsheet formula prefix.
-    /// An unquoted empty cell is NULL, a quoted one (`""`) the empty string, as in
-    /// PostgreSQL's CSV COPY (which the original system used).
+    /// `text` of at most `max_chars` characters. An unquoted empty cell is NULL, a quoted one
+    /// (`""`) the empty string, as in PostgreSQL's CSV COPY (which the original system used).
     Text { max_chars: usize },
-    /// `numeric`: a plain decimal (optional sign, digits, optional `.digits`); no exponent,
-    /// `NaN` or `Infinity`.
-    Decimal {
-        max_integer_digits: u32,
-        max_scale: u32,
-    },
     /// `text` restricted to an exact, case-sensitive set of values.
     OneOf(Vec<String>),
+    /// `integer` (32 bits).
+    Integer,
+    /// `bigint` (64 bits).
+    BigInt,
+    /// `numeric`: a plain decimal (optional sign, digits, optional `.digits`); no exponent,
+    /// `NaN` or `Infinity`. `precision` and `scale` as in PostgreSQL's `numeric(p, s)`; an
+    /// unconstrained `numeric` when `precision` is `None` (then `scale` bounds the fraction).
+    Numeric { precision: Option<u32>, scale: u32 },
+    /// `boolean`, from the accepted spellings (lower case; cells are matched ignoring case).
+    Boolean {
+        truthy: Vec<String>,
+        falsy: Vec<String>,
+    },
+    /// `date`, in one of `formats` (chrono's `strftime` syntax); ISO `%Y-%m-%d` when empty.
+    Date { formats: Vec<String> },
+    /// `timestamp` without time zone, in one of `formats`; when empty, `DD/MM/YYYY HH:MM:SS`
+    /// (day first) or ISO 8601, read by the fast parser of [`crate::values::Timestamp`].
+    Timestamp { formats: Vec<String> },
+    /// `timestamptz`, in one of `formats` (each with an offset, `%z` or `%:z`); RFC 3339 when
+    /// empty. Stored as the instant; partitioned by its UTC day.
+    TimestampTz { formats: Vec<String> },
+    /// `uuid`, hyphenated or not.
+    Uuid,
+    /// `jsonb`: any JSON document.
+    Json,
 }
 
-impl Column {
-    fn new(name: &str, kind: ColumnKind, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            kind,
-            nullable,
+impl ColumnKind {
+    /// The PostgreSQL type of the table column.
+    pub fn sql_type(&self) -> String {
+        match self {
+            ColumnKind::Text { .. } | ColumnKind::OneOf(_) => "text".to_owned(),
+            ColumnKind::Integer => "integer".to_owned(),
+            ColumnKind::BigInt => "bigint".to_owned(),
+            ColumnKind::Numeric {
+                precision: Some(precision),
+                scale,
+            } => format!("numeric({precision},{scale})"),
+            ColumnKind::Numeric { .. } => "numeric".to_owned(),
+            ColumnKind::Boolean { .. } => "boolean".to_owned(),
+            ColumnKind::Date { .. } => "date".to_owned(),
+            ColumnKind::Timestamp { .. } => "timestamp without time zone".to_owned(),
+            ColumnKind::TimestampTz { .. } => "timestamp with time zone".to_owned(),
+            ColumnKind::Uuid => "uuid".to_owned(),
+            ColumnKind::Json => "jsonb".to_owned(),
         }
     }
 
-    /// Checks one cell as the tokenizer gave it (quotes and all) and appends it to `out` as a
-    /// COPY field; for a timestamp, returns its (year, month). The error is the problem,
-    /// without the column name. Two facts known for the whole record or chunk spare scans:
-    /// `may_have_quotes` is false when the record holds no `"`, `utf8_checked` is true when the
-    /// whole chunk is known to be valid UTF-8.
-    pub fn encode_cell(
-        &self,
-        raw: &[u8],
-        may_have_quotes: bool,
-        utf8_checked: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<Option<(i32, u32)>, String> {
-        let cell = if may_have_quotes {
-            unquote(raw)?
-        } else {
-            Cell {
-                value: raw,
-                quoted: false,
-                escapes: 0,
-            }
-        };
-        let value = cell.value;
-        let empty_string = cell.quoted && matches!(self.kind, ColumnKind::Text { .. });
-        if value.is_empty() && !empty_string {
-            if self.nullable {
-                pgcopy::write_null(out);
-                return Ok(None);
-            }
-            return Err("missing value".to_owned());
+    /// The name a definition file gives this type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ColumnKind::Text { .. } | ColumnKind::OneOf(_) => "text",
+            ColumnKind::Integer => "integer",
+            ColumnKind::BigInt => "bigint",
+            ColumnKind::Numeric { .. } => "numeric",
+            ColumnKind::Boolean { .. } => "boolean",
+            ColumnKind::Date { .. } => "date",
+            ColumnKind::Timestamp { .. } => "timestamp",
+            ColumnKind::TimestampTz { .. } => "timestamptz",
+            ColumnKind::Uuid => "uuid",
+            ColumnKind::Json => "json",
         }
-        match &self.kind {
-            ColumnKind::Timestamp => {
-                let ts = Timestamp::parse(value).map_err(|err| {
-                    let what = match err {
-                        TimestampError::Format => {
-                            "is not a timestamp (expected DD/MM/YYYY HH:MM:SS or YYYY-MM-DD HH:MM:SS)"
-                        }
-                        TimestampError::Date => "is not a valid date",
-                        TimestampError::Time => "is not a valid time",
-                    };
-                    format!("{} {what}", show(value))
-                })?;
-                pgcopy::write_timestamp(out, ts.pg_micros());
-                return Ok(Some((ts.year, ts.month)));
-            }
-            ColumnKind::Decimal {
-                max_integer_digits,
-                max_scale,
-            } => {
-                let decimal = Decimal::parse(value).ok_or("not a decimal")?;
-                if decimal.integer.len() > *max_integer_digits as usize {
-                    return Err(format!(
-                        "more than {max_integer_digits} digits before the decimal point"
-                    ));
-                }
-                if decimal.fraction.len() > *max_scale as usize {
-                    return Err(format!(
-                        "more than {max_scale} digits after the decimal point"
-                    ));
-                }
-                pgcopy::write_numeric(out, &decimal);
-            }
-            ColumnKind::OneOf(options) => {
-                if cell.escapes > 0 || !options.iter().any(|o| o.as_bytes() == value) {
-                    return Err(format!(
-                        "{} is not one of {}",
-                        show(value),
-                        options.join(", ")
-                    ));
-                }
-                pgcopy::write_text(out, value);
-            }
-            ColumnKind::Text { max_chars } => {
-                if !utf8_checked && std::str::from_utf8(value).is_err() {
-                    return Err("not valid UTF-8".to_owned());
-                }
-                if starts_like_formula(value) {
-                    return Err("starts with a spreadsheet formula character".to_owned());
-                }
-                // Bytes bound characters from above: count them only for long cells.
-                if value.len() - cell.escapes > *max_chars
-                    && count_chars(value) - cell.escapes > *max_chars
-                {
-                    return Err(format!("longer than {max_chars} characters"));
-                }
-                if cell.escapes == 0 {
-                    pgcopy::write_text(out, value);
-                } else {
-                    pgcopy::write_text_unescaped(out, value);
-                }
-            }
-        }
-        Ok(None)
     }
+
+    /// Whether a table can be partitioned by a column of this type.
+    pub fn is_temporal(&self) -> bool {
+        matches!(
+            self,
+            ColumnKind::Date { .. } | ColumnKind::Timestamp { .. } | ColumnKind::TimestampTz { .. }
+        )
+    }
+}
+
+/// Where each of a dataset's columns is in the records of a file: read from its header, or
+/// the declared order for a file without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// How many cells a record has.
+    pub cells: usize,
+    /// The columns in the order they are written to COPY: those in the file, in file order,
+    /// then those it lacks (written as their default or NULL). Indexes into `columns`.
+    pub order: Vec<usize>,
+    /// For each entry of `order`, the record cell holding it (`None`: not in the file).
+    pub cell_of: Vec<Option<usize>>,
+}
+
+/// Why a record that names the dataset's columns cannot be its header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("the header names column {0:?} twice")]
+    Duplicate(String),
+    #[error("the header names {0:?}, which is not a column of this dataset")]
+    Unknown(String),
+    #[error("the header lacks the required column {0:?}")]
+    Missing(String),
 }
 
 impl Dataset {
-    /// The original system's dataset: `date,content,amount,type`, into table `transactions`.
-    ///
-    /// `content` is nullable (the original table had `content text`): an unquoted empty cell
-    /// loads as NULL, a quoted empty cell (`""`) as the empty string.
+    /// The original system's dataset (`datasets/transactions.toml`, built in).
     pub fn transactions() -> Dataset {
-        Dataset {
-            name: "transactions".to_owned(),
-            table: "transactions".to_owned(),
-            columns: vec![
-                Column::new("date", ColumnKind::Timestamp, false),
-                Column::new("content", ColumnKind::Text { max_chars: 1000 }, true),
-                Column::new(
-                    "amount",
-                    ColumnKind::Decimal {
-                        max_integer_digits: 15,
-                        max_scale: 6,
-                    },
-                    false,
-                ),
-                Column::new(
-                    "type",
-                    ColumnKind::OneOf(vec!["Deposit".to_owned(), "Withdrawal".to_owned()]),
-                    false,
-                ),
-            ],
-            partition_column: Some(0),
-        }
+        let registry = crate::registry::Registry::builtin();
+        let transactions = registry.get("transactions").expect("built in");
+        Dataset::clone(&transactions)
     }
 
-    /// The names of the datasets built in, for listing them.
-    pub const BUILTIN: &'static [&'static str] = &["transactions"];
-
-    /// The dataset built into the engine under `name`, if any.
-    pub fn builtin(name: &str) -> Option<Dataset> {
-        match name {
-            "transactions" => Some(Dataset::transactions()),
-            _ => None,
-        }
-    }
-
-    /// The header line a file of this dataset may start with: `date,content,amount,type`.
+    /// The header line of a file in declared order: `date,content,amount,type`.
     pub fn header_line(&self) -> String {
         let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
-        names.join(",")
+        names.join(&char::from(self.format.delimiter).to_string())
     }
 
-    /// Whether `cells`, as the tokenizer gives them (quotes and all), are this dataset's column
-    /// names in order: its header record. The one comparison behind every header check.
-    pub fn is_header_record<'c>(
+    /// The layout of a file without a header: every column, in declared order.
+    pub fn declared_layout(&self) -> Layout {
+        let all: Vec<usize> = (0..self.columns.len()).collect();
+        Layout {
+            cells: all.len(),
+            cell_of: all.iter().map(|&i| Some(i)).collect(),
+            order: all,
+        }
+    }
+
+    /// Whether `cells` (as the tokenizer gives them, quotes and all) are a header record, and
+    /// if so where each column is. `Ok(None)`: a data record. A record is a header when each
+    /// of its cells names a column (ignoring case and surrounding spaces), or when it names
+    /// every required column; such a header that names a column twice, an unknown one (extra
+    /// columns refused) or lacks a required one is an error.
+    pub fn read_header<'c>(
         &self,
-        cells: impl ExactSizeIterator<Item = &'c [u8]>,
-        ignore_case: bool,
-    ) -> bool {
-        cells.len() == self.columns.len()
-            && cells.zip(&self.columns).all(|(cell, column)| {
-                unquote(cell).is_ok_and(|cell| {
-                    let name = column.name.as_bytes();
-                    cell.value == name || (ignore_case && cell.value.eq_ignore_ascii_case(name))
-                })
-            })
+        cells: impl Iterator<Item = &'c [u8]>,
+    ) -> Result<Option<Layout>, HeaderError> {
+        let mut names = Vec::new();
+        for cell in cells {
+            let Ok(cell) = unquote(cell, self.format.quote) else {
+                return Ok(None);
+            };
+            names.push(String::from_utf8_lossy(cell.value).trim().to_lowercase());
+        }
+        let found: Vec<Option<usize>> = names.iter().map(|n| self.column_named(n)).collect();
+        let required_named = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.nullable && c.default.is_none())
+            .all(|(i, _)| found.contains(&Some(i)));
+        let all_named = found.iter().all(Option::is_some);
+        if !(all_named || (required_named && found.iter().any(Option::is_some))) {
+            return Ok(None);
+        }
+        let ignoring = self.extra_columns == ExtraColumns::Ignore;
+        let mut seen = HashSet::new();
+        for (name, column) in names.iter().zip(&found) {
+            match column {
+                Some(i) if !seen.insert(*i) => {
+                    return Err(HeaderError::Duplicate(self.columns[*i].name.clone()))
+                }
+                None if !ignoring => return Err(HeaderError::Unknown(name.clone())),
+                _ => {}
+            }
+        }
+        if let Some(missing) = self
+            .columns
+            .iter()
+            .enumerate()
+            .find(|(i, c)| !c.nullable && c.default.is_none() && !seen.contains(i))
+        {
+            return Err(HeaderError::Missing(missing.1.name.clone()));
+        }
+        let mut order = Vec::with_capacity(self.columns.len());
+        let mut cell_of = Vec::with_capacity(self.columns.len());
+        for (cell, column) in found.iter().enumerate() {
+            if let Some(i) = column {
+                order.push(*i);
+                cell_of.push(Some(cell));
+            }
+        }
+        for i in (0..self.columns.len()).filter(|i| !seen.contains(i)) {
+            order.push(i);
+            cell_of.push(None);
+        }
+        Ok(Some(Layout {
+            cells: names.len(),
+            order,
+            cell_of,
+        }))
     }
 
-    /// Whether a file whose first bytes are `head` starts with the header record, read by the
-    /// same tokenizer as validation (so a UTF-8 BOM, CRLF and quoted names count alike): what
-    /// the gateway records as a chunk's `has_header`. `head` must hold the whole first record.
-    pub fn starts_with_header(&self, head: &[u8]) -> bool {
+    /// The layout an upload's recorded header names give (see [`Dataset::header_names`]).
+    pub fn layout_of_names(&self, names: &[String]) -> Result<Layout, HeaderError> {
+        let cells = names.iter().map(|n| n.as_bytes());
+        match self.read_header(cells)? {
+            Some(layout) => Ok(layout),
+            None => Err(HeaderError::Missing(self.header_line())),
+        }
+    }
+
+    /// The header names of `layout`, as recorded for an upload: the column's table name for
+    /// each cell, an empty name for a cell the layout ignores.
+    pub fn header_names(&self, layout: &Layout) -> Vec<String> {
+        let mut names = vec![String::new(); layout.cells];
+        for (column, cell) in layout.order.iter().zip(&layout.cell_of) {
+            if let Some(cell) = cell {
+                names[*cell] = self.columns[*column].name.clone();
+            }
+        }
+        names
+    }
+
+    fn column_named(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.headers.iter().any(|h| h == name))
+    }
+
+    /// The layout of the header a file whose first bytes are `head` starts with, read by the
+    /// same tokenizer as validation (so a UTF-8 BOM, CRLF and quoted names count alike), or
+    /// `None` when it starts with data. `head` must hold the whole first record, in the
+    /// dataset's encoding.
+    pub fn header_of(&self, head: &[u8]) -> Result<Option<Layout>, HeaderError> {
+        if !self.format.header {
+            return Ok(None);
+        }
+        let head = self.format.encoding.decode(head);
         let mut reader = ZeroCopyReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(head);
+            .delimiter(self.format.delimiter)
+            .quote(self.format.quote)
+            .from_reader(&head[..]);
         let Ok(Some(record)) = reader.read_byte_record() else {
-            return false;
+            return Ok(None);
         };
         let last = record.len().saturating_sub(1);
         let cells = (0..record.len()).map(|i| {
@@ -247,21 +433,26 @@ impl Dataset {
                 cell
             }
         });
-        self.is_header_record(cells, false)
+        self.read_header(cells)
     }
 
-    /// `COPY <table> (<columns>, upload_id, chunk_no, line_no) FROM STDIN (FORMAT binary)`,
-    /// the statement the stream written by [`crate::validate::load_chunk`] is meant for.
-    pub fn copy_statement(&self) -> String {
-        let columns: Vec<String> = self
-            .columns
+    /// `COPY <table> (<columns in layout order>, upload_id, chunk_no, line_no) FROM STDIN
+    /// (FORMAT binary)`, the statement the stream of [`crate::validate::load_chunk`] is for.
+    pub fn copy_statement(&self, layout: &Layout) -> String {
+        self.copy_statement_into(&self.table, layout)
+    }
+
+    /// [`Dataset::copy_statement`] into another table with the same columns (a staging table).
+    pub fn copy_statement_into(&self, table: &str, layout: &Layout) -> String {
+        let columns: Vec<String> = layout
+            .order
             .iter()
-            .map(|c| quote_ident(&c.name))
+            .map(|&i| quote_ident(&self.columns[i].name))
             .chain(LINEAGE_COLUMNS.iter().map(|c| quote_ident(c)))
             .collect();
         format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_ident(&self.table),
+            quote_ident(table),
             columns.join(", ")
         )
     }
@@ -271,6 +462,11 @@ impl Dataset {
         i16::try_from(self.columns.len() + LINEAGE_COLUMNS.len())
             .expect("a dataset should have fewer than 32,000 columns")
     }
+
+    /// The partition column's name, if the table is partitioned.
+    pub fn partition_column(&self) -> Option<&Column> {
+        self.partition.map(|p| &self.columns[p.column])
+    }
 }
 
 /// Quotes an SQL identifier, so column names like `type` or `date` can never clash with
@@ -279,115 +475,95 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A cell without its quotes: `value` still has its `""` pairs (`escapes` of them).
-pub(crate) struct Cell<'c> {
-    pub(crate) value: &'c [u8],
-    pub(crate) quoted: bool,
-    pub(crate) escapes: usize,
-}
-
-/// Checks a cell's RFC 4180 quoting (simd-csv does not) and strips its quotes.
-pub(crate) fn unquote(cell: &[u8]) -> Result<Cell<'_>, &'static str> {
-    let Some((b'"', rest)) = cell.split_first() else {
-        if cell.contains(&b'"') {
-            return Err("stray quote in an unquoted field");
-        }
-        return Ok(Cell {
-            value: cell,
-            quoted: false,
-            escapes: 0,
-        });
-    };
-    // In a quoted cell, `""` is a quote; the first lone quote closes the cell and must end it.
-    let (mut escapes, mut at) = (0, 0);
-    loop {
-        let Some(found) = rest[at..].iter().position(|&b| b == b'"') else {
-            return Err("unterminated quoted field");
-        };
-        let quote = at + found;
-        if rest.get(quote + 1) == Some(&b'"') {
-            escapes += 1;
-            at = quote + 2;
-        } else if quote + 1 == rest.len() {
-            return Ok(Cell {
-                value: &rest[..quote],
-                quoted: true,
-                escapes,
-            });
-        } else {
-            return Err("text after the closing quote");
-        }
-    }
-}
-
-/// The formula-injection rule (see the policies in [`crate::validate`]).
-pub fn starts_like_formula(text: &[u8]) -> bool {
-    match text {
-        [b'=' | b'+' | b'@' | b'\t' | b'\r', ..] => true,
-        // `-2+3+cmd|' /C calc'!A0` (DDE) and `-1+HYPERLINK(...)`: a formula after a minus needs a
-        // pipe or a call; plain text such as `-5 apples` or `- note` has neither.
-        [b'-', rest @ ..] if rest.iter().any(|b| matches!(b, b'|' | b'(')) => true,
-        [b'-', next, ..] if next.is_ascii() => next.is_ascii_alphabetic(),
-        [b'-', rest @ ..] => std::str::from_utf8(rest)
-            .ok()
-            .and_then(|s| s.chars().next())
-            .is_some_and(char::is_alphabetic),
-        _ => false,
-    }
-}
-
-/// Characters of valid UTF-8: every byte but continuation bytes starts one.
-fn count_chars(utf8: &[u8]) -> usize {
-    utf8.iter().filter(|&&b| (b as i8) >= -0x40).count()
-}
-
-/// A cell quoted for a reason, cut to 64 characters.
-fn show(value: &[u8]) -> String {
-    let text = String::from_utf8_lossy(value);
-    match text.char_indices().nth(64) {
-        Some((cut, _)) => format!("\"{}...\"", &text[..cut]),
-        None => format!("\"{text}\""),
-    }
+/// Quotes an SQL string literal.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::registry::Registry;
+
     use super::*;
+
+    fn transactions() -> std::sync::Arc<Dataset> {
+        Registry::builtin()
+            .get("transactions")
+            .expect("transactions is built in")
+    }
 
     #[test]
     fn a_file_starts_with_the_header_as_the_tokenizer_reads_it() {
-        let dataset = Dataset::transactions();
+        let dataset = transactions();
         for head in [
             &b"date,content,amount,type\n01/01/2023 00:00:00,a,1,Deposit\n"[..],
             b"date,content,amount,type",
             b"\xEF\xBB\xBFdate,content,amount,type\r\nx",
             b"\"date\",\"content\",amount,\"type\"\n",
             b"date,content,amount,type\r",
+            b"Date, CONTENT ,amount,type\n",
         ] {
-            assert!(dataset.starts_with_header(head), "{head:?}");
+            let layout = dataset.header_of(head).expect("a header");
+            assert_eq!(layout, Some(dataset.declared_layout()), "{head:?}");
         }
         for head in [
             &b"01/01/2023 00:00:00,a,1,Deposit\n"[..],
-            b"Date,content,amount,type\n",
-            b"date,content,amount\n",
-            b"date,content,amount,type,extra\n",
             b"date,content,amo",
             b"",
         ] {
-            assert!(!dataset.starts_with_header(head), "{head:?}");
+            assert_eq!(dataset.header_of(head), Ok(None), "{head:?}");
         }
+        assert_eq!(
+            dataset.header_of(b"date,content,amount\n"),
+            Err(HeaderError::Missing("type".into()))
+        );
+        assert_eq!(
+            dataset.header_of(b"date,content,amount,type,extra\n"),
+            Err(HeaderError::Unknown("extra".into()))
+        );
+        assert_eq!(
+            dataset.header_of(b"date,date,amount,type\n"),
+            Err(HeaderError::Duplicate("date".into()))
+        );
     }
 
     #[test]
-    fn transactions_statements() {
-        let dataset = Dataset::builtin("transactions").expect("builtin");
-        assert_eq!(dataset.header_line(), "date,content,amount,type");
+    fn a_reordered_header_gives_its_layout_and_statement() {
+        let dataset = transactions();
+        let layout = dataset
+            .header_of(b"type,amount,date\n")
+            .expect("valid")
+            .expect("a header");
+        assert_eq!(layout.cells, 3);
+        assert_eq!(layout.order, vec![3, 2, 0, 1]);
+        assert_eq!(layout.cell_of, vec![Some(0), Some(1), Some(2), None]);
         assert_eq!(
-            dataset.copy_statement(),
-            "COPY \"transactions\" (\"date\", \"content\", \"amount\", \"type\", \
+            dataset.copy_statement(&layout),
+            "COPY \"transactions\" (\"type\", \"amount\", \"date\", \"content\", \
              \"upload_id\", \"chunk_no\", \"line_no\") FROM STDIN (FORMAT binary)"
         );
-        assert_eq!(dataset.copy_field_count(), 7);
-        assert!(Dataset::builtin("nope").is_none());
+        let names = dataset.header_names(&layout);
+        assert_eq!(names, ["type", "amount", "date"]);
+        assert_eq!(dataset.layout_of_names(&names), Ok(layout));
+    }
+
+    #[test]
+    fn partition_names_round_trip() {
+        for by in [PartitionBy::Month, PartitionBy::Day] {
+            let start = by.start((2024, 2, 29));
+            let name = by.table_name("t", start);
+            assert_eq!(by.parse_table_name(&name, "t"), Some(start), "{name}");
+        }
+        assert_eq!(
+            PartitionBy::Month.table_name("t", (2024, 2, 1)),
+            "t_2024_02"
+        );
+        assert_eq!(PartitionBy::Month.parse_table_name("t_default", "t"), None);
+        assert_eq!(
+            PartitionBy::Month.parse_table_name("t_2024_02_01", "t"),
+            None
+        );
+        assert_eq!(PartitionBy::Day.parse_table_name("t_2024_02", "t"), None);
+        assert_eq!(PartitionBy::Month.parse_table_name("tx_2024_02", "t"), None);
     }
 }

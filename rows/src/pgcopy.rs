@@ -39,6 +39,31 @@ pub fn write_int4(out: &mut Vec<u8>, value: i32) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
+/// Appends an `int8` (`bigint`) field.
+pub fn write_int8(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(&8i32.to_be_bytes());
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+/// Appends a `boolean` field.
+pub fn write_bool(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.push(u8::from(value));
+}
+
+/// Appends a `date` field given in days since 2000-01-01.
+pub fn write_date(out: &mut Vec<u8>, pg_days: i32) {
+    out.extend_from_slice(&4i32.to_be_bytes());
+    out.extend_from_slice(&pg_days.to_be_bytes());
+}
+
+/// Appends a `jsonb` field: version 1, then the document's text (checked by the caller).
+pub fn write_jsonb(out: &mut Vec<u8>, json: &[u8]) {
+    out.extend_from_slice(&field_len(json.len() + 1).to_be_bytes());
+    out.push(1);
+    out.extend_from_slice(json);
+}
+
 /// Appends a `uuid` field.
 pub fn write_uuid(out: &mut Vec<u8>, value: &uuid::Uuid) {
     out.extend_from_slice(&16i32.to_be_bytes());
@@ -57,13 +82,13 @@ pub fn write_text(out: &mut Vec<u8>, utf8: &[u8]) {
     out.extend_from_slice(utf8);
 }
 
-/// Appends a `text` field from the inside of a quoted CSV cell, turning each `""` into `"`.
-/// The caller has checked that quotes inside `inner` come in pairs.
-pub fn write_text_unescaped(out: &mut Vec<u8>, inner: &[u8]) {
+/// Appends a `text` field from the inside of a quoted CSV cell, turning each doubled `quote`
+/// into one. The caller has checked that quotes inside `inner` come in pairs.
+pub fn write_text_unescaped(out: &mut Vec<u8>, inner: &[u8], quote: u8) {
     let len_at = out.len();
     out.extend_from_slice(&0i32.to_be_bytes());
     let mut rest = inner;
-    while let Some(at) = rest.iter().position(|&b| b == b'"') {
+    while let Some(at) = rest.iter().position(|&b| b == quote) {
         // Keep the first quote of the pair, drop the second.
         out.extend_from_slice(&rest[..=at]);
         rest = rest.get(at + 2..).unwrap_or_default();

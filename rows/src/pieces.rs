@@ -4,7 +4,8 @@
 //!
 //! A cut is placed right after a line feed that is outside any quoted field, which is where a
 //! record ends: quotes are followed by parity, as RFC 4180 quoting (and simd-csv's tokenizer)
-//! reads them: every `"` opens or closes a quoted field, and an escaped `""` does both. A
+//! reads them: every quote (the dataset's quote character) opens or closes a quoted field, and
+//! an escaped doubled quote does both. A
 //! malformed quote therefore shifts the parity for the rest of the chunk exactly as it does for
 //! the tokenizer, which reads the rest as one quoted field; no cut falls inside it. Each piece
 //! knows the physical line it starts on, so rows keep their line numbers within the chunk.
@@ -24,7 +25,9 @@ const READ_BUFFER: usize = 256 << 10;
 /// Cuts `input` (`len` bytes) into `ceil(len / max_piece)` pieces of about equal size, each
 /// ending at a record boundary; fewer when records are longer than a piece (a piece may hold a
 /// single huge record) or the quoting leaves no boundary. One piece when `len <= max_piece`.
-pub fn cut<R: Read>(mut input: R, len: u64, max_piece: u64) -> io::Result<Vec<Piece>> {
+/// `quote` is the dataset's quote character (an ASCII byte, so the same byte in every encoding
+/// the datasets use).
+pub fn cut<R: Read>(mut input: R, len: u64, max_piece: u64, quote: u8) -> io::Result<Vec<Piece>> {
     let max_piece = max_piece.max(1);
     let count = len.div_ceil(max_piece).max(1);
     // Where each piece should end at the earliest: cut at the first boundary at or after it.
@@ -42,8 +45,8 @@ pub fn cut<R: Read>(mut input: R, len: u64, max_piece: u64) -> io::Result<Vec<Pi
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         };
-        for at in memchr::memchr2_iter(b'"', b'\n', &buffer[..read]) {
-            if buffer[at] == b'"' {
+        for at in memchr::memchr2_iter(quote, b'\n', &buffer[..read]) {
+            if buffer[at] == quote {
                 in_quotes = !in_quotes;
                 continue;
             }
@@ -86,7 +89,7 @@ mod tests {
     use super::*;
 
     fn pieces(text: &[u8], max: u64) -> Vec<(String, i32)> {
-        cut(text, text.len() as u64, max)
+        cut(text, text.len() as u64, max, b'"')
             .unwrap()
             .into_iter()
             .map(|p| {

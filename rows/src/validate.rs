@@ -13,9 +13,15 @@
 //!   validator, so every cell's quoting is checked here: a quote inside an unquoted cell, or a
 //!   quoted cell that does not close, rejects the record (an unterminated quote may have merged
 //!   the following lines into it: they are reported as that one rejected record).
-//! - **Header.** A first record equal to the dataset's header is skipped. A different first line
-//!   is a data row like any other (so it is rejected, never silently dropped), and a header
-//!   anywhere else is rejected as `header line repeated`.
+//! - **Header.** Columns are found by the header names, in any order ([`Dataset::read_header`]);
+//!   every chunk of an upload is read with the upload's [`Layout`] (its first header, which the
+//!   gateway makes every chunk's header agree with). A first record that is a header is checked
+//!   against that layout and skipped; one that names the columns wrongly (twice, unknown, a
+//!   required one missing) is rejected with the reason. A different first line is a data row
+//!   like any other (so it is rejected, never silently dropped), and a header anywhere else is
+//!   rejected as `header line repeated`.
+//! - **Encodings.** A Windows-1252 (`latin-1`) dataset's bytes are converted to UTF-8 as they
+//!   are read, before the tokenizer; everything below sees UTF-8.
 //! - **Empty cells.** An unquoted empty cell is NULL (allowed only in nullable columns), a quoted
 //!   empty cell (`""`) is the empty string, as with PostgreSQL's CSV COPY the original used.
 //! - **Formula injection.** A text cell starting with `=`, `+`, `@`, a tab or a carriage return,
@@ -45,7 +51,8 @@ use std::io::{self, Read};
 use bytes::Bytes;
 use simd_csv::{ZeroCopyByteRecord, ZeroCopyReaderBuilder};
 
-use crate::dataset::{unquote, Dataset};
+use crate::cell::{unquote, CellContext};
+use crate::dataset::{Dataset, Day, Layout};
 use crate::pgcopy;
 use crate::scan::{Tap, UTF8_BOM};
 
@@ -133,8 +140,11 @@ pub struct ChunkReport {
     pub rejected: Vec<RejectedRow>,
     /// How many rows were refused.
     pub rows_rejected: u64,
-    /// (year, month 1-12) of the partition column of loaded rows.
-    pub months: BTreeSet<(i32, u32)>,
+    /// Valid rows the table skipped because their unique key was taken: set by the loader of
+    /// a dataset with `on_conflict = "skip"` after its insert (they are not in `rows_loaded`).
+    pub rows_skipped: u64,
+    /// The first day of the partition of each loaded row (empty when not partitioned).
+    pub partitions: BTreeSet<Day>,
     /// Size of the chunk read, in bytes.
     pub bytes: u64,
 }
@@ -159,21 +169,24 @@ pub enum ChunkError {
     Rejects(io::Error),
 }
 
-/// Tokenizes `input` with simd-csv, validates every record against `dataset`, and sends the
-/// rows that pass as PostgreSQL binary COPY data (signature and header first, trailer last), in
-/// buffers of about 1 MiB, through `sink`, for [`Dataset::copy_statement`]. `sink` returns false
+/// Tokenizes `input` with simd-csv, validates every record against `dataset` with the columns
+/// where `layout` says, and sends the rows that pass as PostgreSQL binary COPY data (signature
+/// and header first, trailer last), in buffers of about 1 MiB, through `sink`, for
+/// [`Dataset::copy_statement`] of the same layout. `sink` returns false
 /// when its receiver is gone. Sends nothing when no row passes. Runs synchronously: call it on
 /// a blocking thread. The rejected rows are collected in [`ChunkReport::rejected`].
 pub fn load_chunk<R: Read>(
     input: R,
     dataset: &Dataset,
+    layout: &Layout,
     lineage: Lineage,
     policy: ErrorPolicy,
     limits: &Limits,
     sink: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<ChunkReport, ChunkError> {
     let mut rejected = Vec::new();
-    let mut report = load_chunk_into(input, dataset, lineage, policy, limits, sink, &mut |row| {
+    let table = Target { dataset, layout };
+    let mut report = load_chunk_into(input, table, lineage, policy, limits, sink, &mut |row| {
         rejected.push(row);
         Ok(())
     })?;
@@ -185,7 +198,7 @@ pub fn load_chunk<R: Read>(
 /// millions of them (see [`crate::rejects`]).
 pub fn load_chunk_into<R: Read>(
     input: R,
-    dataset: &Dataset,
+    table: Target,
     lineage: Lineage,
     policy: ErrorPolicy,
     limits: &Limits,
@@ -193,7 +206,43 @@ pub fn load_chunk_into<R: Read>(
     reject: &mut dyn FnMut(RejectedRow) -> io::Result<()>,
 ) -> Result<ChunkReport, ChunkError> {
     let piece = PieceStart { first_line: 1 };
-    load_piece_into(input, dataset, lineage, piece, policy, limits, sink, reject)
+    load_piece_into(input, table, lineage, piece, policy, limits, sink, reject)
+}
+
+/// What a chunk is validated against and loaded into: its dataset, and where the dataset's
+/// columns are in the chunk's records.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub dataset: &'a Dataset,
+    pub layout: &'a Layout,
+}
+
+/// `input` as UTF-8: converted while read for a dataset in another encoding.
+pub fn decoded<R: Read>(input: R, dataset: &Dataset) -> Decoded<R> {
+    match dataset.format.encoding.decoder() {
+        None => Decoded::Utf8(input),
+        Some(encoding) => Decoded::Converted(
+            encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .encoding(Some(encoding))
+                .bom_sniffing(false)
+                .build(input),
+        ),
+    }
+}
+
+/// What [`decoded`] reads.
+pub enum Decoded<R: Read> {
+    Utf8(R),
+    Converted(encoding_rs_io::DecodeReaderBytes<R, Vec<u8>>),
+}
+
+impl<R: Read> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoded::Utf8(input) => input.read(buf),
+            Decoded::Converted(input) => input.read(buf),
+        }
+    }
 }
 
 /// Where a piece of a chunk ([`crate::pieces`]) starts: the chunk's physical line its first
@@ -208,7 +257,7 @@ pub struct PieceStart {
 #[allow(clippy::too_many_arguments)] // load_chunk_into's, plus where the piece starts
 pub fn load_piece_into<R: Read>(
     input: R,
-    dataset: &Dataset,
+    table: Target,
     lineage: Lineage,
     piece: PieceStart,
     policy: ErrorPolicy,
@@ -217,13 +266,15 @@ pub fn load_piece_into<R: Read>(
     reject: &mut dyn FnMut(RejectedRow) -> io::Result<()>,
 ) -> Result<ChunkReport, ChunkError> {
     let lines_before = usize::try_from(piece.first_line - 1).expect("lines start at 1");
-    let (tap, seen) = Tap::new(input);
+    let Target { dataset, layout } = table;
+    let (tap, seen) = Tap::new(decoded(input, dataset));
     // Small at first: most chunks in tests and many real ones are far below one buffer, and the
     // full size is reserved once the first buffer fills.
     let mut out = Vec::with_capacity(FIRST_BUFFER_CAPACITY);
     pgcopy::write_header(&mut out);
     let mut loader = Loader {
         dataset,
+        layout,
         lineage,
         policy,
         limits,
@@ -232,12 +283,14 @@ pub fn load_piece_into<R: Read>(
         all_utf8: false,
         out,
         report: ChunkReport::default(),
-        last_month: None,
+        last_partition: None,
     };
 
     let mut reader = ZeroCopyReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        .delimiter(dataset.format.delimiter)
+        .quote(dataset.format.quote)
         .buffer_capacity(READ_BUFFER)
         .from_reader(tap);
     let (mut prev_end, mut newlines) = (0u64, 0usize);
@@ -271,14 +324,15 @@ pub fn load_piece_into<R: Read>(
             record: &record,
             trailing_cr: at_eof && record.as_slice().ends_with(b"\r"),
             // One scan per record instead of one per cell: most records have no quotes at all.
-            has_quotes: record.as_slice().contains(&b'"'),
+            has_quotes: record.as_slice().contains(&dataset.format.quote),
         };
         let has_quotes = row.has_quotes;
         let first = prev_end == 0 && lines_before == 0;
         loader.all_utf8 = seen.all_utf8();
-        // A first record equal to the header is the optional header, not a data row.
-        if !(first && row.is_header(dataset, false)) {
-            loader.row(&row, line_no, first)?;
+        // A first record that is a header is the optional header, not a data row.
+        match first && dataset.format.header {
+            true => loader.first_row(&row, line_no)?,
+            false => loader.row(&row, line_no)?,
         }
         let end = reader.position();
         let consumed = usize::try_from(end - prev_end).expect("the record is in the window");
@@ -331,19 +385,20 @@ impl Row<'_, '_> {
         }
     }
 
-    fn is_header(&self, dataset: &Dataset, ignore_case: bool) -> bool {
-        dataset.is_header_record((0..self.record.len()).map(|i| self.cell(i)), ignore_case)
+    fn header(&self, dataset: &Dataset) -> Result<Option<Layout>, crate::dataset::HeaderError> {
+        dataset.read_header((0..self.record.len()).map(|i| self.cell(i)))
     }
 
     /// The first quoting problem of any cell, to explain a record that came out misshapen.
-    fn quoting_problem(&self) -> Option<&'static str> {
-        (0..self.record.len()).find_map(|i| unquote(self.cell(i)).err())
+    fn quoting_problem(&self, quote: u8) -> Option<&'static str> {
+        (0..self.record.len()).find_map(|i| unquote(self.cell(i), quote).err())
     }
 }
 
 /// The state of one [`load_chunk`] call.
 struct Loader<'a> {
     dataset: &'a Dataset,
+    layout: &'a Layout,
     lineage: Lineage,
     policy: ErrorPolicy,
     limits: &'a Limits,
@@ -352,19 +407,40 @@ struct Loader<'a> {
     all_utf8: bool,
     out: Vec<u8>,
     report: ChunkReport,
-    last_month: Option<(i32, u32)>,
+    last_partition: Option<Day>,
 }
 
 impl Loader<'_> {
-    fn row(&mut self, row: &Row, line_no: i32, first: bool) -> Result<(), ChunkError> {
+    /// The first record of a chunk whose dataset has a header: skipped when it is the header.
+    fn first_row(&mut self, row: &Row, line_no: i32) -> Result<(), ChunkError> {
+        match row.header(self.dataset) {
+            Ok(None) => self.row(row, line_no),
+            Ok(Some(layout)) if layout == *self.layout => Ok(()),
+            Ok(Some(_)) => {
+                self.report.data_rows += 1;
+                let expected = self.dataset.header_names(self.layout).join(",");
+                let reason = format!("header differs from the upload's first header ({expected})");
+                self.reject(line_no, reason, row.raw())
+            }
+            Err(problem) => {
+                self.report.data_rows += 1;
+                self.reject(line_no, problem.to_string(), row.raw())
+            }
+        }
+    }
+
+    fn row(&mut self, row: &Row, line_no: i32) -> Result<(), ChunkError> {
         self.report.data_rows += 1;
         let row_start = self.out.len();
         match self.encode_row(row, line_no) {
-            Ok(month) => {
+            Ok(day) => {
                 self.report.rows_loaded += 1;
-                if let Some(month) = month.filter(|m| self.last_month != Some(*m)) {
-                    self.report.months.insert(month);
-                    self.last_month = Some(month);
+                if let (Some(day), Some(partitioning)) = (day, self.dataset.partition) {
+                    let start = partitioning.by.start(day);
+                    if self.last_partition != Some(start) {
+                        self.report.partitions.insert(start);
+                        self.last_partition = Some(start);
+                    }
                 }
                 if self.out.len() >= FLUSH_AT {
                     self.send()?;
@@ -373,14 +449,9 @@ impl Loader<'_> {
             }
             Err(reason) => {
                 self.out.truncate(row_start);
-                let reason = if row.is_header(self.dataset, true) {
-                    if first {
-                        format!("header does not match \"{}\"", self.dataset.header_line())
-                    } else {
-                        "header line repeated".to_owned()
-                    }
-                } else {
-                    reason
+                let reason = match row.header(self.dataset) {
+                    Ok(Some(_)) if self.dataset.format.header => "header line repeated".to_owned(),
+                    _ => reason,
                 };
                 self.reject(line_no, reason, row.raw())
             }
@@ -388,35 +459,45 @@ impl Loader<'_> {
     }
 
     /// Appends the row's COPY tuple, or says why it is invalid (the caller then truncates the
-    /// partial tuple). Returns the month of the partition column.
-    fn encode_row(&mut self, row: &Row, line_no: i32) -> Result<Option<(i32, u32)>, String> {
+    /// partial tuple). Returns the day of the partition column.
+    fn encode_row(&mut self, row: &Row, line_no: i32) -> Result<Option<Day>, String> {
         let dataset = self.dataset;
-        let expected = dataset.columns.len();
+        let expected = self.layout.cells;
         if row.raw().len() > self.limits.max_line_bytes || row.record.len() != expected {
             let shape = if row.raw().len() > self.limits.max_line_bytes {
                 format!("record longer than {} bytes", self.limits.max_line_bytes)
             } else {
                 format!("expected {expected} columns, found {}", row.record.len())
             };
-            return Err(match row.quoting_problem() {
+            return Err(match row.quoting_problem(dataset.format.quote) {
                 Some(problem) => format!("{problem} ({shape})"),
                 None => shape,
             });
         }
         pgcopy::begin_row(&mut self.out, dataset.copy_field_count());
-        let mut month = None;
-        for (i, column) in dataset.columns.iter().enumerate() {
-            let ts_month = column
-                .encode_cell(row.cell(i), row.has_quotes, self.all_utf8, &mut self.out)
-                .map_err(|problem| format!("{}: {problem}", column.name))?;
-            if dataset.partition_column == Some(i) {
-                month = ts_month;
+        let context = CellContext {
+            quote: dataset.format.quote,
+            may_have_quotes: row.has_quotes,
+            utf8_checked: self.all_utf8,
+            reject_formulas: dataset.reject_formulas,
+        };
+        let partition_column = dataset.partition.map(|p| p.column);
+        let mut partition_day = None;
+        for (&i, cell) in self.layout.order.iter().zip(&self.layout.cell_of) {
+            let column = &dataset.columns[i];
+            let day = match cell {
+                Some(cell) => column.encode_cell(row.cell(*cell), context, &mut self.out),
+                None => column.encode_missing(&mut self.out).map(|()| None),
+            }
+            .map_err(|problem| format!("{}: {problem}", column.name))?;
+            if partition_column == Some(i) {
+                partition_day = day;
             }
         }
         pgcopy::write_uuid(&mut self.out, &self.lineage.upload_id);
         pgcopy::write_int4(&mut self.out, self.lineage.chunk_no);
         pgcopy::write_int4(&mut self.out, line_no);
-        Ok(month)
+        Ok(partition_day)
     }
 
     fn reject(&mut self, line_no: i32, reason: String, raw: &[u8]) -> Result<(), ChunkError> {

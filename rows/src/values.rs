@@ -1,7 +1,14 @@
 //! Values read from the text of a cell, beside the column types that use them
-//! ([`crate::dataset::ColumnKind`]): a timestamp, a decimal. Stricter than PostgreSQL's own
-//! input functions: no time zones, no exponents, no `NaN` or `Infinity`, real calendar dates
-//! only. [`crate::pgcopy`] encodes what these read.
+//! ([`crate::dataset::ColumnKind`]): timestamps, dates, decimals. Stricter than PostgreSQL's own
+//! input functions: no exponents, no `NaN` or `Infinity`, real calendar dates only, and a time
+//! zone only where the column has one. [`crate::pgcopy`] encodes what these read.
+//!
+//! The default `timestamp` syntax has a hand-written parser (it is the hot path of the
+//! original's dataset); formats a definition names are read with chrono.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+
+use crate::dataset::Day;
 
 /// Microseconds per day.
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -143,6 +150,63 @@ pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days since 2000-01-01, PostgreSQL's binary `date`.
+pub fn pg_days((year, month, day): Day) -> i32 {
+    i32::try_from(days_from_civil(year, month, day) - PG_EPOCH_DAYS)
+        .expect("chrono's dates are within +-262,000 years")
+}
+
+/// A date in one of `formats` (ISO `%Y-%m-%d` when there are none).
+pub fn parse_date(text: &str, formats: &[String]) -> Option<Day> {
+    let date = if formats.is_empty() {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+    } else {
+        formats
+            .iter()
+            .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
+    }?;
+    Some(day_of(date))
+}
+
+/// A timestamp without time zone in one of `formats` (the fast default syntax when there are
+/// none): its day and PostgreSQL microseconds.
+pub fn parse_timestamp(text: &str, formats: &[String]) -> Option<(Day, i64)> {
+    if formats.is_empty() {
+        let ts = Timestamp::parse(text.as_bytes()).ok()?;
+        return Some(((ts.year, ts.month, ts.day), ts.pg_micros()));
+    }
+    let at = formats
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())?;
+    Some(instant(at))
+}
+
+/// A timestamp with a time zone offset in one of `formats` (RFC 3339 when there are none):
+/// its UTC day and PostgreSQL microseconds (UTC, as `timestamptz` is stored).
+pub fn parse_timestamptz(text: &str, formats: &[String]) -> Option<(Day, i64)> {
+    let at = if formats.is_empty() {
+        DateTime::parse_from_rfc3339(text).ok()
+    } else {
+        formats
+            .iter()
+            .find_map(|f| DateTime::parse_from_str(text, f).ok())
+    }?;
+    Some(instant(at.naive_utc()))
+}
+
+fn day_of(date: NaiveDate) -> Day {
+    (date.year(), date.month(), date.day())
+}
+
+fn instant(at: NaiveDateTime) -> (Day, i64) {
+    let day = day_of(at.date());
+    let days = days_from_civil(day.0, day.1, day.2) - PG_EPOCH_DAYS;
+    // A leap second (`:60`, which chrono keeps as a nanosecond overflow) counts as :59.999999.
+    let micros = i64::from(at.nanosecond().min(999_999_999) / 1000);
+    let secs = i64::from(at.num_seconds_from_midnight());
+    (day, days * DAY_MICROS + secs * 1_000_000 + micros)
+}
+
 /// A plain decimal as read from a cell: `[+-]digits[.digits]`, borrowed from the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decimal<'a> {
@@ -192,6 +256,44 @@ impl<'a> Decimal<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_timestamps_in_named_formats() {
+        let iso = |f: &str| vec![f.to_owned()];
+        assert_eq!(parse_date("2024-02-29", &[]), Some((2024, 2, 29)));
+        assert_eq!(parse_date("2023-02-29", &[]), None);
+        assert_eq!(pg_days((2000, 1, 2)), 1);
+        assert_eq!(
+            parse_date("29.02.2024", &iso("%d.%m.%Y")),
+            Some((2024, 2, 29))
+        );
+        let fast = parse_timestamp("01/02/2023 10:11:12", &[]).expect("valid");
+        let named = parse_timestamp("2023/02/01 10.11.12", &iso("%Y/%m/%d %H.%M.%S"));
+        assert_eq!(named, Some(fast));
+        let utc = parse_timestamptz("2023-02-01T10:11:12Z", &[]).expect("valid");
+        assert_eq!(utc, fast);
+        let east = parse_timestamptz("2023-02-01T11:11:12+01:00", &[]).expect("valid");
+        assert_eq!(east, fast);
+        // Just after midnight in Paris is still the day before in UTC.
+        let (day, _) = parse_timestamptz("2023-02-01T00:30:00+01:00", &[]).expect("valid");
+        assert_eq!(day, (2023, 1, 31));
+        assert_eq!(parse_timestamptz("2023-02-01T10:11:12", &[]), None);
+        // `%#z` (chrono: parsing only) takes `Z` as well as an offset.
+        let permissive = iso("%Y-%m-%d %H:%M:%S%#z");
+        assert_eq!(
+            parse_timestamptz("2023-02-01 10:11:12Z", &permissive),
+            Some(utc)
+        );
+        assert_eq!(
+            parse_timestamptz("2023-02-01 11:11:12+01:00", &permissive),
+            Some(east)
+        );
+        assert_eq!(
+            parse_timestamptz("2023-02-01 11:11:12 +0100", &iso("%Y-%m-%d %H:%M:%S %z"))
+                .map(|(_, micros)| micros),
+            Some(east.1)
+        );
+    }
 
     #[test]
     fn decimal_syntax_is_strict() {

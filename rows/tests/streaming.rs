@@ -11,7 +11,7 @@ use ingest_rows::dataset::Dataset;
 use ingest_rows::pgcopy::SIGNATURE;
 use ingest_rows::pieces;
 use ingest_rows::validate::{
-    load_chunk, load_piece_into, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart,
+    load_chunk, load_piece_into, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart, Target,
 };
 use proptest::prelude::*;
 
@@ -44,6 +44,7 @@ fn run(input: impl Read) -> (Result<ChunkReport, String>, Vec<u8>) {
     let result = load_chunk(
         input,
         &Dataset::transactions(),
+        &Dataset::transactions().declared_layout(),
         LINEAGE,
         ErrorPolicy::RejectRows,
         &Limits::default(),
@@ -101,16 +102,17 @@ proptest! {
         input.extend(lines.concat());
         let (whole, whole_sent) = run(input.as_slice());
         let whole = whole.unwrap();
-        let cut = pieces::cut(input.as_slice(), input.len() as u64, max_piece).unwrap();
+        let cut = pieces::cut(input.as_slice(), input.len() as u64, max_piece, b'"').unwrap();
         prop_assert_eq!(cut.first().unwrap().start, 0);
         prop_assert_eq!(cut.last().unwrap().end, input.len() as u64);
         let (mut rows, mut tuples, mut rejected) = ((0, 0), Vec::new(), Vec::new());
         for piece in &cut {
             let bytes = &input[piece.start as usize..piece.end as usize];
             let mut sent = Vec::new();
+            let dataset = Dataset::transactions();
             let report = load_piece_into(
                 bytes,
-                &Dataset::transactions(),
+                Target { dataset: &dataset, layout: &dataset.declared_layout() },
                 LINEAGE,
                 PieceStart { first_line: piece.first_line },
                 ErrorPolicy::RejectRows,

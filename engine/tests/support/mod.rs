@@ -141,9 +141,14 @@ pub async fn start_gateway(env: &TestEnv, extra: &[&str]) -> Running {
     }
 }
 
-pub async fn start_engine(env: &TestEnv, extra: &[&str]) -> Running {
+/// The settings an engine of `env` runs with, as its command line would give them.
+pub fn engine_settings(env: &TestEnv, extra: &[&str]) -> engine::EngineSettings {
     let args = std::iter::once("engine".to_owned()).chain(env.engine_args(extra));
-    let settings = EngineArgs::parse_from(args).settings;
+    EngineArgs::parse_from(args).settings
+}
+
+pub async fn start_engine(env: &TestEnv, extra: &[&str]) -> Running {
+    let settings = engine_settings(env, extra);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -10,6 +10,7 @@
 //! of the last, and all of it within `INGEST_BODY_DEADLINE_SECS`, or the answer is 408.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -90,7 +91,7 @@ pub async fn receive_chunk(
     let rules = ChunkRules {
         encoding: content_encoding(headers)?,
         max_bytes: state.settings.max_chunk_bytes,
-        dataset: dataset_of(upload)?,
+        dataset: dataset_of(state, upload)?,
         require_header: false,
         expect_md5: expected_md5(headers)?,
         expect_sha256: expected_sha256(headers)?,
@@ -173,7 +174,7 @@ pub async fn receive_multipart(
             ApiError::Unprocessable("multipart/form-data with a `file` field is required".into())
         })?;
     let expect_md5 = expected_md5(headers)?;
-    let dataset = dataset_of(upload)?;
+    let dataset = dataset_of(state, upload)?;
     let timer = BodyTimer::start(&state.settings);
     let frames =
         http_body_util::BodyStream::new(request.into_body()).filter_map(|frame| async move {
@@ -279,11 +280,20 @@ async fn commit(
         ));
     }
     let final_path = state.settings.shared.upload_dir.join(&relative);
+    let has_header = stored.header.is_some();
+    let header = match stored.header {
+        Some(names) => names,
+        None => {
+            let dataset = dataset_of(state, upload)?;
+            dataset.header_names(&dataset.declared_layout())
+        }
+    };
     let facts = NewChunk {
         path: relative,
         bytes: stored.bytes,
         sha256: stored.sha256_hex.clone(),
-        has_header: stored.has_header,
+        has_header,
+        header,
     };
     let publisher = state.publisher.clone();
     let partitions = state.settings.shared.partitions;
@@ -311,6 +321,15 @@ async fn commit(
             return Err(ApiError::Conflict(
                 "this chunk number was already stored with different content".into(),
             ));
+        }
+        Ok(Recorded::HeaderDiffers(first)) => {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(ApiError::Conflict(format!(
+                "this chunk's header orders the columns differently from the upload's first \
+                 chunk ({}): every chunk of an upload is read alike; send the header chunk first \
+                 or keep one column order",
+                first.join(",")
+            )));
         }
         Ok(Recorded::Closed(state)) => {
             let _ = tokio::fs::remove_file(&final_path).await;
@@ -564,9 +583,13 @@ fn upload_dir(state: &AppState, upload: &Upload) -> std::path::PathBuf {
 }
 
 /// The upload's dataset, from the one dataset registry.
-fn dataset_of(upload: &Upload) -> Result<Dataset, ApiError> {
-    Dataset::builtin(&upload.dataset)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown dataset {}", upload.dataset)))
+fn dataset_of(state: &AppState, upload: &Upload) -> Result<Arc<Dataset>, ApiError> {
+    state.datasets.get(&upload.dataset).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "dataset {:?} is not defined on this gateway (INGEST_DATASETS_DIR)",
+            upload.dataset
+        ))
+    })
 }
 
 fn check_declared_length(headers: &HeaderMap, max: u64) -> Result<(), ApiError> {
@@ -690,11 +713,14 @@ fn store_error(err: StoreError) -> ApiError {
         StoreError::ChecksumMismatch(_) | StoreError::MissingHeader(_) | StoreError::Decode(..) => {
             ApiError::BadRequest(err.to_string())
         }
+        StoreError::BadHeader(_) => ApiError::Unprocessable(err.to_string()),
         StoreError::NotText(_) => ApiError::UnsupportedMediaType(err.to_string()),
         StoreError::Workbook(WorkbookError::TooLarge(_) | WorkbookError::CsvTooLarge(_)) => {
             ApiError::PayloadTooLarge(err.to_string())
         }
-        StoreError::Workbook(WorkbookError::NoSheet) => ApiError::Unprocessable(err.to_string()),
+        StoreError::Workbook(WorkbookError::NoSheet | WorkbookError::NoSheetNamed(_)) => {
+            ApiError::Unprocessable(err.to_string())
+        }
         StoreError::Workbook(WorkbookError::NotWorkbook(_)) => {
             ApiError::UnsupportedMediaType(err.to_string())
         }

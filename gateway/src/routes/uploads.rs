@@ -3,6 +3,7 @@
 //! API takes and calls the upload ledger ([`ingest_ledger::uploads`]), which owns every statement
 //! on its tables.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +22,7 @@ use ingest_ledger::uploads::{
     self, Created, NewChunk, Recorded, Upload, UploadStatus, UploadSummary,
 };
 use ingest_ledger::{ErrorPolicy, Partition, UploadState};
-use ingest_rows::dataset::Dataset;
+use ingest_rows::registry::Registry;
 use ingest_rows::values::Timestamp;
 
 use crate::app::{AppState, HttpResponse};
@@ -383,10 +384,15 @@ pub struct Uploads {
     hooks_on: bool,
     /// `INGEST_WEBHOOK_URL`: where hooks of uploads that name no `callback_url` go.
     default_callback: Option<String>,
+    datasets: Arc<Registry>,
 }
 
 impl Uploads {
-    pub fn new(pool: Pool, settings: &crate::settings::GatewaySettings) -> Self {
+    pub fn new(
+        pool: Pool,
+        settings: &crate::settings::GatewaySettings,
+        datasets: Arc<Registry>,
+    ) -> Self {
         let hooks_on = settings.webhook_secret.is_some();
         Self {
             pool,
@@ -394,6 +400,7 @@ impl Uploads {
             ttl: Duration::from_secs(settings.upload_ttl_secs),
             hooks_on,
             default_callback: settings.webhook_url.clone().filter(|_| hooks_on),
+            datasets,
         }
     }
 
@@ -404,12 +411,12 @@ impl Uploads {
         new: NewUpload,
         idempotency_key: Option<&str>,
     ) -> Result<(Upload, bool), ApiError> {
-        let dataset = new.dataset.unwrap_or_else(|| "transactions".to_owned());
-        if Dataset::builtin(&dataset).is_none() {
-            return Err(ApiError::BadRequest(format!("unknown dataset {dataset:?}")));
-        }
+        let name = new.dataset.unwrap_or_else(|| "transactions".to_owned());
+        let Some(dataset) = self.datasets.get(&name) else {
+            return Err(ApiError::BadRequest(format!("unknown dataset {name:?}")));
+        };
         let on_error = match new.on_error.as_deref() {
-            None => ErrorPolicy::RejectRows,
+            None => dataset.on_error,
             Some(text) => ErrorPolicy::parse(text).ok_or_else(|| {
                 ApiError::BadRequest("on_error must be \"reject-rows\" or \"reject-chunk\"".into())
             })?,
@@ -441,7 +448,8 @@ impl Uploads {
         };
         let new = uploads::NewUpload {
             client_id,
-            dataset: &dataset,
+            dataset: &dataset.name,
+            table: &dataset.table,
             on_error,
             expected_chunks: new.expected_chunks,
             total_bytes: new.total_bytes,

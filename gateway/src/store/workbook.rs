@@ -15,8 +15,11 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use calamine::{DataRef, Reader, Xlsx};
+
+use ingest_rows::dataset::{Dataset, Format};
 
 use super::{ChunkRules, ChunkSink, StoreError, StoredChunk};
 
@@ -40,23 +43,36 @@ pub enum WorkbookError {
     TooLarge(String),
     #[error("the workbook has no sheet")]
     NoSheet,
+    #[error("the workbook has no sheet named {0:?} (the dataset's `sheet`)")]
+    NoSheetNamed(String),
     #[error("the sheet is larger than {0} bytes as CSV")]
     CsvTooLarge(u64),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
 
-/// Converts the first sheet of workbook `xlsx` to CSV in `csv` (rows as `\n`-ended records, the
-/// first row being the header), refusing more than `max_csv_bytes` of it. Returns the rows.
-pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, WorkbookError> {
+/// Converts the dataset's sheet of workbook `xlsx` (the one it names, else the first) to CSV in
+/// `csv`, written as the dataset's files are (delimiter, quote, encoding; rows as `\n`-ended
+/// records, the first row being the header), refusing more than `max_csv_bytes` of it. Returns
+/// the rows.
+pub fn to_csv(
+    xlsx: &Path,
+    csv: &Path,
+    max_csv_bytes: u64,
+    dataset: &Dataset,
+) -> Result<u64, WorkbookError> {
     check_expansion(File::open(xlsx)?, max_csv_bytes)?;
     let mut workbook: Xlsx<_> = Xlsx::new(BufReader::new(File::open(xlsx)?))
         .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
-    let sheet = workbook
-        .sheet_names()
-        .first()
-        .cloned()
-        .ok_or(WorkbookError::NoSheet)?;
+    let names = workbook.sheet_names();
+    let sheet = match &dataset.sheet {
+        Some(wanted) => names
+            .iter()
+            .find(|name| *name == wanted)
+            .cloned()
+            .ok_or_else(|| WorkbookError::NoSheetNamed(wanted.clone()))?,
+        None => names.first().cloned().ok_or(WorkbookError::NoSheet)?,
+    };
     let mut cells = workbook
         .worksheet_cells_reader(&sheet)
         .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
@@ -64,6 +80,7 @@ pub fn to_csv(xlsx: &Path, csv: &Path, max_csv_bytes: u64) -> Result<u64, Workbo
         inner: BufWriter::new(File::create(csv)?),
         written: 0,
         max: max_csv_bytes,
+        format: dataset.format,
     };
     let mut row: Option<u32> = None;
     let mut fields: Vec<String> = Vec::new();
@@ -244,28 +261,35 @@ fn text(value: &DataRef<'_>) -> String {
 
 /// Writes one record, the cap's refusal as [`WorkbookError::CsvTooLarge`].
 fn record<W: Write>(out: &mut CappedWriter<W>, fields: &[String]) -> Result<(), WorkbookError> {
-    let max = out.max;
-    write_record(out, fields).map_err(|err| match err.kind() {
+    let (max, format) = (out.max, out.format);
+    write_record(out, fields, format).map_err(|err| match err.kind() {
         io::ErrorKind::FileTooLarge => WorkbookError::CsvTooLarge(max),
         _ => WorkbookError::Io(err),
     })
 }
 
-/// Writes `fields` as one CSV record, quoting what needs it (RFC 4180).
-fn write_record(out: &mut impl Write, fields: &[String]) -> io::Result<()> {
+/// Writes `fields` as one CSV record in `format`, quoting what needs it (RFC 4180). In a
+/// Windows-1252 dataset, a character that encoding lacks becomes an HTML reference (`&#8364;`
+/// style), as encoding_rs writes it.
+fn write_record(out: &mut impl Write, fields: &[String], format: Format) -> io::Result<()> {
+    let (delimiter, quote) = (char::from(format.delimiter), char::from(format.quote));
     let mut line = String::new();
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
-            line.push(',');
+            line.push(delimiter);
         }
-        if field.contains([',', '"', '\n', '\r']) {
-            let _ = write!(line, "\"{}\"", field.replace('"', "\"\""));
+        if field.contains([delimiter, quote, '\n', '\r']) {
+            let doubled = field.replace(quote, &format!("{quote}{quote}"));
+            let _ = write!(line, "{quote}{doubled}{quote}");
         } else {
             line.push_str(field);
         }
     }
     line.push('\n');
-    out.write_all(line.as_bytes())
+    match format.encoding.decoder() {
+        None => out.write_all(line.as_bytes()),
+        Some(encoding) => out.write_all(&encoding.encode(&line).0),
+    }
 }
 
 /// A writer that fails once more than `max` bytes went through it.
@@ -273,6 +297,8 @@ struct CappedWriter<W> {
     inner: W,
     written: u64,
     max: u64,
+    /// How the dataset's files are written.
+    format: Format,
 }
 
 impl<W: Write> Write for CappedWriter<W> {
@@ -389,7 +415,8 @@ impl WorkbookSink {
                 .await
                 .expect("the conversion semaphore is never closed");
             let (from, to, max) = (path.clone(), csv.clone(), rules.max_bytes);
-            tokio::task::spawn_blocking(move || to_csv(&from, &to, max))
+            let dataset = Arc::clone(&rules.dataset);
+            tokio::task::spawn_blocking(move || to_csv(&from, &to, max, &dataset))
                 .await
                 .map_err(io::Error::other)??;
             // The CSV goes through the same checks as a CSV body (text, header, size).

@@ -1,0 +1,339 @@
+//! Declarative datasets end to end: the example definitions of `datasets/` loaded through the
+//! real gateway and engine (their tables created by the engine), with exact counts, values and
+//! rejected-row reasons; a changed definition stops the engine instead of altering a table.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn datasets_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets")
+}
+
+fn datasets_arg() -> String {
+    format!("--datasets-dir={}", datasets_dir().display())
+}
+
+/// `text` in Windows-1252, as the bank's export is written.
+fn latin1(text: &str) -> Vec<u8> {
+    encoding_rs::WINDOWS_1252.encode(text).0.into_owned()
+}
+
+fn reasons(status: &Value) -> Vec<(i64, i64, String)> {
+    let mut found: Vec<(i64, i64, String)> = status["rejected_rows"]
+        .as_array()
+        .expect("rejected rows")
+        .iter()
+        .map(|r| {
+            let (chunk, line) = (r["chunk"].as_i64(), r["line"].as_i64());
+            let reason = r["reason"].as_str().unwrap_or_default().to_owned();
+            (chunk.unwrap_or(-1), line.unwrap_or(-1), reason)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn example_datasets_load_end_to_end() {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[&datasets_arg()]).await;
+    let engine = start_engine(&env, &[&datasets_arg()]).await;
+    let api = Api::connect(&gateway).await;
+    let db = env.db.client().await.unwrap();
+
+    // The registry as clients see it.
+    let listed: Value = api
+        .http
+        .get(format!("{}/api/datasets", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "bank_statements",
+            "products",
+            "sensor_readings",
+            "transactions"
+        ]
+    );
+    // The docs pages describe them too, without a token.
+    let document: Value = api
+        .http
+        .get(format!("{}/api/upload/openapi.json", api.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let intro = document["info"]["description"].as_str().unwrap();
+    assert!(
+        intro.contains("### bank_statements\n\nInto table `bank_statements`, partitioned by month on `booked_on`. Files: header `booked_on;counterparty;description;amount;currency`, delimiter `;`, Windows-1252 (latin-1).")
+            && intro.contains("| `currency` | text | no (default `EUR`) | currency, währung |"),
+        "{intro}"
+    );
+    let bank = &listed["datasets"][0];
+    assert_eq!(bank["delimiter"], ";");
+    assert_eq!(bank["encoding"], "windows-1252");
+    assert_eq!(bank["columns"][4]["default"], "EUR");
+
+    // A bank statement: semicolons, Windows-1252, German headers in another order, an extra
+    // column (ignored), no currency column (its default), and a second chunk without header.
+    let folder = api.create(json!({"dataset": "bank_statements"})).await;
+    let first = latin1(
+        "Betrag;Buchungstag;Verwendungszweck;Empfänger;Saldo\r\n\
+         -12.50;02.01.2024;Miete Januar;Müller GmbH;1000.00\r\n\
+         1500.00;31.01.2024;Gehalt;Firma Groß AG;2500.00\r\n\
+         9.99;31.02.2024;bad day;X;0\r\n",
+    );
+    let second = latin1(
+        "-3.20;01.02.2024;Bäckerei;Café Zürich;1.00\r\n\
+         12,50;03.02.2024;comma decimal;Y;0\r\n",
+    );
+    assert_eq!(api.put(&folder, 0, first).await, 200);
+    assert_eq!(api.put(&folder, 1, second).await, 200);
+    // A chunk whose header orders the columns otherwise would be read differently: refused.
+    let reordered = latin1("Buchungstag;Betrag\r\n05.02.2024;1.00\r\n");
+    assert_eq!(api.put(&folder, 2, reordered).await, 409);
+    api.complete(&folder, 2).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(
+        (&status["rows_loaded"], &status["rows_rejected"]),
+        (&json!(3), &json!(2))
+    );
+    assert_eq!(
+        reasons(&status),
+        [
+            (
+                0,
+                4,
+                r#"booked_on: "31.02.2024" is not a valid date"#.to_owned()
+            ),
+            (1, 2, "amount: not a decimal".to_owned()),
+        ]
+    );
+    let rows: Vec<String> = db
+        .query(
+            "SELECT format('%s|%s|%s|%s|%s|%s', booked_on, counterparty, description, amount,
+                           currency, tableoid::regclass)
+             FROM bank_statements ORDER BY booked_on",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "2024-01-02|Müller GmbH|Miete Januar|-12.50|EUR|bank_statements_2024_01",
+            "2024-01-31|Firma Groß AG|Gehalt|1500.00|EUR|bank_statements_2024_01",
+            "2024-02-01|Café Zürich|Bäckerei|-3.20|EUR|bank_statements_2024_02",
+        ]
+    );
+
+    // The same dataset from an XLSX workbook: converted to the dataset's own format (semicolons,
+    // Windows-1252) before the same checks and load.
+    use ingest_contract::testkit::xlsx::{workbook, Cell};
+    let book = workbook(
+        &[
+            vec![
+                Cell::Text("Buchungstag"),
+                Cell::Text("Betrag"),
+                Cell::Text("Empfänger"),
+                Cell::Text("Währung"),
+            ],
+            vec![
+                Cell::Text("15.03.2024"),
+                Cell::Number(-7.5),
+                Cell::Text("Crème; brûlée"),
+                Cell::Text("CHF"),
+            ],
+            vec![
+                Cell::Text("16.03.2024"),
+                Cell::Number(1.0),
+                Cell::Text("€ shop"),
+                Cell::Text("JPY"),
+            ],
+        ],
+        &[],
+    );
+    let folder = api.create(json!({"dataset": "bank_statements"})).await;
+    let response = api
+        .http
+        .put(format!("{}/api/upload/{folder}/chunks/0", api.url))
+        .bearer_auth(&api.token)
+        .header(
+            "content-type",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
+        .body(book)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    api.complete(&folder, 1).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(
+        (&status["rows_loaded"], &status["rows_rejected"]),
+        (&json!(1), &json!(1)),
+        "{status}"
+    );
+    assert_eq!(
+        reasons(&status)[0].2,
+        r#"currency: "JPY" is not one of EUR, USD, CHF, GBP"#
+    );
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    let row: String = db
+        .query_one(
+            "SELECT format('%s|%s|%s|%s', booked_on, counterparty, amount, currency)
+             FROM bank_statements WHERE upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(row, "2024-03-15|Crème; brûlée|-7.50|CHF");
+
+    // Sensor readings: instants with offsets, partitioned by their UTC day; JSON; a boolean
+    // that defaults to true.
+    let folder = api.create(json!({"dataset": "sensor_readings"})).await;
+    let sensor = "5f0c8d7e-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
+    let body = format!(
+        "time,sensor_id,temperature,humidity,ok,payload\n\
+         2024-03-01T01:30:00+02:00,{sensor},21.50,40,,\"{{\"\"battery\"\": 0.93}}\"\n\
+         2024-03-01 12:00:00Z,{sensor},-3.25,55,no,\n\
+         2024-03-01T23:59:59.5-01:00,{sensor},,,yes,\"[1,2]\"\n\
+         2024-03-02T00:00:00+00:00,not-a-uuid,1,1,true,\n\
+         2024-03-02T00:00:00+00:00,{sensor},1,1,true,{{broken\n\
+         2024-03-02T00:00:00,{sensor},1,1,true,\n"
+    );
+    assert_eq!(api.put(&folder, 0, body.into_bytes()).await, 200);
+    api.complete(&folder, 1).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(
+        (&status["rows_loaded"], &status["rows_rejected"]),
+        (&json!(3), &json!(3)),
+        "{:?}",
+        reasons(&status)
+    );
+    let found = reasons(&status);
+    assert_eq!(found[0].2, r#"sensor_id: "not-a-uuid" is not a UUID"#);
+    assert!(found[1].2.starts_with("payload: not JSON"), "{found:?}");
+    assert_eq!(
+        found[2].2,
+        r#"measured_at: "2024-03-02T00:00:00" is not a valid timestamp with a time zone offset"#
+    );
+    let rows: Vec<String> = db
+        .query(
+            "SELECT format('%s|%s|%s|%s|%s|%s', measured_at AT TIME ZONE 'UTC', temperature,
+                           humidity, ok, payload, tableoid::regclass)
+             FROM sensor_readings ORDER BY measured_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "2024-02-29 23:30:00|21.50|40|t|{\"battery\": 0.93}|sensor_readings_2024_02_29",
+            "2024-03-01 12:00:00|-3.25|55|f||sensor_readings_2024_03_01",
+            "2024-03-02 00:59:59.5|||t|[1, 2]|sensor_readings_2024_03_02",
+        ]
+    );
+
+    // A product catalogue with a unique key: rows whose SKU is taken (in the table, or earlier
+    // in the same file) are skipped and counted, across uploads.
+    let first = "sku,name,price,stock,active,released_on\n\
+                 A-1,Lamp,19.90,5,yes,2024-01-15\n\
+                 B-2,Chair,49.00,,no,\n\
+                 A-1,Lamp again,18.00,1,yes,\n\
+                 C-3,Desk,abc,1,yes,\n";
+    let (loaded, skipped) = load_products(&api, first).await;
+    assert_eq!((loaded, skipped), (2, 1));
+    let second = "name,sku,price\nTable,D-4,99.00\nChair,B-2,45.00\n";
+    let (loaded, skipped) = load_products(&api, second).await;
+    assert_eq!((loaded, skipped), (1, 1));
+    let rows: Vec<String> = db
+        .query(
+            "SELECT format('%s|%s|%s|%s|%s|%s', sku, name, price, stock, active, released_on)
+             FROM products ORDER BY sku",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "A-1|Lamp|19.90|5|t|2024-01-15",
+            "B-2|Chair|49.00|0|f|",
+            "D-4|Table|99.00|0|t|",
+        ]
+    );
+    engine.stop().await;
+
+    // The products table exists now: a definition that says otherwise stops the engine.
+    let changed_dir = env.upload_dir.with_extension("datasets");
+    std::fs::create_dir_all(&changed_dir).unwrap();
+    let changed = std::fs::read_to_string(datasets_dir().join("products.toml"))
+        .unwrap()
+        .replace("precision = 10", "precision = 12");
+    std::fs::write(changed_dir.join("products.toml"), changed).unwrap();
+    let changed_arg = format!("--datasets-dir={}", changed_dir.display());
+    let settings = engine_settings(&env, &[&changed_arg]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        engine::run(listener, settings, std::future::pending()),
+    )
+    .await
+    .expect("the engine gives up at once");
+    let message = format!("{:#}", refused.expect_err("refused"));
+    assert!(
+        message.contains(
+            "dataset \"products\": table \"products\" does not match the definition: \
+             column \"price\" is numeric(10,2), the definition says numeric(12,2)"
+        ),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&changed_dir).unwrap();
+    gateway.stop().await;
+}
+
+/// Uploads `csv` as one products chunk; its rows loaded and skipped.
+async fn load_products(api: &Api, csv: &str) -> (i64, i64) {
+    let folder = api.create(json!({"dataset": "products"})).await;
+    assert_eq!(api.put(&folder, 0, csv.as_bytes().to_vec()).await, 200);
+    api.complete(&folder, 1).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    (
+        status["rows_loaded"].as_i64().unwrap(),
+        status["rows_skipped"].as_i64().unwrap(),
+    )
+}
