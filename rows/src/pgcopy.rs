@@ -1,8 +1,11 @@
 //! PostgreSQL's binary COPY format (`COPY ... FROM STDIN (FORMAT binary)`), written by hand.
 //!
-//! tokio-postgres' `BinaryCopyInWriter` awaits per row and flushes every few KiB; writing the
-//! stream ourselves into ~1 MiB buffers is what makes loading fast. Everything here appends to a
-//! caller-owned `Vec<u8>` and never allocates per row.
+//! Written by hand so a cell is checked and encoded in one pass, straight from the tokenizer's
+//! bytes, on the parser thread, for every column type (tokio-postgres's `BinaryCopyInWriter`
+//! needs a typed Rust value per column, and has no `numeric`). Measured against that writer on
+//! the same rows it is as fast, not faster (1.07x its time while also validating, see
+//! `bench/profile.md`): PostgreSQL bounds both. Everything here appends to a caller-owned
+//! `Vec<u8>` and never allocates per row.
 //! The values themselves are read from their text in [`crate::values`]; this module only
 //! encodes them.
 
