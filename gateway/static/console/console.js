@@ -300,9 +300,15 @@ class FileUpload {
 
   get closed() { return TERMINAL.has(this.status?.state); }
 
-  // Sends the given chunks, PARALLEL at a time.
+  // Sends the given chunks, PARALLEL at a time; the first chunk (the file's header) alone first,
+  // since the upload's first header says how all its chunks are read.
   async send(chunks) {
     const todo = [...chunks];
+    if (todo[0] === 0) {
+      await whilePaused();
+      if (this.closed) return;
+      await this.sendChunk(todo.shift());
+    }
     const worker = async () => {
       for (;;) {
         await whilePaused();
