@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "declarative_datasets",
         include_str!("../../db/migrations/0013_declarative_datasets.sql"),
     ),
+    (
+        14,
+        "partition_clash",
+        include_str!("../../db/migrations/0014_partition_clash.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).

@@ -34,7 +34,7 @@ use ingest_ledger::{offsets, ChunkState};
 use crate::cleanup::ChunkFiles;
 use crate::dataset::{quote_ident, Dataset, Layout, OnConflict};
 use crate::metrics::{self, Outcome as Counted};
-use crate::partitions::Partitions;
+use crate::partitions::{self, Partitions};
 use crate::pieces::PieceSessions;
 use crate::rejected;
 use crate::validate::{
@@ -169,9 +169,16 @@ impl Loader {
                         .await;
                 }
             };
-            let (tx, parsed) = self
+            let (tx, parsed) = match self
                 .copy(client, &path, None, &target, message, policy)
-                .await?;
+                .await
+            {
+                Ok((tx, parsed)) => (Some(tx), parsed),
+                Err(err) => match refused_rows(&err) {
+                    Some(reason) => (None, Err(ChunkError::Refused(reason))),
+                    None => return Err(err),
+                },
+            };
             let (report, rejects) = match parsed {
                 Ok(parsed) => parsed,
                 Err(err) => {
@@ -184,7 +191,19 @@ impl Loader {
                         .await;
                 }
             };
+            let tx = tx.expect("parsed rows come with their transaction");
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
+            if let Some(reason) = partitions::too_many(&missing) {
+                drop(tx);
+                let failure = Failure {
+                    reason,
+                    rows_rejected: 0,
+                    rejected: None,
+                };
+                return self
+                    .fail(client, message, position, row.attempt, failure)
+                    .await;
+            }
             if !missing.is_empty() {
                 drop(tx); // Rolls back; the partitions are created outside it.
                 self.partitions
@@ -276,7 +295,8 @@ impl Loader {
             return Ok(());
         };
         let missing = self.partitions.missing(&dataset, &starts);
-        if !missing.is_empty() {
+        // Too many: the load fails the chunk once the validator has confirmed them.
+        if !missing.is_empty() && partitions::too_many(&missing).is_none() {
             self.partitions.create(client, &dataset, &missing).await?;
         }
         Ok(())
@@ -627,6 +647,29 @@ fn validate_file(
     Ok((report, rejects))
 }
 
+/// Why the database refused a chunk's rows, when loading them again would meet the same
+/// refusal: a data exception (SQLSTATE class 22: a value it will not store) or an integrity
+/// constraint the rows break (class 23: a unique key taken, a NULL in a NOT NULL column). The
+/// chunk then fails with the reason (and may be retried by its client) instead of being
+/// retried forever, holding up its stream partition.
+pub(crate) fn refused_rows(err: &LoadError) -> Option<String> {
+    let LoadError::Db(db) = err else {
+        return None;
+    };
+    let code = db.code()?.code();
+    if !(code.starts_with("22") || code.starts_with("23")) {
+        return None;
+    }
+    let why = match db.as_db_error() {
+        Some(refusal) => match refusal.detail() {
+            Some(detail) => format!("{} ({detail})", refusal.message()),
+            None => refusal.message().to_owned(),
+        },
+        None => db.to_string(),
+    };
+    Some(format!("the database refused the rows: {why}"))
+}
+
 /// `CREATE TEMP TABLE ingest_staging ...`: the dataset's columns, dropped at commit.
 fn staging_statement(dataset: &Dataset) -> String {
     format!(
@@ -636,12 +679,13 @@ fn staging_statement(dataset: &Dataset) -> String {
     )
 }
 
-/// Moves the staged rows into the table, skipping those whose unique key is taken (also by an
-/// earlier row of the same chunk).
+/// Moves the staged rows into the table in line order, skipping those whose unique key is taken
+/// (also by an earlier row of the same chunk: the first one wins).
 fn insert_staged(dataset: &Dataset) -> String {
     let columns = staged_columns(dataset);
     format!(
-        "INSERT INTO {} ({columns}) SELECT {columns} FROM {STAGING_TABLE} ON CONFLICT DO NOTHING",
+        "INSERT INTO {} ({columns}) SELECT {columns} FROM {STAGING_TABLE} ORDER BY line_no \
+         ON CONFLICT DO NOTHING",
         quote_ident(&dataset.table)
     )
 }

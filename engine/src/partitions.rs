@@ -33,6 +33,20 @@ use crate::metrics;
 /// default partition wait behind it meanwhile, so keep it short.
 pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most partitions one chunk may make: a year of days. More is far more likely a mistake
+/// (dates scattered over centuries) than data, and each is a table; the chunk fails instead.
+pub const MAX_NEW_PER_CHUNK: usize = 366;
+
+/// Why a chunk needing `missing` new partitions is refused, if it is.
+pub fn too_many(missing: &[Day]) -> Option<String> {
+    (missing.len() > MAX_NEW_PER_CHUNK).then(|| {
+        format!(
+            "the rows need {} new partitions, more than the {MAX_NEW_PER_CHUNK} one chunk may make",
+            missing.len()
+        )
+    })
+}
+
 /// The partitions (table, first day) known to exist.
 #[derive(Default)]
 pub struct Partitions {

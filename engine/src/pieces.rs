@@ -34,8 +34,8 @@ use ingest_rows::pieces::cut;
 
 use crate::dataset::OnConflict;
 use crate::loader::{
-    claim, record_metrics, record_outcome, skipped, still_owner, ChunkTarget, LoadError, Loader,
-    Outcome, Position,
+    claim, record_metrics, record_outcome, refused_rows, skipped, still_owner, ChunkTarget,
+    LoadError, Loader, Outcome, Position,
 };
 use crate::metrics::{self, Outcome as Counted};
 use crate::rejected;
@@ -234,14 +234,26 @@ impl Loader {
         for _attempt in 0..3 {
             let policy = ErrorPolicy::RejectRows;
             let piece = Some(planned.piece);
-            let (tx, parsed) = self
+            let (tx, parsed) = match self
                 .copy(client, path, piece, target, message, policy)
-                .await?;
+                .await
+            {
+                Ok(copied) => copied,
+                Err(err) => match refused_rows(&err) {
+                    Some(reason) => {
+                        return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason)))
+                    }
+                    None => return Err(err),
+                },
+            };
             let (report, rejects) = match parsed {
                 Ok(parsed) => parsed,
                 Err(err) => return Ok(PieceOutcome::ChunkFailed(err)),
             };
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
+            if let Some(reason) = crate::partitions::too_many(&missing) {
+                return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason)));
+            }
             if !missing.is_empty() {
                 drop(tx);
                 self.partitions

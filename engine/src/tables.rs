@@ -102,43 +102,71 @@ async fn check(tx: &tokio_postgres::Transaction<'_>, dataset: &Dataset) -> Resul
         table: dataset.table.clone(),
         problem,
     };
+    let table = quote_ident(&dataset.table);
     let rows = tx
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
              WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
-            &[&quote_ident(&dataset.table)],
+            &[&table],
         )
         .await?;
-    let actual: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let type_of = |name: &str| {
-        actual
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t.as_str())
-    };
+    let actual: Vec<(String, String, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let find = |name: &str| actual.iter().find(|(n, _, _)| n == name);
     for column in &dataset.columns {
         let wanted = column.kind.sql_type();
-        match type_of(&column.name) {
+        match find(&column.name) {
             None => return Err(mismatch(format!("it has no column {:?}", column.name))),
-            Some(found) if !compatible(&column.kind, &wanted, found) => {
+            Some((_, found, _)) if !compatible(&column.kind, &wanted, found) => {
                 return Err(mismatch(format!(
                     "column {:?} is {found}, the definition says {wanted}",
+                    column.name
+                )))
+            }
+            // The table would refuse rows the definition lets through (a missing value).
+            Some((_, _, true)) if column.nullable && column.default.is_none() => {
+                return Err(mismatch(format!(
+                    "column {:?} is NOT NULL, the definition lets it be empty",
                     column.name
                 )))
             }
             Some(_) => {}
         }
     }
+    if !dataset.unique_key.is_empty() {
+        let mut key: Vec<String> = dataset
+            .unique_key
+            .iter()
+            .map(|&i| dataset.columns[i].name.clone())
+            .collect();
+        key.sort();
+        let unique: Vec<Vec<String>> = tx
+            .query(
+                "SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 WHERE i.indrelid = $1::text::regclass AND i.indisunique GROUP BY i.indexrelid",
+                &[&table],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !unique.contains(&key) {
+            return Err(mismatch(format!(
+                "it has no unique index on ({}), the definition's unique_key",
+                key.join(", ")
+            )));
+        }
+    }
     for lineage in LINEAGE_COLUMNS {
-        if type_of(lineage).is_none() {
+        if find(lineage).is_none() {
             return Err(mismatch(format!("it has no lineage column {lineage:?}")));
         }
     }
     let key: Option<String> = tx
-        .query_one(
-            "SELECT pg_get_partkeydef($1::text::regclass)",
-            &[&quote_ident(&dataset.table)],
-        )
+        .query_one("SELECT pg_get_partkeydef($1::text::regclass)", &[&table])
         .await?
         .get(0);
     let wanted = dataset.partition_column().map(|c| c.name.as_str());
@@ -153,6 +181,32 @@ async fn check(tx: &tokio_postgres::Transaction<'_>, dataset: &Dataset) -> Resul
             key.as_deref().unwrap_or("nothing"),
             wanted.map_or("nothing".to_owned(), |c| format!("RANGE ({c})"))
         )));
+    }
+    if let Some(partitioning) = dataset.partition {
+        let partitions = tx
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = $1::text::regclass",
+                &[&table],
+            )
+            .await?;
+        let default = format!("{}_default", dataset.table);
+        let other = partitions
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .find(|name| {
+                *name != default
+                    && partitioning
+                        .by
+                        .parse_table_name(name, &dataset.table)
+                        .is_none()
+            });
+        if let Some(other) = other {
+            return Err(mismatch(format!(
+                "its partition {other:?} is not one {} wide, as the definition says",
+                partitioning.by.as_str()
+            )));
+        }
     }
     Ok(())
 }

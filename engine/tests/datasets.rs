@@ -14,8 +14,22 @@ fn datasets_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets")
 }
 
-fn datasets_arg() -> String {
-    format!("--datasets-dir={}", datasets_dir().display())
+/// The shipped definitions plus `products_strict`: the catalogue's unique key without
+/// `on_conflict = "skip"`, so a duplicate fails its chunk as a plain COPY would.
+fn test_datasets(env: &TestEnv) -> PathBuf {
+    let dir = env.upload_dir.with_extension("datasets");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(datasets_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let strict = std::fs::read_to_string(datasets_dir().join("products.toml"))
+        .unwrap()
+        .replace("name = \"products\"", "name = \"products_strict\"")
+        .replace("table = \"products\"", "table = \"products_strict\"")
+        .replace("on_conflict = \"skip\"", "");
+    std::fs::write(dir.join("products_strict.toml"), strict).unwrap();
+    dir
 }
 
 /// `text` in Windows-1252, as the bank's export is written.
@@ -41,8 +55,10 @@ fn reasons(status: &Value) -> Vec<(i64, i64, String)> {
 #[tokio::test]
 async fn example_datasets_load_end_to_end() {
     let env = TestEnv::new(2).await;
-    let gateway = start_gateway(&env, &[&datasets_arg()]).await;
-    let engine = start_engine(&env, &[&datasets_arg()]).await;
+    let dir = test_datasets(&env);
+    let datasets_arg = format!("--datasets-dir={}", dir.display());
+    let gateway = start_gateway(&env, &[&datasets_arg]).await;
+    let engine = start_engine(&env, &[&datasets_arg]).await;
     let api = Api::connect(&gateway).await;
     let db = env.db.client().await.unwrap();
 
@@ -68,6 +84,7 @@ async fn example_datasets_load_end_to_end() {
         [
             "bank_statements",
             "products",
+            "products_strict",
             "sensor_readings",
             "transactions"
         ]
@@ -150,6 +167,23 @@ async fn example_datasets_load_end_to_end() {
         ]
     );
 
+    // A chunk without a header before chunk 0 could not be read in the file's order: refused
+    // until chunk 0 (with the header) is stored.
+    let folder = api.create(json!({"dataset": "bank_statements"})).await;
+    let rest = latin1("-1.00;05.02.2024;x;y;0\r\n");
+    assert_eq!(api.put(&folder, 1, rest.clone()).await, 409);
+    let start =
+        latin1("Betrag;Buchungstag;Verwendungszweck;Empfänger;Saldo\r\n2.00;04.02.2024;a;b;0\r\n");
+    assert_eq!(api.put(&folder, 0, start).await, 200);
+    assert_eq!(api.put(&folder, 1, rest).await, 200);
+    api.complete(&folder, 2).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(
+        (&status["state"], &status["rows_loaded"]),
+        (&json!("done"), &json!(2)),
+        "{status}"
+    );
+
     // The same dataset from an XLSX workbook: converted to the dataset's own format (semicolons,
     // Windows-1252) before the same checks and load.
     use ingest_contract::testkit::xlsx::{workbook, Cell};
@@ -164,7 +198,7 @@ async fn example_datasets_load_end_to_end() {
             vec![
                 Cell::Text("15.03.2024"),
                 Cell::Number(-7.5),
-                Cell::Text("Crème; brûlée"),
+                Cell::Text("Crème; Łódź"),
                 Cell::Text("CHF"),
             ],
             vec![
@@ -211,7 +245,7 @@ async fn example_datasets_load_end_to_end() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(row, "2024-03-15|Crème; brûlée|-7.50|CHF");
+    assert_eq!(row, "2024-03-15|Crème; &#321;ód&#378;|-7.50|CHF");
 
     // Sensor readings: instants with offsets, partitioned by their UTC day; JSON; a boolean
     // that defaults to true.
@@ -224,7 +258,8 @@ async fn example_datasets_load_end_to_end() {
          2024-03-01T23:59:59.5-01:00,{sensor},,,yes,\"[1,2]\"\n\
          2024-03-02T00:00:00+00:00,not-a-uuid,1,1,true,\n\
          2024-03-02T00:00:00+00:00,{sensor},1,1,true,{{broken\n\
-         2024-03-02T00:00:00,{sensor},1,1,true,\n"
+         2024-03-02T00:00:00,{sensor},1,1,true,\n\
+         2024-03-02T00:00:00Z,{sensor},1,1,true,\"{{\"\"a\"\": \"\"\\u0000\"\"}}\"\n"
     );
     assert_eq!(api.put(&folder, 0, body.into_bytes()).await, 200);
     api.complete(&folder, 1).await;
@@ -232,7 +267,7 @@ async fn example_datasets_load_end_to_end() {
     assert_eq!(status["state"], "done", "{status}");
     assert_eq!(
         (&status["rows_loaded"], &status["rows_rejected"]),
-        (&json!(3), &json!(3)),
+        (&json!(3), &json!(4)),
         "{:?}",
         reasons(&status)
     );
@@ -242,6 +277,10 @@ async fn example_datasets_load_end_to_end() {
     assert_eq!(
         found[2].2,
         r#"measured_at: "2024-03-02T00:00:00" is not a valid timestamp with a time zone offset"#
+    );
+    assert_eq!(
+        found[3].2,
+        r#"payload: JSON text holding \u0000, which jsonb cannot store"#
     );
     let rows: Vec<String> = db
         .query(
@@ -295,10 +334,37 @@ async fn example_datasets_load_end_to_end() {
             "D-4|Table|99.00|0|t|",
         ]
     );
+    // Without `on_conflict = "skip"`, a key already in the table fails the chunk with the
+    // database's reason (it is not retried forever), and nothing of it is loaded.
+    let folder = api.create(json!({"dataset": "products_strict"})).await;
+    let body = "sku,name,price\nS-1,One,1.00\nS-2,Two,2.00\n";
+    assert_eq!(api.put(&folder, 0, body.as_bytes().to_vec()).await, 200);
+    api.complete(&folder, 1).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    let folder = api.create(json!({"dataset": "products_strict"})).await;
+    let body = "sku,name,price\nS-3,Three,3.00\nS-1,One again,1.50\n";
+    assert_eq!(api.put(&folder, 0, body.as_bytes().to_vec()).await, 200);
+    api.complete(&folder, 1).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "the database refused the rows: duplicate key value violates unique constraint"
+        ) && error.contains("(sku)=(S-1)"),
+        "{status}"
+    );
+    let strict: i64 = db
+        .query_one("SELECT count(*) FROM products_strict", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(strict, 2);
     engine.stop().await;
 
     // The products table exists now: a definition that says otherwise stops the engine.
-    let changed_dir = env.upload_dir.with_extension("datasets");
+    let changed_dir = env.upload_dir.with_extension("changed");
     std::fs::create_dir_all(&changed_dir).unwrap();
     let changed = std::fs::read_to_string(datasets_dir().join("products.toml"))
         .unwrap()
@@ -322,6 +388,7 @@ async fn example_datasets_load_end_to_end() {
         "{message}"
     );
     std::fs::remove_dir_all(&changed_dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     gateway.stop().await;
 }
 

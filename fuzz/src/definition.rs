@@ -37,7 +37,7 @@ pub fn dataset_definition(data: &[u8]) {
             Some(encoding) => encoding.encode(&header).0.into_owned(),
         };
         assert_eq!(
-            dataset.header_of(&encoded),
+            dataset.header_of(&encoded, true),
             Ok(Some(declared.clone())),
             "the declared header line reads back as the declared layout"
         );

@@ -24,8 +24,12 @@ use ingest_rows::dataset::{Dataset, HeaderError, TextEncoding};
 
 /// How many body frames may wait for the writer.
 const QUEUE_FRAMES: usize = 16;
-/// How many leading bytes are checked to be UTF-8 text.
-const SNIFF_BYTES: usize = 4096;
+/// How many leading bytes are kept to read the header: as many as the longest record the
+/// engine accepts by default (`INGEST_MAX_LINE_BYTES`), so a header is never judged from part
+/// of it.
+const SNIFF_BYTES: usize = 64 << 10;
+/// How many leading bytes must be text (further on, invalid UTF-8 only rejects its rows).
+const TEXT_BYTES: usize = 4096;
 
 /// How the body is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +226,7 @@ impl Output {
             .head
             .strip_prefix(b"\xEF\xBB\xBF")
             .unwrap_or(&self.head);
+        let head = &head[..head.len().min(TEXT_BYTES)];
         if dataset.format.encoding == TextEncoding::Utf8 {
             if let Err(err) = std::str::from_utf8(head) {
                 // A multi-byte character cut at the sniff boundary is fine; anything else is not
@@ -231,7 +236,8 @@ impl Output {
                 }
             }
         }
-        let layout = dataset.header_of(&self.head)?;
+        let whole = self.written == self.head.len() as u64;
+        let layout = dataset.header_of(&self.head, whole)?;
         Ok(layout.map(|layout| dataset.header_names(&layout)))
     }
 }

@@ -165,9 +165,12 @@ pub struct NewChunk {
     pub sha256: String,
     pub has_header: bool,
     /// The column names its records are read with, in file order: its header's, or the
-    /// dataset's declared order when it has none. The first stored chunk sets the upload's
-    /// ([`Recorded::HeaderDiffers`]).
+    /// dataset's declared order when it has none. The first chunk stored sets the upload's
+    /// ([`Recorded::HeaderDiffers`], [`Recorded::HeaderFirst`]).
     pub header: Vec<String>,
+    /// Whether the dataset's files start with a header: then only a chunk with a header, or
+    /// chunk 0 (a file without one), may set the upload's.
+    pub header_expected: bool,
 }
 
 /// Result of recording a stored chunk.
@@ -186,6 +189,9 @@ pub enum Recorded {
     /// The chunk's header names the columns in another order than the upload's first one:
     /// its chunks would not all read alike. The upload's header is given.
     HeaderDiffers(Vec<String>),
+    /// A chunk without a header, after chunk 0, before the upload has a header: it could not
+    /// be read in the file's order (chunk 0 says it).
+    HeaderFirst,
     /// The upload ended (or expired) meanwhile and takes no more chunks.
     Closed(UploadState),
 }
@@ -216,19 +222,6 @@ pub async fn record_chunk(
         current.get::<_, bool>(1),
         current.get::<_, bool>(2),
     );
-    match current.get::<_, Option<Vec<String>>>(3) {
-        Some(header) if stored.has_header && header != stored.header => {
-            return Ok(Recorded::HeaderDiffers(header));
-        }
-        Some(_) => {}
-        None => {
-            tx.execute(
-                "UPDATE uploads SET header = $2 WHERE upload_id = $1",
-                &[&upload.upload_id, &stored.header],
-            )
-            .await?;
-        }
-    }
     if !state.is_open() && !settled {
         // An upload ended by failed chunks takes new bytes for one of them, and nothing else.
         if let (true, Some(n)) = (retryable, chunk_no) {
@@ -250,6 +243,24 @@ pub async fn record_chunk(
             .await?
             .get(0),
     };
+    // The first chunk sets how every chunk of the upload is read; a headerless chunk can only set
+    // it when it is the file's start (chunk 0) or files have no header at all.
+    match current.get::<_, Option<Vec<String>>>(3) {
+        Some(header) if stored.has_header && header != stored.header => {
+            return Ok(Recorded::HeaderDiffers(header));
+        }
+        Some(_) => {}
+        None if !stored.has_header && stored.header_expected && chunk_no != 0 => {
+            return Ok(Recorded::HeaderFirst);
+        }
+        None => {
+            tx.execute(
+                "UPDATE uploads SET header = $2 WHERE upload_id = $1",
+                &[&upload.upload_id, &stored.header],
+            )
+            .await?;
+        }
+    }
     let partition = partition_of(chunk_no).0;
     let inserted = tx
         .execute(

@@ -46,6 +46,7 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
         header: ["date", "content", "amount", "type"]
             .map(String::from)
             .to_vec(),
+        header_expected: true,
     };
     let recorded = uploads::record_chunk(&mut client, &upload, Some(0), stored, |_| Partition(0))
         .await

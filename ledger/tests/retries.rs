@@ -46,6 +46,7 @@ fn bytes(path: &str, sha: char) -> NewChunk {
         header: ["date", "content", "amount", "type"]
             .map(String::from)
             .to_vec(),
+        header_expected: true,
     }
 }
 

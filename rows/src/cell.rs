@@ -180,8 +180,13 @@ fn encode_typed(kind: &ColumnKind, value: &[u8], out: &mut Vec<u8>) -> Result<Op
             pgcopy::write_uuid(out, &uuid);
         }
         ColumnKind::Json => {
-            serde_json::from_str::<serde::de::IgnoredAny>(text)
-                .map_err(|err| format!("not JSON: {err}"))?;
+            // Parsed whole (not skimmed) so what jsonb refuses is refused here, with the row:
+            // lone surrogates, numbers beyond a double, and NUL characters.
+            let document: serde_json::Value =
+                serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+            if holds_nul(&document) {
+                return Err("JSON text holding \\u0000, which jsonb cannot store".to_owned());
+            }
             pgcopy::write_jsonb(out, text.as_bytes());
         }
         ColumnKind::Text { .. } | ColumnKind::OneOf(_) | ColumnKind::Numeric { .. } => {
@@ -189,6 +194,18 @@ fn encode_typed(kind: &ColumnKind, value: &[u8], out: &mut Vec<u8>) -> Result<Op
         }
     }
     Ok(None)
+}
+
+/// Whether a string or key anywhere in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(members) => members
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
 }
 
 /// Checks a decimal against `numeric(precision, scale)`.

@@ -79,6 +79,15 @@ impl TextEncoding {
         }
     }
 
+    /// `text` in this encoding (for what the gateway writes, e.g. an XLSX sheet as CSV); a
+    /// character Windows-1252 lacks becomes an HTML reference (`&#321;`), as encoding_rs does.
+    pub fn encode(self, text: &str) -> std::borrow::Cow<'_, [u8]> {
+        match self.decoder() {
+            None => text.as_bytes().into(),
+            Some(encoding) => encoding.encode(text).0,
+        }
+    }
+
     /// `bytes` as UTF-8: borrowed when they already are (UTF-8 datasets), converted otherwise.
     pub fn decode(self, bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         match self.decoder() {
@@ -287,6 +296,8 @@ pub enum HeaderError {
     Unknown(String),
     #[error("the header lacks the required column {0:?}")]
     Missing(String),
+    #[error("the first record is longer than the {0} bytes read to find the header")]
+    TooLong(usize),
 }
 
 impl Dataset {
@@ -315,9 +326,9 @@ impl Dataset {
 
     /// Whether `cells` (as the tokenizer gives them, quotes and all) are a header record, and
     /// if so where each column is. `Ok(None)`: a data record. A record is a header when each
-    /// of its cells names a column (ignoring case and surrounding spaces), or when it names
-    /// every required column; such a header that names a column twice, an unknown one (extra
-    /// columns refused) or lacks a required one is an error.
+    /// of its cells names a column (ignoring case and surrounding spaces), or when the dataset
+    /// has required columns and it names all of them; such a header that names a column twice,
+    /// an unknown one (extra columns refused) or lacks a required one is an error.
     pub fn read_header<'c>(
         &self,
         cells: impl Iterator<Item = &'c [u8]>,
@@ -336,8 +347,14 @@ impl Dataset {
             .enumerate()
             .filter(|(_, c)| !c.nullable && c.default.is_none())
             .all(|(i, _)| found.contains(&Some(i)));
+        // Every cell a column name, or every required column named (when there are some): a
+        // data row naming a column by chance is not taken for a header.
         let all_named = found.iter().all(Option::is_some);
-        if !(all_named || (required_named && found.iter().any(Option::is_some))) {
+        let has_required = self
+            .columns
+            .iter()
+            .any(|c| !c.nullable && c.default.is_none());
+        if !(all_named || (has_required && required_named)) {
             return Ok(None);
         }
         let ignoring = self.extra_columns == ExtraColumns::Ignore;
@@ -407,9 +424,10 @@ impl Dataset {
 
     /// The layout of the header a file whose first bytes are `head` starts with, read by the
     /// same tokenizer as validation (so a UTF-8 BOM, CRLF and quoted names count alike), or
-    /// `None` when it starts with data. `head` must hold the whole first record, in the
-    /// dataset's encoding.
-    pub fn header_of(&self, head: &[u8]) -> Result<Option<Layout>, HeaderError> {
+    /// `None` when it starts with data. `head` is in the dataset's encoding; `whole` says it is
+    /// the whole file, otherwise a first record running to its end may be cut: an error rather
+    /// than a guess from part of a header.
+    pub fn header_of(&self, head: &[u8], whole: bool) -> Result<Option<Layout>, HeaderError> {
         if !self.format.header {
             return Ok(None);
         }
@@ -420,17 +438,24 @@ impl Dataset {
             .delimiter(self.format.delimiter)
             .quote(self.format.quote)
             .from_reader(&head[..]);
-        let Ok(Some(record)) = reader.read_byte_record() else {
-            return Ok(None);
+        let cells: Vec<Vec<u8>> = match reader.read_byte_record() {
+            Ok(Some(record)) => (0..record.len())
+                .map(|i| record.get(i).unwrap_or_default().to_vec())
+                .collect(),
+            _ => return Ok(None),
         };
-        let last = record.len().saturating_sub(1);
-        let cells = (0..record.len()).map(|i| {
-            let cell = record.get(i).unwrap_or_default();
-            // A bare CR where `head` ends (a line cut between CR and LF) is a line ending too.
+        // Ended by a line break inside `head`, or `head` is all there is.
+        let end = usize::try_from(reader.position()).unwrap_or(usize::MAX);
+        if !whole && end >= head.len() && !head.ends_with(b"\n") {
+            return Err(HeaderError::TooLong(head.len()));
+        }
+        let last = cells.len().saturating_sub(1);
+        let cells = cells.iter().enumerate().map(|(i, cell)| {
+            // A bare CR where the file ends (a line cut between CR and LF) is a line ending too.
             if i == last {
                 cell.strip_suffix(b"\r").unwrap_or(cell)
             } else {
-                cell
+                cell.as_slice()
             }
         });
         self.read_header(cells)
@@ -503,7 +528,7 @@ mod tests {
             b"date,content,amount,type\r",
             b"Date, CONTENT ,amount,type\n",
         ] {
-            let layout = dataset.header_of(head).expect("a header");
+            let layout = dataset.header_of(head, true).expect("a header");
             assert_eq!(layout, Some(dataset.declared_layout()), "{head:?}");
         }
         for head in [
@@ -511,27 +536,35 @@ mod tests {
             b"date,content,amo",
             b"",
         ] {
-            assert_eq!(dataset.header_of(head), Ok(None), "{head:?}");
+            assert_eq!(dataset.header_of(head, true), Ok(None), "{head:?}");
         }
         assert_eq!(
-            dataset.header_of(b"date,content,amount\n"),
+            dataset.header_of(b"date,content,amount\n", true),
             Err(HeaderError::Missing("type".into()))
         );
         assert_eq!(
-            dataset.header_of(b"date,content,amount,type,extra\n"),
+            dataset.header_of(b"date,content,amount,type,extra\n", true),
             Err(HeaderError::Unknown("extra".into()))
         );
         assert_eq!(
-            dataset.header_of(b"date,date,amount,type\n"),
+            dataset.header_of(b"date,date,amount,type\n", true),
             Err(HeaderError::Duplicate("date".into()))
         );
+        // Part of a file: a first record running to the end of what was read may go on.
+        assert_eq!(
+            dataset.header_of(b"date,content,amo", false),
+            Err(HeaderError::TooLong(16))
+        );
+        assert!(dataset
+            .header_of(b"date,content,amount,type\n01/0", false)
+            .is_ok_and(|h| h.is_some()));
     }
 
     #[test]
     fn a_reordered_header_gives_its_layout_and_statement() {
         let dataset = transactions();
         let layout = dataset
-            .header_of(b"type,amount,date\n")
+            .header_of(b"type,amount,date\n", true)
             .expect("valid")
             .expect("a header");
         assert_eq!(layout.cells, 3);

@@ -210,12 +210,12 @@ impl Checker<'_> {
         };
         let table = match &def.table {
             Some(table) => {
-                check_name(table.get_ref(), true).map_err(|m| self.at(table, "table", m))?;
+                check_table(table.get_ref()).map_err(|m| self.at(table, "table", m))?;
                 table.get_ref().clone()
             }
             None => {
                 let table = name.replace('-', "_");
-                check_name(&table, true).map_err(|m| self.error(1, "table", m))?;
+                check_table(&table).map_err(|m| self.error(1, "table", m))?;
                 table
             }
         };
@@ -283,6 +283,14 @@ impl Checker<'_> {
                         "must be a date, timestamp or timestamptz column".into(),
                     ));
                 }
+                // A row without a value would sit in the default partition for good.
+                if columns[column].nullable || columns[column].default.is_some() {
+                    return Err(self.at(
+                        spanned,
+                        "partition.column",
+                        "must be required, without a default".into(),
+                    ));
+                }
                 let by = match def.by {
                     ByDef::Month => PartitionBy::Month,
                     ByDef::Day => PartitionBy::Day,
@@ -295,6 +303,14 @@ impl Checker<'_> {
             for name in spanned.get_ref() {
                 let column = find(name)
                     .ok_or_else(|| self.at(spanned, "unique_key", format!("no column {name:?}")))?;
+                // NULLs never conflict: a nullable key column would let duplicates through.
+                if columns[column].nullable {
+                    return Err(self.at(
+                        spanned,
+                        "unique_key",
+                        format!("column {name:?} must be required"),
+                    ));
+                }
                 unique_key.push(column);
             }
             if let Some(partition) = partition {
@@ -526,6 +542,18 @@ fn check_name(name: &str, identifier: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// A table name: an identifier not starting with `ingest_` (the engine's own tables, such as
+/// its staging table, which would shadow the dataset's).
+fn check_table(name: &str) -> Result<(), String> {
+    check_name(name, true)?;
+    if name.starts_with("ingest_") {
+        return Err(format!(
+            "{name:?}: names starting with ingest_ are the engine's own"
+        ));
+    }
+    Ok(())
+}
+
 /// A format must parse as chrono's `strftime` syntax, and a `timestamptz` one must read an
 /// offset (without one, the instant would depend on the server's time zone).
 fn check_format(format: &str, kind: TypeDef) -> Result<(), String> {
@@ -588,6 +616,12 @@ mod tests {
         assert!(error(text).contains("lineage column"));
         let text = "on_conflict = \"skip\"\n[[columns]]\nname = \"a\"\ntype = \"uuid\"\n";
         assert!(error(text).contains("on_conflict: needs a unique_key"));
+        let text = "unique_key = [\"a\"]\n[[columns]]\nname = \"a\"\ntype = \"uuid\"\n";
+        assert!(error(text).contains("unique_key: column \"a\" must be required"));
+        let text = "partition = { column = \"a\", by = \"day\" }\n[[columns]]\nname = \"a\"\ntype = \"date\"\n";
+        assert!(error(text).contains("partition.column: must be required"));
+        let text = "table = \"ingest_staging\"\n[[columns]]\nname = \"a\"\ntype = \"uuid\"\n";
+        assert!(error(text).contains("the engine's own"));
     }
 
     #[test]

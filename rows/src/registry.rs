@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, PartitionBy};
 use crate::definition::{self, DefinitionError};
 
 /// The original's dataset, compiled in so the original's API works without a datasets folder.
@@ -69,6 +69,25 @@ impl Registry {
                 return Err(clash(format!(
                     "table {:?} is also the table of dataset {:?}",
                     dataset.table, other.name
+                )));
+            }
+            if let Some((table, of)) = registry.datasets.values().find_map(|other| {
+                let clash = |a: &Dataset, b: &Dataset| {
+                    a.table == format!("{}_default", b.table)
+                        || [PartitionBy::Month, PartitionBy::Day]
+                            .iter()
+                            .any(|by| by.parse_table_name(&a.table, &b.table).is_some())
+                };
+                if clash(&dataset, other) {
+                    Some((dataset.table.clone(), other.table.clone()))
+                } else if clash(other, &dataset) {
+                    Some((other.table.clone(), dataset.table.clone()))
+                } else {
+                    None
+                }
+            }) {
+                return Err(clash(format!(
+                    "table {table:?} is named like a partition of table {of:?}"
                 )));
             }
             from_files.insert(dataset.name.clone(), file.clone());

@@ -164,6 +164,10 @@ pub enum ChunkError {
     /// The sink's receiver went away.
     #[error("the COPY stream was closed by its receiver")]
     SinkClosed,
+    /// The rows cannot go where they belong (the database refuses them, or they need more
+    /// partitions than a chunk may make): found by the loader, the same for every attempt.
+    #[error("{0}")]
+    Refused(String),
     /// The rejected rows could not be kept.
     #[error("keeping the rejected rows: {0}")]
     Rejects(io::Error),

@@ -165,7 +165,7 @@ pub fn parse_date(text: &str, formats: &[String]) -> Option<Day> {
             .iter()
             .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
     }?;
-    Some(day_of(date))
+    day_of(date)
 }
 
 /// A timestamp without time zone in one of `formats` (the fast default syntax when there are
@@ -178,7 +178,7 @@ pub fn parse_timestamp(text: &str, formats: &[String]) -> Option<(Day, i64)> {
     let at = formats
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())?;
-    Some(instant(at))
+    instant(at)
 }
 
 /// A timestamp with a time zone offset in one of `formats` (RFC 3339 when there are none):
@@ -191,20 +191,24 @@ pub fn parse_timestamptz(text: &str, formats: &[String]) -> Option<(Day, i64)> {
             .iter()
             .find_map(|f| DateTime::parse_from_str(text, f).ok())
     }?;
-    Some(instant(at.naive_utc()))
+    instant(at.naive_utc())
 }
 
-fn day_of(date: NaiveDate) -> Day {
-    (date.year(), date.month(), date.day())
+/// Years 1 to 9999 only, as the fast parser: PostgreSQL has no year 0, partition bounds and
+/// names need four digits, and a far year would only be a typo.
+fn day_of(date: NaiveDate) -> Option<Day> {
+    (1..=9999)
+        .contains(&date.year())
+        .then(|| (date.year(), date.month(), date.day()))
 }
 
-fn instant(at: NaiveDateTime) -> (Day, i64) {
-    let day = day_of(at.date());
+fn instant(at: NaiveDateTime) -> Option<(Day, i64)> {
+    let day = day_of(at.date())?;
     let days = days_from_civil(day.0, day.1, day.2) - PG_EPOCH_DAYS;
     // A leap second (`:60`, which chrono keeps as a nanosecond overflow) counts as :59.999999.
     let micros = i64::from(at.nanosecond().min(999_999_999) / 1000);
     let secs = i64::from(at.num_seconds_from_midnight());
-    (day, days * DAY_MICROS + secs * 1_000_000 + micros)
+    Some((day, days * DAY_MICROS + secs * 1_000_000 + micros))
 }
 
 /// A plain decimal as read from a cell: `[+-]digits[.digits]`, borrowed from the cell.
@@ -278,6 +282,11 @@ mod tests {
         let (day, _) = parse_timestamptz("2023-02-01T00:30:00+01:00", &[]).expect("valid");
         assert_eq!(day, (2023, 1, 31));
         assert_eq!(parse_timestamptz("2023-02-01T10:11:12", &[]), None);
+        // Years 1 to 9999, also once in UTC.
+        assert_eq!(parse_date("0000-06-15", &[]), None);
+        assert_eq!(parse_date("+12345-06-15", &[]), None);
+        assert_eq!(parse_timestamptz("0001-01-01T00:30:00+01:00", &[]), None);
+        assert_eq!(parse_timestamptz("9999-12-31T23:30:00-01:00", &[]), None);
         // `%#z` (chrono: parsing only) takes `Z` as well as an offset.
         let permissive = iso("%Y-%m-%d %H:%M:%S%#z");
         assert_eq!(

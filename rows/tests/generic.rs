@@ -103,7 +103,10 @@ fn a_header_in_another_order_with_extra_and_missing_columns() {
          [[columns]]\nname = \"note\"\naliases = [\"Remark\"]\ntype = \"text\"\n",
     );
     let chunk = b"REMARK,junk,ID\nhello,zzz,7\n,zzz,8\n";
-    let layout = dataset.header_of(chunk).expect("valid").expect("a header");
+    let layout = dataset
+        .header_of(chunk, true)
+        .expect("valid")
+        .expect("a header");
     assert_eq!(dataset.header_names(&layout), ["note", "", "id"]);
     assert_eq!(
         dataset.copy_statement(&layout),
@@ -128,7 +131,10 @@ fn windows_1252_is_converted_while_read() {
     // "Straße" header, then "Müße" (4 characters, 4 bytes in Windows-1252, 6 in UTF-8) and a
     // euro sign (0x80).
     let chunk = b"Stra\xdfe\nM\xfc\xdfe\n\x80 12\n";
-    let layout = dataset.header_of(chunk).expect("valid").expect("a header");
+    let layout = dataset
+        .header_of(chunk, true)
+        .expect("valid")
+        .expect("a header");
     let (report, rows) = load(&dataset, Some(&layout), chunk);
     assert_eq!(
         (report.rows_loaded, report.rows_rejected),

@@ -280,13 +280,11 @@ async fn commit(
         ));
     }
     let final_path = state.settings.shared.upload_dir.join(&relative);
+    let dataset = dataset_of(state, upload)?;
     let has_header = stored.header.is_some();
     let header = match stored.header {
         Some(names) => names,
-        None => {
-            let dataset = dataset_of(state, upload)?;
-            dataset.header_names(&dataset.declared_layout())
-        }
+        None => dataset.header_names(&dataset.declared_layout()),
     };
     let facts = NewChunk {
         path: relative,
@@ -294,6 +292,7 @@ async fn commit(
         sha256: stored.sha256_hex.clone(),
         has_header,
         header,
+        header_expected: dataset.format.header,
     };
     let publisher = state.publisher.clone();
     let partitions = state.settings.shared.partitions;
@@ -320,6 +319,14 @@ async fn commit(
             let _ = tokio::fs::remove_file(&final_path).await;
             return Err(ApiError::Conflict(
                 "this chunk number was already stored with different content".into(),
+            ));
+        }
+        Ok(Recorded::HeaderFirst) => {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(ApiError::Conflict(
+                "chunk 0 (the start of the file, with its header) must be stored before this \
+                 chunk: the header says how every chunk is read"
+                    .into(),
             ));
         }
         Ok(Recorded::HeaderDiffers(first)) => {

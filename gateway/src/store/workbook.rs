@@ -11,7 +11,6 @@
 //! most the cap of XML, about as much again as strings) plus small buffers; at most
 //! [`CONVERSIONS_AT_ONCE`] run per gateway.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -269,27 +268,35 @@ fn record<W: Write>(out: &mut CappedWriter<W>, fields: &[String]) -> Result<(), 
 }
 
 /// Writes `fields` as one CSV record in `format`, quoting what needs it (RFC 4180). In a
-/// Windows-1252 dataset, a character that encoding lacks becomes an HTML reference (`&#8364;`
-/// style), as encoding_rs writes it.
+/// Windows-1252 dataset each field is encoded first (a character that encoding lacks becomes an
+/// HTML reference, `&#321;`, as encoding_rs writes it) and quoted by what it holds then: the `;`
+/// of such a reference must not split the cell.
 fn write_record(out: &mut impl Write, fields: &[String], format: Format) -> io::Result<()> {
-    let (delimiter, quote) = (char::from(format.delimiter), char::from(format.quote));
-    let mut line = String::new();
+    let (delimiter, quote) = (format.delimiter, format.quote);
+    let mut line = Vec::new();
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             line.push(delimiter);
         }
-        if field.contains([delimiter, quote, '\n', '\r']) {
-            let doubled = field.replace(quote, &format!("{quote}{quote}"));
-            let _ = write!(line, "{quote}{doubled}{quote}");
+        let field = format.encoding.encode(field);
+        if field
+            .iter()
+            .any(|&b| [delimiter, quote, b'\n', b'\r'].contains(&b))
+        {
+            line.push(quote);
+            for &b in field.iter() {
+                line.push(b);
+                if b == quote {
+                    line.push(quote);
+                }
+            }
+            line.push(quote);
         } else {
-            line.push_str(field);
+            line.extend_from_slice(&field);
         }
     }
-    line.push('\n');
-    match format.encoding.decoder() {
-        None => out.write_all(line.as_bytes()),
-        Some(encoding) => out.write_all(&encoding.encode(&line).0),
-    }
+    line.push(b'\n');
+    out.write_all(&line)
 }
 
 /// A writer that fails once more than `max` bytes went through it.

@@ -308,6 +308,11 @@ class FileUpload {
       await whilePaused();
       if (this.closed) return;
       await this.sendChunk(todo.shift());
+      // The others would be refused (409) until it is stored: they wait for its retry.
+      if (this.failed.has(0)) {
+        for (const n of todo) this.failed.set(n, 'waits for chunk 0 (the header)');
+        return;
+      }
     }
     const worker = async () => {
       for (;;) {
