@@ -249,7 +249,7 @@ async fn example_datasets_load_end_to_end() {
 
     // Sensor readings: instants with offsets, partitioned by their UTC day; JSON; a boolean
     // that defaults to true.
-    let folder = api.create(json!({"dataset": "sensor_readings"})).await;
+
     let sensor = "5f0c8d7e-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
     let body = format!(
         "time,sensor_id,temperature,humidity,ok,payload\n\
@@ -261,9 +261,7 @@ async fn example_datasets_load_end_to_end() {
          2024-03-02T00:00:00,{sensor},1,1,true,\n\
          2024-03-02T00:00:00Z,{sensor},1,1,true,\"{{\"\"a\"\": \"\"\\u0000\"\"}}\"\n"
     );
-    assert_eq!(api.put(&folder, 0, body.into_bytes()).await, 200);
-    api.complete(&folder, 1).await;
-    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    let status = upload_one(&api, "sensor_readings", body.into_bytes()).await;
     assert_eq!(status["state"], "done", "{status}");
     assert_eq!(
         (&status["rows_loaded"], &status["rows_rejected"]),
@@ -336,17 +334,11 @@ async fn example_datasets_load_end_to_end() {
     );
     // Without `on_conflict = "skip"`, a key already in the table fails the chunk with the
     // database's reason (it is not retried forever), and nothing of it is loaded.
-    let folder = api.create(json!({"dataset": "products_strict"})).await;
     let body = "sku,name,price\nS-1,One,1.00\nS-2,Two,2.00\n";
-    assert_eq!(api.put(&folder, 0, body.as_bytes().to_vec()).await, 200);
-    api.complete(&folder, 1).await;
-    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    let status = upload_one(&api, "products_strict", body.into()).await;
     assert_eq!(status["state"], "done", "{status}");
-    let folder = api.create(json!({"dataset": "products_strict"})).await;
     let body = "sku,name,price\nS-3,Three,3.00\nS-1,One again,1.50\n";
-    assert_eq!(api.put(&folder, 0, body.as_bytes().to_vec()).await, 200);
-    api.complete(&folder, 1).await;
-    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    let status = upload_one(&api, "products_strict", body.into()).await;
     assert_eq!(status["state"], "failed", "{status}");
     let error = status["error"].as_str().unwrap_or_default();
     assert!(
@@ -394,13 +386,18 @@ async fn example_datasets_load_end_to_end() {
 
 /// Uploads `csv` as one products chunk; its rows loaded and skipped.
 async fn load_products(api: &Api, csv: &str) -> (i64, i64) {
-    let folder = api.create(json!({"dataset": "products"})).await;
-    assert_eq!(api.put(&folder, 0, csv.as_bytes().to_vec()).await, 200);
-    api.complete(&folder, 1).await;
-    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    let status = upload_one(api, "products", csv.into()).await;
     assert_eq!(status["state"], "done", "{status}");
     (
         status["rows_loaded"].as_i64().unwrap(),
         status["rows_skipped"].as_i64().unwrap(),
     )
+}
+
+/// Uploads `body` as the only chunk of a new upload of `dataset`; its status once finished.
+async fn upload_one(api: &Api, dataset: &str, body: Vec<u8>) -> Value {
+    let folder = api.create(json!({ "dataset": dataset })).await;
+    assert_eq!(api.put(&folder, 0, body).await, 200);
+    api.complete(&folder, 1).await;
+    api.wait_finished(&folder, Duration::from_secs(60)).await
 }

@@ -9,6 +9,7 @@ use engine::dataset::Dataset;
 use engine::validate::{load_chunk, ChunkReport, ErrorPolicy, Limits, Lineage};
 use futures_util::SinkExt;
 use ingest_contract::testkit::TestDb;
+use ingest_rows::values::civil_from_days;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rand::Rng;
@@ -385,18 +386,4 @@ async fn original_format_loads_exactly_into_monthly_partitions() -> anyhow::Resu
         assert_eq!(count, rows, "{table}");
     }
     Ok(())
-}
-
-/// The inverse of `days_from_civil` (Howard Hinnant), to generate dates independently.
-fn civil_from_days(days: i64) -> (i32, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    (y, m, d)
 }

@@ -118,7 +118,7 @@ pub fn decode_copy(buffers: &[Bytes], lineage: Lineage) -> Vec<Tuple> {
 fn timestamp_month(field: &[u8]) -> (i32, u32) {
     let micros = i64::from_be_bytes(field.try_into().expect("timestamp is 8 bytes"));
     let days = micros.div_euclid(86_400_000_000) + days_from_civil(2000, 1, 1);
-    let (year, month, _) = civil_from_days(days);
+    let (year, month, _) = ingest_rows::values::civil_from_days(days);
     assert!((1..=9999).contains(&year), "year {year}");
     (year, month)
 }
@@ -167,18 +167,4 @@ pub fn numeric(field: &[u8]) -> Numeric {
         integer,
         fraction: format!("{kept:0<width$}", width = dscale as usize),
     }
-}
-
-/// (year, month, day) of days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    (year, month, day)
 }

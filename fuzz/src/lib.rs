@@ -199,7 +199,8 @@ pub fn pgcopy_values(data: &[u8]) {
         let micros = ts.pg_micros();
         let days = micros.div_euclid(86_400_000_000);
         let in_day = micros.rem_euclid(86_400_000_000);
-        let (year, month, day) = copy::civil_from_days(days + days_from_civil(2000, 1, 1));
+        let (year, month, day) =
+            ingest_rows::values::civil_from_days(days + days_from_civil(2000, 1, 1));
         assert_eq!((year, month, day), (ts.year, ts.month, ts.day));
         let secs = (in_day / 1_000_000) as u32;
         assert_eq!(

@@ -150,6 +150,22 @@ pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The civil date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`): the inverse of
+/// [`days_from_civil`].
+pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = i32::try_from(yoe + era * 400 + i64::from(month <= 2))
+        .expect("a day count within i32 years");
+    (year, month, day)
+}
+
 /// Days since 2000-01-01, PostgreSQL's binary `date`.
 pub fn pg_days((year, month, day): Day) -> i32 {
     i32::try_from(days_from_civil(year, month, day) - PG_EPOCH_DAYS)
@@ -315,6 +331,11 @@ mod tests {
 
     #[test]
     fn civil_days_and_epoch() {
+        for days in [-719_468, -1, 0, 10_957, 19_782, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 1, 1), PG_EPOCH_DAYS);
         assert_eq!(

@@ -2,6 +2,7 @@
 //! second apart from 01/01/2023 00:00:01, 3-decimal amounts in -1000..1000, Deposit or
 //! Withdrawal, split like it into files of ~178,800 rows.
 
+use ingest_rows::values::civil_from_days;
 use rand::Rng;
 
 const ROWS_PER_FILE: usize = 178_800;
@@ -36,18 +37,4 @@ pub fn generate(rows: usize) -> Vec<Vec<u8>> {
         files.push(csv.into_bytes());
     }
     files
-}
-
-/// Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i32, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    (y, m, d)
 }
