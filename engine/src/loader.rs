@@ -156,8 +156,15 @@ impl Loader {
             };
             let policy = row.on_error;
             let path = self.upload_dir.join(&row.stored_path);
-            let target = match self.target(&row) {
-                Ok(target) => target,
+            let target = match self.target(&row, message.chunk_no) {
+                Ok(Some(target)) => target,
+                Ok(None) => {
+                    // Parked: published again once chunk 0 says how it is read.
+                    commit_offset(&*client, position).await?;
+                    metrics::chunk(Counted::Skipped);
+                    tracing::info!(upload_id = %message.upload_id, chunk = message.chunk_no, "chunk waits for its upload's chunk 0 (the header)");
+                    return Ok(Outcome::Skipped);
+                }
                 Err(reason) => {
                     let failure = Failure {
                         reason,
@@ -238,12 +245,20 @@ impl Loader {
         ))
     }
 
-    /// The chunk's dataset and layout, or why it cannot be loaded at all.
-    pub(crate) fn target(&self, row: &Claimed) -> Result<ChunkTarget, String> {
+    /// The chunk's dataset and layout, or why it cannot be loaded at all; `None` while it
+    /// waits for its upload's chunk 0 to say how it is read ([`Claimed::parked`]).
+    pub(crate) fn target(
+        &self,
+        row: &Claimed,
+        chunk_no: i32,
+    ) -> Result<Option<ChunkTarget>, String> {
         let dataset = self
             .registry
             .get(&row.dataset)
             .ok_or_else(|| format!("unknown dataset {:?}", row.dataset))?;
+        if row.parked(chunk_no, dataset.format.header) {
+            return Ok(None);
+        }
         let layout = match &row.header {
             None => dataset.declared_layout(),
             Some(names) => dataset.layout_of_names(names).map_err(|err| {
@@ -253,7 +268,7 @@ impl Loader {
                 )
             })?,
         };
-        Ok(ChunkTarget { dataset, layout })
+        Ok(Some(ChunkTarget { dataset, layout }))
     }
 
     /// Creates every partition the chunk's rows need before its transaction starts, from a

@@ -107,8 +107,8 @@ impl Loader {
         let Some(row) = claim(&*client, message, position).await? else {
             return Ok(None); // Loaded or failed already: the whole-chunk path skips it.
         };
-        let Ok(target) = self.target(&row) else {
-            return Ok(None); // The whole-chunk path fails it with the reason.
+        let Ok(Some(target)) = self.target(&row, message.chunk_no) else {
+            return Ok(None); // The whole-chunk path parks it or fails it with the reason.
         };
         // All or none of the rows (reject-chunk), or a staged insert that counts the skipped
         // rows of the whole chunk (on_conflict = "skip"): loaded whole.

@@ -64,19 +64,42 @@ pub async fn unannounced(
             &[&older_than.as_secs_f64(), &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| ChunkMessage {
-            upload_id: row.get(0),
-            chunk_no: row.get(1),
-            path: row.get(2),
-            bytes: row.get::<_, i64>(3) as u64,
-            sha256: row.get(4),
-            has_header: row.get(5),
-            dataset: row.get(6),
-            received_at_ms: row.get(7),
-        })
-        .collect())
+    Ok(rows.iter().map(message_of).collect())
+}
+
+/// The stored, unannounced chunks of one upload other than `except`: those that waited for
+/// the upload's header, to publish again once a chunk set it ([`crate::uploads::record_chunk`]).
+pub async fn unannounced_of(
+    client: &Client,
+    upload_id: Uuid,
+    except: i32,
+) -> Result<Vec<ChunkMessage>, LedgerError> {
+    let rows = client
+        .query(
+            "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256, c.has_header,
+                    u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
+             FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
+             WHERE c.upload_id = $1 AND c.chunk_no <> $2 AND c.state = 'stored'
+               AND c.announced_at IS NULL
+             ORDER BY c.chunk_no",
+            &[&upload_id, &except],
+        )
+        .await?;
+    Ok(rows.iter().map(message_of).collect())
+}
+
+/// A chunk message from the columns [`unannounced`] and [`unannounced_of`] select.
+fn message_of(row: &tokio_postgres::Row) -> ChunkMessage {
+    ChunkMessage {
+        upload_id: row.get(0),
+        chunk_no: row.get(1),
+        path: row.get(2),
+        bytes: row.get::<_, i64>(3) as u64,
+        sha256: row.get(4),
+        has_header: row.get(5),
+        dataset: row.get(6),
+        received_at_ms: row.get(7),
+    }
 }
 
 /// Marks every waiting chunk of `partition` as not announced, so the gateways' announce sweep

@@ -25,8 +25,22 @@ pub struct Claimed {
     /// this attempt.
     pub attempt: i32,
     /// The column names its records are read with ([`crate::uploads::NewChunk::header`]);
-    /// `None` for uploads recorded before uploads kept it (read in declared order).
+    /// `None` while no chunk has set it, and for uploads recorded before uploads kept it
+    /// (read in declared order).
     pub header: Option<Vec<String>>,
+    /// Whether the upload's chunk 0 is stored: with no header set, a later chunk must wait
+    /// for it ([`Claimed::parked`]); with it stored, no header means an upload from before
+    /// headers were kept.
+    pub start_stored: bool,
+}
+
+impl Claimed {
+    /// Whether this chunk (number `chunk_no`, of a dataset whose files start with a header
+    /// when `header_expected`) must wait for its upload's chunk 0 to say how it is read: it is
+    /// then published again once that is stored ([`crate::uploads::record_chunk`]).
+    pub fn parked(&self, chunk_no: i32, header_expected: bool) -> bool {
+        self.header.is_none() && header_expected && chunk_no != 0 && !self.start_stored
+    }
 }
 
 /// The chunk's row if it is still `stored`.
@@ -37,8 +51,9 @@ pub async fn claim(
 ) -> Result<Option<Claimed>, LedgerError> {
     let row = client
         .query_opt(
-            "SELECT c.stored_path, u.on_error, u.dataset, c.attempt, u.header FROM chunks c
-             JOIN uploads u ON u.upload_id = c.upload_id
+            "SELECT c.stored_path, u.on_error, u.dataset, c.attempt, u.header,
+                    EXISTS (SELECT 1 FROM chunks z WHERE z.upload_id = c.upload_id AND z.chunk_no = 0)
+             FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
              WHERE c.upload_id = $1 AND c.chunk_no = $2 AND c.state = 'stored'",
             &[&upload_id, &chunk_no],
         )
@@ -50,6 +65,7 @@ pub async fn claim(
             dataset: row.get(2),
             attempt: row.get(3),
             header: row.get(4),
+            start_stored: row.get(5),
         })
     })
     .transpose()

@@ -165,11 +165,13 @@ pub struct NewChunk {
     pub sha256: String,
     pub has_header: bool,
     /// The column names its records are read with, in file order: its header's, or the
-    /// dataset's declared order when it has none. The first chunk stored sets the upload's
-    /// ([`Recorded::HeaderDiffers`], [`Recorded::HeaderFirst`]).
+    /// dataset's declared order when it has none. It sets the upload's
+    /// ([`Recorded::HeaderDiffers`]) when the upload has none yet and it may: it has a header,
+    /// or it is chunk 0 (a file without one), or the dataset's files have no header.
     pub header: Vec<String>,
-    /// Whether the dataset's files start with a header: then only a chunk with a header, or
-    /// chunk 0 (a file without one), may set the upload's.
+    /// Whether the dataset's files start with a header: then a chunk without one that comes
+    /// before chunk 0 leaves the upload's header unset, and the engine parks it until chunk 0
+    /// is stored ([`crate::loads::Claimed::parked`]).
     pub header_expected: bool,
 }
 
@@ -189,9 +191,6 @@ pub enum Recorded {
     /// The chunk's header names the columns in another order than the upload's first one:
     /// its chunks would not all read alike. The upload's header is given.
     HeaderDiffers(Vec<String>),
-    /// A chunk without a header, after chunk 0, before the upload has a header: it could not
-    /// be read in the file's order (chunk 0 says it).
-    HeaderFirst,
     /// The upload ended (or expired) meanwhile and takes no more chunks.
     Closed(UploadState),
 }
@@ -243,20 +242,26 @@ pub async fn record_chunk(
             .await?
             .get(0),
     };
-    // The first chunk sets how every chunk of the upload is read; a headerless chunk can only set
-    // it when it is the file's start (chunk 0) or files have no header at all.
+    // The first chunk that can say how every chunk of the upload is read sets it: one with a
+    // header, the file's start (chunk 0), or any when files have no header. A headerless chunk
+    // before that waits (the engine parks it); once the header is set, the waiting chunks are
+    // marked unannounced so they are published again (by the request that set it, else by the
+    // announce sweep) and loaded with it.
     match current.get::<_, Option<Vec<String>>>(3) {
         Some(header) if stored.has_header && header != stored.header => {
             return Ok(Recorded::HeaderDiffers(header));
         }
         Some(_) => {}
-        None if !stored.has_header && stored.header_expected && chunk_no != 0 => {
-            return Ok(Recorded::HeaderFirst);
-        }
+        None if !stored.has_header && stored.header_expected && chunk_no != 0 => {}
         None => {
             tx.execute(
                 "UPDATE uploads SET header = $2 WHERE upload_id = $1",
                 &[&upload.upload_id, &stored.header],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE chunks SET announced_at = NULL WHERE upload_id = $1 AND state = 'stored'",
+                &[&upload.upload_id],
             )
             .await?;
         }

@@ -321,14 +321,6 @@ async fn commit(
                 "this chunk number was already stored with different content".into(),
             ));
         }
-        Ok(Recorded::HeaderFirst) => {
-            let _ = tokio::fs::remove_file(&final_path).await;
-            return Err(ApiError::Conflict(
-                "chunk 0 (the start of the file, with its header) must be stored before this \
-                 chunk: the header says how every chunk is read"
-                    .into(),
-            ));
-        }
         Ok(Recorded::HeaderDiffers(first)) => {
             let _ = tokio::fs::remove_file(&final_path).await;
             return Err(ApiError::Conflict(format!(
@@ -361,6 +353,11 @@ async fn commit(
         )));
     }
     state.uploads.mark_announced(&message).await;
+    if !duplicate && (has_header || message.chunk_no == 0) {
+        // This chunk may have set the upload's header: chunks that came before it waited for
+        // it (the engine parked them); publish them again now rather than at the next sweep.
+        state.uploads.announce_waiting(&publisher, &message).await;
+    }
     Ok((message, duplicate))
 }
 

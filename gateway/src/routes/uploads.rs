@@ -512,6 +512,35 @@ impl Uploads {
         }
     }
 
+    /// Publishes the upload's chunks that wait to be announced again, after `message`'s chunk
+    /// set its header ([`ingest_ledger::files::unannounced_of`]). Best effort: what fails here
+    /// the gateways' announce sweep publishes later.
+    pub async fn announce_waiting(
+        &self,
+        publisher: &crate::publish::Publisher,
+        message: &ChunkMessage,
+    ) {
+        let announced = async {
+            let db = self.pool.get().await?;
+            let waiting =
+                ingest_ledger::files::unannounced_of(&db, message.upload_id, message.chunk_no)
+                    .await?;
+            for waiting in &waiting {
+                publisher
+                    .publish(waiting)
+                    .await
+                    .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+                ingest_ledger::files::mark_announced(&db, waiting.upload_id, waiting.chunk_no)
+                    .await?;
+            }
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        if let Err(err) = announced {
+            tracing::warn!(error = %err, upload_id = %message.upload_id, "could not publish the chunks that waited for the header; the announce sweep will");
+        }
+    }
+
     /// Declares the number of chunks; the upload is done at once if they are all loaded already.
     pub async fn complete(&self, upload: &Upload, chunks: i32) -> Result<UploadState, ApiError> {
         if !(0..=1_000_000).contains(&chunks) {
