@@ -276,9 +276,8 @@ async fn send_chunks(
 ) -> Result<Vec<ChunkReport>, UploadError> {
     let mut reports = Vec::new();
     let mut pending = pending.into_iter().peekable();
-    // The header chunk goes alone first: the upload's first header fixes how every chunk is
-    // read, so a file whose columns are not in the dataset's declared order must not have a
-    // headerless chunk stored before it.
+    // The header chunk goes alone first: it says how every chunk of the upload is read, and a
+    // chunk that arrives before it waits (the engine parks it until chunk 0 is stored).
     if let Some(first) = pending.next_if(|c| c.index == 0) {
         let report = send_chunk(client, folder, first).await?;
         counters.chunk_sent(report.bytes, report.rows);

@@ -301,18 +301,13 @@ class FileUpload {
   get closed() { return TERMINAL.has(this.status?.state); }
 
   // Sends the given chunks, PARALLEL at a time; the first chunk (the file's header) alone first,
-  // since the upload's first header says how all its chunks are read.
+  // since it says how all the chunks are read (others arriving before it wait for it).
   async send(chunks) {
     const todo = [...chunks];
     if (todo[0] === 0) {
       await whilePaused();
       if (this.closed) return;
       await this.sendChunk(todo.shift());
-      // The others would be refused (409) until it is stored: they wait for its retry.
-      if (this.failed.has(0)) {
-        for (const n of todo) this.failed.set(n, 'waits for chunk 0 (the header)');
-        return;
-      }
     }
     const worker = async () => {
       for (;;) {
