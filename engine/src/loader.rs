@@ -166,11 +166,7 @@ impl Loader {
                     return Ok(Outcome::Skipped);
                 }
                 Err(reason) => {
-                    let failure = Failure {
-                        reason,
-                        rows_rejected: 0,
-                        rejected: None,
-                    };
+                    let failure = Failure::of_chunk(reason);
                     return self
                         .fail(client, message, position, row.attempt, failure)
                         .await;
@@ -202,11 +198,7 @@ impl Loader {
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
             if let Some(reason) = partitions::too_many(&missing) {
                 drop(tx);
-                let failure = Failure {
-                    reason,
-                    rows_rejected: 0,
-                    rejected: None,
-                };
+                let failure = Failure::of_chunk(reason);
                 return self
                     .fail(client, message, position, row.attempt, failure)
                     .await;
@@ -417,16 +409,10 @@ impl Loader {
                     rejected,
                 }
             }
-            ChunkError::Io(err) if err.kind() == std::io::ErrorKind::NotFound => Failure {
-                reason: "chunk file is missing".into(),
-                rows_rejected: 0,
-                rejected: None,
-            },
-            other => Failure {
-                reason: other.to_string(),
-                rows_rejected: 0,
-                rejected: None,
-            },
+            ChunkError::Io(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Failure::of_chunk("chunk file is missing".into())
+            }
+            other => Failure::of_chunk(other.to_string()),
         }
     }
 
@@ -488,6 +474,17 @@ struct Failure {
     reason: String,
     rows_rejected: u64,
     rejected: Option<RejectedStream>,
+}
+
+impl Failure {
+    /// A failure of the chunk as a whole, not of its rows (none is counted as rejected).
+    fn of_chunk(reason: String) -> Failure {
+        Failure {
+            reason,
+            rows_rejected: 0,
+            rejected: None,
+        }
+    }
 }
 
 /// Reads the chunk's ledger row if it still waits to be loaded, after checking the lease. Locks

@@ -63,16 +63,7 @@ async fn example_datasets_load_end_to_end() {
     let db = env.db.client().await.unwrap();
 
     // The registry as clients see it.
-    let listed: Value = api
-        .http
-        .get(format!("{}/api/datasets", api.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = api.get_json("/api/datasets").await;
     let names: Vec<&str> = listed["datasets"]
         .as_array()
         .unwrap()
@@ -90,15 +81,7 @@ async fn example_datasets_load_end_to_end() {
         ]
     );
     // The docs pages describe them too, without a token.
-    let document: Value = api
-        .http
-        .get(format!("{}/api/upload/openapi.json", api.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = api.get_json("/api/upload/openapi.json").await;
     let intro = document["info"]["description"].as_str().unwrap();
     assert!(
         intro.contains("### bank_statements\n\nInto table `bank_statements`, partitioned by month on `booked_on`. Files: header `booked_on;counterparty;description;amount;currency`, delimiter `;`, Windows-1252 (latin-1).")
@@ -146,18 +129,14 @@ async fn example_datasets_load_end_to_end() {
             (1, 2, "amount: not a decimal".to_owned()),
         ]
     );
-    let rows: Vec<String> = db
-        .query(
-            "SELECT format('%s|%s|%s|%s|%s|%s', booked_on, counterparty, description, amount,
+    let rows = texts(
+        &db,
+        "SELECT format('%s|%s|%s|%s|%s|%s', booked_on, counterparty, description, amount,
                            currency, tableoid::regclass)
              FROM bank_statements ORDER BY booked_on",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -189,17 +168,13 @@ async fn example_datasets_load_end_to_end() {
         "{status}"
     );
     let id = uuid::Uuid::parse_str(&folder).unwrap();
-    let rows: Vec<String> = db
-        .query(
-            "SELECT format('%s|%s|%s|%s|%s', chunk_no, booked_on, counterparty, description, amount)
+    let rows = texts(
+        &db,
+        "SELECT format('%s|%s|%s|%s|%s', chunk_no, booked_on, counterparty, description, amount)
              FROM bank_statements WHERE upload_id = $1 ORDER BY chunk_no",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&id],
+    )
+    .await;
     assert_eq!(
         rows,
         ["0|2024-02-04|Bob|early|2.00", "1|2024-02-05|Zoë|late|-1.00"]
@@ -301,18 +276,14 @@ async fn example_datasets_load_end_to_end() {
         found[3].2,
         r#"payload: JSON text holding \u0000, which jsonb cannot store"#
     );
-    let rows: Vec<String> = db
-        .query(
-            "SELECT format('%s|%s|%s|%s|%s|%s', measured_at AT TIME ZONE 'UTC', temperature,
+    let rows = texts(
+        &db,
+        "SELECT format('%s|%s|%s|%s|%s|%s', measured_at AT TIME ZONE 'UTC', temperature,
                            humidity, ok, payload, tableoid::regclass)
              FROM sensor_readings ORDER BY measured_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -334,17 +305,13 @@ async fn example_datasets_load_end_to_end() {
     let second = "name,sku,price\nTable,D-4,99.00\nChair,B-2,45.00\n";
     let (loaded, skipped) = load_products(&api, second).await;
     assert_eq!((loaded, skipped), (1, 1));
-    let rows: Vec<String> = db
-        .query(
-            "SELECT format('%s|%s|%s|%s|%s|%s', sku, name, price, stock, active, released_on)
+    let rows = texts(
+        &db,
+        "SELECT format('%s|%s|%s|%s|%s|%s', sku, name, price, stock, active, released_on)
              FROM products ORDER BY sku",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -421,4 +388,14 @@ async fn upload_one(api: &Api, dataset: &str, body: Vec<u8>) -> Value {
     assert_eq!(api.put(&folder, 0, body).await, 200);
     api.complete(&folder, 1).await;
     api.wait_finished(&folder, Duration::from_secs(60)).await
+}
+
+/// The first column of every row `sql` returns, as text.
+async fn texts(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<String> {
+    let rows = db.query(sql, params).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
 }

@@ -55,12 +55,12 @@ pub async fn unannounced(
 ) -> Result<Vec<ChunkMessage>, LedgerError> {
     let rows = client
         .query(
-            "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256, c.has_header,
-                    u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
-             FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
+            &format!(
+                "{MESSAGES}
              WHERE c.state = 'stored' AND c.announced_at IS NULL
                AND c.received_at < now() - make_interval(secs => $1)
-             ORDER BY c.received_at LIMIT $2",
+             ORDER BY c.received_at LIMIT $2"
+            ),
             &[&older_than.as_secs_f64(), &limit],
         )
         .await?;
@@ -76,19 +76,24 @@ pub async fn unannounced_of(
 ) -> Result<Vec<ChunkMessage>, LedgerError> {
     let rows = client
         .query(
-            "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256, c.has_header,
-                    u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
-             FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id
+            &format!(
+                "{MESSAGES}
              WHERE c.upload_id = $1 AND c.chunk_no <> $2 AND c.state = 'stored'
                AND c.announced_at IS NULL
-             ORDER BY c.chunk_no",
+             ORDER BY c.chunk_no"
+            ),
             &[&upload_id, &except],
         )
         .await?;
     Ok(rows.iter().map(message_of).collect())
 }
 
-/// A chunk message from the columns [`unannounced`] and [`unannounced_of`] select.
+/// The chunk messages' columns, from `chunks c` and its upload `u`, read by [`message_of`].
+const MESSAGES: &str = "SELECT c.upload_id, c.chunk_no, c.stored_path, c.bytes, c.sha256,
+    c.has_header, u.dataset, (extract(epoch FROM c.received_at) * 1000)::int8
+    FROM chunks c JOIN uploads u ON u.upload_id = c.upload_id";
+
+/// A chunk message from the columns of [`MESSAGES`].
 fn message_of(row: &tokio_postgres::Row) -> ChunkMessage {
     ChunkMessage {
         upload_id: row.get(0),

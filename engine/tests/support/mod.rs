@@ -289,8 +289,13 @@ impl Api {
     }
 
     pub async fn status(&self, folder: &str) -> serde_json::Value {
+        self.get_json(&format!("/api/upload/{folder}")).await
+    }
+
+    /// `GET path` with the token, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.http
-            .get(format!("{}/api/upload/{folder}", self.url))
+            .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
