@@ -168,6 +168,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_chunk_may_make_a_year_of_day_partitions() {
+        let days: Vec<Day> = (0..=MAX_NEW_PER_CHUNK as u32)
+            .map(|d| (2024, 1, d))
+            .collect();
+        assert_eq!(too_many(&days[..MAX_NEW_PER_CHUNK]), None);
+        assert_eq!(
+            too_many(&days).as_deref(),
+            Some("the rows need 367 new partitions, more than the 366 one chunk may make")
+        );
+    }
+
+    #[test]
     fn bounds_cover_one_month_or_one_day() {
         let plain = ColumnKind::Date { formats: vec![] };
         assert_eq!(

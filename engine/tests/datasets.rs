@@ -150,8 +150,19 @@ async fn example_datasets_load_end_to_end() {
     // says the file's column order, then loads with it: not in the declared order.
     let folder = api.create(json!({"dataset": "bank_statements"})).await;
     let rest = latin1("-1.00;05.02.2024;late;Zoë;0\r\n");
+    let offsets = || async {
+        let sum = "SELECT coalesce(sum(\"offset\"), 0)::text FROM stream_offsets";
+        texts(&db, sum, &[]).await.remove(0)
+    };
+    let before = offsets().await;
     assert_eq!(api.put(&folder, 1, rest).await, 200);
-    tokio::time::sleep(Duration::from_millis(500)).await; // Let the engine see it first.
+    // The engine reads chunk 1 first: it parks it (committing its stream offset, nothing else).
+    ingest_contract::testkit::wait_for("chunk 1 to be parked", Duration::from_secs(30), || async {
+        (offsets().await != before).then_some(())
+    })
+    .await;
+    let status = api.status(&folder).await;
+    assert_eq!(status["chunks_loaded"], 0, "{status}");
     let start = latin1(
         "Betrag;Buchungstag;Verwendungszweck;Empfänger;Saldo\r\n2.00;04.02.2024;early;Bob;0\r\n",
     );

@@ -61,6 +61,20 @@ pub struct Format {
     pub encoding: TextEncoding,
 }
 
+impl Format {
+    /// simd-csv set up for these files: records as they come (no header handling, any number
+    /// of cells, so the validator can say what is wrong with a record), this delimiter and quote.
+    pub fn tokenizer(&self) -> ZeroCopyReaderBuilder {
+        let mut builder = ZeroCopyReaderBuilder::new();
+        builder
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.delimiter)
+            .quote(self.quote);
+        builder
+    }
+}
+
 /// The text encoding of a dataset's files; everything is UTF-8 once read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextEncoding {
@@ -432,12 +446,7 @@ impl Dataset {
             return Ok(None);
         }
         let head = self.format.encoding.decode(head);
-        let mut reader = ZeroCopyReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(self.format.delimiter)
-            .quote(self.format.quote)
-            .from_reader(&head[..]);
+        let mut reader = self.format.tokenizer().from_reader(&head[..]);
         let cells: Vec<Vec<u8>> = match reader.read_byte_record() {
             Ok(Some(record)) => (0..record.len())
                 .map(|i| record.get(i).unwrap_or_default().to_vec())

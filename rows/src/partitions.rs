@@ -10,8 +10,6 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read};
 
-use simd_csv::ZeroCopyReaderBuilder;
-
 use crate::cell::CellContext;
 use crate::dataset::{Dataset, Day, Layout};
 
@@ -41,11 +39,9 @@ pub fn partition_starts<R: Read>(
     let Some(mut cell) = cell_in(layout) else {
         return Ok(starts);
     };
-    let mut reader = ZeroCopyReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(dataset.format.delimiter)
-        .quote(dataset.format.quote)
+    let mut reader = dataset
+        .format
+        .tokenizer()
         .buffer_capacity(READ_BUFFER)
         .from_reader(crate::validate::decoded(input, dataset));
     let context = CellContext {

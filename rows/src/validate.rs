@@ -49,7 +49,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Read};
 
 use bytes::Bytes;
-use simd_csv::{ZeroCopyByteRecord, ZeroCopyReaderBuilder};
+use simd_csv::ZeroCopyByteRecord;
 
 use crate::cell::{unquote, CellContext};
 use crate::dataset::{Dataset, Day, Layout};
@@ -290,11 +290,9 @@ pub fn load_piece_into<R: Read>(
         last_partition: None,
     };
 
-    let mut reader = ZeroCopyReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(dataset.format.delimiter)
-        .quote(dataset.format.quote)
+    let mut reader = dataset
+        .format
+        .tokenizer()
         .buffer_capacity(READ_BUFFER)
         .from_reader(tap);
     let (mut prev_end, mut newlines) = (0u64, 0usize);
