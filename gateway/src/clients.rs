@@ -10,7 +10,7 @@
 //! database) or, by a client with the `admin` scope, over the API (`/api/clients`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{
@@ -18,6 +18,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use deadpool_postgres::Pool;
+use tokio::sync::Semaphore;
 
 use ingest_contract::settings::Secret;
 
@@ -188,7 +189,6 @@ impl ApiClients {
         Ok(())
     }
 
-    // argon2 is deliberately slow: keep it off the async threads.
     /// The scopes of enabled client `client_id` if `secret` is its secret, `None` otherwise.
     pub async fn verify(
         &self,
@@ -211,7 +211,7 @@ impl ApiClients {
         };
         let (hash, scopes): (String, Vec<String>) = (row.get(0), row.get(1));
         let secret = secret.to_owned();
-        let valid = tokio::task::spawn_blocking(move || {
+        let valid = off_the_async_threads(move || {
             PasswordHash::new(&hash)
                 .map(|hash| {
                     Argon2::default()
@@ -220,8 +220,7 @@ impl ApiClients {
                 })
                 .unwrap_or(false)
         })
-        .await
-        .map_err(|err| ClientsError::Hash(err.to_string()))?;
+        .await?;
         Ok(valid.then(|| stored(scopes)))
     }
 
@@ -297,8 +296,7 @@ impl ApiClients {
     }
 }
 
-/// Checks the id and the secret, and hashes the secret (argon2 is deliberately slow: off the
-/// async threads).
+/// Checks the id and the secret, and hashes the secret.
 async fn hash_secret(client_id: &str, secret: &Secret) -> Result<String, ClientsError> {
     if !valid_id(client_id) {
         return Err(ClientsError::BadId);
@@ -307,15 +305,34 @@ async fn hash_secret(client_id: &str, secret: &Secret) -> Result<String, Clients
         return Err(ClientsError::WeakSecret);
     }
     let secret = secret.clone();
-    tokio::task::spawn_blocking(move || {
+    off_the_async_threads(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(secret.expose().as_bytes(), &salt)
             .map(|hash| hash.to_string())
     })
-    .await
-    .map_err(|err| ClientsError::Hash(err.to_string()))?
+    .await?
     .map_err(|err| ClientsError::Hash(err.to_string()))
+}
+
+/// Runs an argon2 hash or check on the blocking pool, at most one per core at a time.
+///
+/// Each one takes 19 MiB and tens of milliseconds of a core by design; unbounded, a burst of
+/// token requests (from many addresses, so past the per-IP limit) would start as many as the
+/// blocking pool has threads (512): gigabytes, and every core busy. Waiting requests queue here.
+async fn off_the_async_threads<T: Send + 'static>(
+    hashing: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ClientsError> {
+    static SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .map_err(|err| ClientsError::Hash(err.to_string()))?;
+    tokio::task::spawn_blocking(hashing)
+        .await
+        .map_err(|err| ClientsError::Hash(err.to_string()))
 }
 
 /// A new random secret: 32 bytes from the OS, hex.
