@@ -1,6 +1,8 @@
 //! What the gateway and the engine must agree on.
 //!
 //! - [`chunk`]: the message published for every stored chunk ([`chunk::ChunkMessage`]).
+//! - [`chunk_store`]: where stored chunks live between gateway and engine: a shared directory or
+//!   an S3-compatible bucket (`INGEST_CHUNK_STORE`).
 //! - [`streams`]: partition stream names, which partition a chunk goes to, and broker connections.
 //! - [`db`]: connecting to PostgreSQL, creating the database, applying `db/migrations` under an
 //!   advisory lock so several processes can start at once; [`pgtls`]: TLS as `sslmode` asks.
@@ -11,6 +13,7 @@
 //!   polling with deadlines.
 
 pub mod chunk;
+pub mod chunk_store;
 pub mod db;
 pub mod pgtls;
 pub mod settings;

@@ -67,9 +67,16 @@ pub struct SharedSettings {
     #[arg(long, env = "INGEST_STREAM_PREFIX", default_value = "ingest-chunks", value_parser = parse_stream_prefix)]
     pub stream_prefix: String,
 
-    /// Where chunk files are stored; shared by gateways and engines, never served.
+    /// Where chunk files are stored; shared by gateways and engines, never served. With a
+    /// bucket as `INGEST_CHUNK_STORE`, this process's own spool instead (never shared).
     #[arg(long, env = "INGEST_UPLOAD_DIR", default_value = "./data/uploads")]
     pub upload_dir: PathBuf,
+
+    /// Where stored chunks live between gateway and engine: `file:///path` (a directory every
+    /// process sees; default: `INGEST_UPLOAD_DIR`) or `s3://bucket/prefix` (an S3-compatible
+    /// bucket; endpoint, region and credentials from the `AWS_*` variables).
+    #[arg(long, env = "INGEST_CHUNK_STORE", value_parser = crate::chunk_store::parse_setting)]
+    pub chunk_store: Option<String>,
 
     /// Folder of dataset definitions (`*.toml`, see `datasets/`), read at start by gateway and
     /// engine alike. Default: `./datasets` when it exists, else only the built-in
@@ -93,6 +100,13 @@ pub struct SharedSettings {
 }
 
 impl SharedSettings {
+    /// The chunk store these settings name.
+    pub fn chunk_store(
+        &self,
+    ) -> Result<crate::chunk_store::ChunkStore, crate::chunk_store::ChunkStoreError> {
+        crate::chunk_store::ChunkStore::open(self.chunk_store.as_deref(), &self.upload_dir)
+    }
+
     /// The retention new partition streams are created with.
     pub fn retention(&self) -> crate::streams::Retention {
         let some = |n: u64| (n > 0).then_some(n);

@@ -10,34 +10,28 @@ use std::path::Path;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use ingest_contract::chunk_store::ChunkStore;
 use ingest_ledger::{files, LedgerError, Partition};
 
 /// Where loaded chunk files go.
 pub struct ChunkFiles<'a> {
+    pub chunks: &'a ChunkStore,
     pub archive_dir: Option<&'a Path>,
 }
 
 impl ChunkFiles<'_> {
     /// Removes or archives one committed chunk's file and records that it is gone.
-    pub async fn remove(&self, client: &Client, upload_id: Uuid, chunk_no: i32, path: &Path) {
+    pub async fn remove(&self, client: &Client, upload_id: Uuid, chunk_no: i32, relative: &str) {
         let result = match self.archive_dir {
             Some(archive) => {
                 let name = format!("{upload_id}-{chunk_no:08}.csv");
-                tokio::fs::rename(path, archive.join(name)).await
+                self.chunks.archive(relative, archive, &name).await
             }
-            None => tokio::fs::remove_file(path).await,
+            None => self.chunks.remove(relative).await,
         };
-        match result {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                tracing::warn!(error = %err, path = %path.display(), "could not remove chunk file");
-                return;
-            }
-        }
-        if let Some(dir) = path.parent() {
-            // Removes the upload's directory once its last chunk is gone; fails harmlessly before.
-            let _ = tokio::fs::remove_dir(dir).await;
+        if let Err(err) = result {
+            tracing::warn!(error = %err, chunk = relative, "could not remove chunk file");
+            return;
         }
         if let Err(err) = files::mark_removed(client, upload_id, chunk_no).await {
             // The sweep will find it again and retry; removing twice is harmless.
@@ -49,7 +43,7 @@ impl ChunkFiles<'_> {
 /// Removes the files of chunks committed a while ago whose removal was interrupted.
 pub async fn sweep(
     client: &Client,
-    upload_dir: &Path,
+    chunks: &ChunkStore,
     archive_dir: Option<&Path>,
     partitions: &[i32],
 ) -> Result<usize, LedgerError> {
@@ -58,15 +52,13 @@ pub async fn sweep(
     }
     let partitions: Vec<Partition> = partitions.iter().map(|&p| Partition(p)).collect();
     let rows = files::left_behind(client, &partitions, 500).await?;
-    let chunk_files = ChunkFiles { archive_dir };
+    let chunk_files = ChunkFiles {
+        chunks,
+        archive_dir,
+    };
     for row in &rows {
         chunk_files
-            .remove(
-                client,
-                row.upload_id,
-                row.chunk_no,
-                &upload_dir.join(&row.stored_path),
-            )
+            .remove(client, row.upload_id, row.chunk_no, &row.stored_path)
             .await;
     }
     if !rows.is_empty() {

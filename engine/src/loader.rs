@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::chunk_store::{ChunkStore, ChunkStoreError, LocalChunk};
 use ingest_ledger::loads::{self, ChunkOutcome, Claimed, Finished};
 use ingest_ledger::{offsets, ChunkState};
 
@@ -104,11 +105,26 @@ pub enum LoadError {
     Session(#[from] ingest_contract::db::DbError),
     #[error("chunk parser stopped: {0}")]
     Parser(String),
+    #[error(transparent)]
+    Store(#[from] ChunkStoreError),
+}
+
+/// The failure reason of a chunk whose file is gone.
+const MISSING: &str = "chunk file is missing";
+
+/// One load's local copy of its chunk file (see [`Loader::local_file`]); a copy fetched from a
+/// bucket is removed when the load is done.
+#[derive(Default)]
+pub(crate) struct LocalCopy {
+    relative: Option<String>,
+    local: Option<LocalChunk>,
 }
 
 /// Loads chunks for the partition processors of this process.
 pub struct Loader {
-    pub upload_dir: PathBuf,
+    /// Where chunk files are (`INGEST_CHUNK_STORE`); its spool holds fetched copies and
+    /// rejected rows spilled to disk.
+    pub chunks: Arc<ChunkStore>,
     pub archive_dir: Option<PathBuf>,
     pub limits: Limits,
     /// The datasets, as gateways know them (`INGEST_DATASETS_DIR`).
@@ -135,9 +151,10 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
-        self.prepare_partitions(client, message).await?;
+        let mut copy = LocalCopy::default();
+        self.prepare_partitions(client, message, &mut copy).await?;
         if let Some(outcome) = self
-            .load_in_pieces(client, message, position, started)
+            .load_in_pieces(client, message, position, started, &mut copy)
             .await?
         {
             return Ok(outcome);
@@ -155,7 +172,6 @@ impl Loader {
                 return Ok(Outcome::Skipped);
             };
             let policy = row.on_error;
-            let path = self.upload_dir.join(&row.stored_path);
             let target = match self.target(&row, message.chunk_no) {
                 Ok(Some(target)) => target,
                 Ok(None) => {
@@ -171,6 +187,12 @@ impl Loader {
                         .fail(client, message, position, row.attempt, failure)
                         .await;
                 }
+            };
+            let Some(path) = self.local_file(&mut copy, &row.stored_path).await? else {
+                let failure = Failure::of_chunk(MISSING.into());
+                return self
+                    .fail(client, message, position, row.attempt, failure)
+                    .await;
             };
             let (tx, parsed) = match self
                 .copy(client, &path, None, &target, message, policy)
@@ -225,7 +247,7 @@ impl Loader {
                 return skipped(client, message, position).await;
             }
             tx.commit().await?;
-            self.remove_file(client, message, &path).await;
+            self.remove_file(client, message, &row.stored_path).await;
             record_metrics(message, &report, started);
             return Ok(Outcome::Loaded {
                 rows: report.rows_loaded,
@@ -272,6 +294,7 @@ impl Loader {
         &self,
         client: &Client,
         message: &ChunkMessage,
+        copy: &mut LocalCopy,
     ) -> Result<(), LoadError> {
         let Some(dataset) = self.registry.get(&message.dataset) else {
             return Ok(());
@@ -279,14 +302,11 @@ impl Loader {
         if dataset.partition.is_none() {
             return Ok(());
         }
-        let relative = Path::new(&message.path);
-        if !relative
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Ok(()); // Never read outside the upload directory on a message's word.
-        }
-        let path = self.upload_dir.join(relative);
+        // The message's path is only a hint here: a missing or odd file, or a store that does
+        // not answer, is dealt with later, from the ledger's own path.
+        let Ok(Some(path)) = self.local_file(copy, &message.path).await else {
+            return Ok(());
+        };
         let started = Instant::now();
         let scanned = Arc::clone(&dataset);
         let starts = tokio::task::spawn_blocking(move || {
@@ -296,8 +316,6 @@ impl Loader {
         .await
         .map_err(|err| LoadError::Parser(err.to_string()))?;
         metrics::months_scan_duration(started.elapsed());
-        // The message's path is only a hint here: a missing or odd file is dealt with later,
-        // from the ledger's own path.
         let Ok(starts) = starts else {
             return Ok(());
         };
@@ -332,7 +350,7 @@ impl Loader {
             let target = target.clone();
             let limits = self.limits.clone();
             let lineage = lineage(message);
-            let upload_dir = self.upload_dir.clone();
+            let spool = self.chunks.spool().to_owned();
             tokio::task::spawn_blocking(move || {
                 let file = ChunkFile { path: &path, piece };
                 validate_file(
@@ -341,7 +359,7 @@ impl Loader {
                     lineage,
                     policy,
                     &limits,
-                    &upload_dir,
+                    &spool,
                     &mut |b| sender.blocking_send(b).is_ok(),
                 )
             })
@@ -398,7 +416,7 @@ impl Loader {
             ChunkError::RejectedChunk(first) => {
                 // Count and keep the chunk's bad rows, so loaded + rejected = data rows holds.
                 let counted =
-                    count_rows(path, target, message, &self.limits, &self.upload_dir).await;
+                    count_rows(path, target, message, &self.limits, self.chunks.spool()).await;
                 let (data_rows, rejected) = match counted {
                     Some(counted) => counted,
                     None => (0, self.only(&first, message)),
@@ -410,7 +428,7 @@ impl Loader {
                 }
             }
             ChunkError::Io(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                Failure::of_chunk("chunk file is missing".into())
+                Failure::of_chunk(MISSING.into())
             }
             other => Failure::of_chunk(other.to_string()),
         }
@@ -455,18 +473,43 @@ impl Loader {
 
     /// `row` alone as the chunk's rejected rows (when the chunk could not be read again).
     fn only(&self, row: &validate::RejectedRow, message: &ChunkMessage) -> Option<RejectedStream> {
-        let mut rejects: RejectedCopy = rejected::collector(&self.upload_dir, lineage(message));
+        let mut rejects: RejectedCopy = rejected::collector(self.chunks.spool(), lineage(message));
         rejects.push(row).ok()?;
         rejects.finish().ok().flatten()
     }
 
-    pub(crate) async fn remove_file(&self, client: &Client, message: &ChunkMessage, path: &Path) {
+    pub(crate) async fn remove_file(
+        &self,
+        client: &Client,
+        message: &ChunkMessage,
+        relative: &str,
+    ) {
         let files = ChunkFiles {
+            chunks: &self.chunks,
             archive_dir: self.archive_dir.as_deref(),
         };
         files
-            .remove(client, message.upload_id, message.chunk_no, path)
+            .remove(client, message.upload_id, message.chunk_no, relative)
             .await;
+    }
+
+    /// The chunk file `relative` as a local path, fetched from the store into `copy` once per
+    /// load; `None` when the store does not have it (or the name points outside the store).
+    /// A store that does not answer is an error: the load is retried, the chunk not failed.
+    pub(crate) async fn local_file(
+        &self,
+        copy: &mut LocalCopy,
+        relative: &str,
+    ) -> Result<Option<PathBuf>, LoadError> {
+        if copy.relative.as_deref() != Some(relative) {
+            copy.local = match self.chunks.fetch(relative).await {
+                Ok(local) => Some(local),
+                Err(err) if err.is_missing() || err.is_outside() => None,
+                Err(err) => return Err(LoadError::Store(err)),
+            };
+            copy.relative = Some(relative.to_owned());
+        }
+        Ok(copy.local.as_ref().map(|local| local.path.clone()))
     }
 }
 

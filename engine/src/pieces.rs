@@ -35,7 +35,7 @@ use ingest_rows::pieces::cut;
 use crate::dataset::OnConflict;
 use crate::loader::{
     claim, record_metrics, record_outcome, refused_rows, skipped, still_owner, ChunkTarget,
-    LoadError, Loader, Outcome, Position,
+    LoadError, Loader, LocalCopy, Outcome, Position,
 };
 use crate::metrics::{self, Outcome as Counted};
 use crate::rejected;
@@ -103,6 +103,7 @@ impl Loader {
         message: &ChunkMessage,
         position: &Position,
         started: Instant,
+        copy: &mut LocalCopy,
     ) -> Result<Option<Outcome>, LoadError> {
         let Some(row) = claim(&*client, message, position).await? else {
             return Ok(None); // Loaded or failed already: the whole-chunk path skips it.
@@ -116,7 +117,9 @@ impl Loader {
         {
             return Ok(None);
         }
-        let path = self.upload_dir.join(&row.stored_path);
+        let Some(path) = self.local_file(copy, &row.stored_path).await? else {
+            return Ok(None); // The whole-chunk path fails it: the file is missing.
+        };
         let attempt = row.attempt;
         let plan = self
             .plan(client, message, attempt, &path, target.dataset.format.quote)
@@ -155,7 +158,7 @@ impl Loader {
         };
         // A failed chunk's file stays for a retry (see `Loader::load`).
         if let Outcome::Loaded { .. } = outcome {
-            self.remove_file(client, message, &path).await;
+            self.remove_file(client, message, &row.stored_path).await;
             record_metrics(message, &report, started);
         }
         Ok(Some(outcome))

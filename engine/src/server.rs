@@ -57,6 +57,9 @@ pub async fn run(
     if let Some(archive) = &settings.archive_dir {
         tokio::fs::create_dir_all(archive).await?;
     }
+    let chunks = settings.shared.chunk_store()?;
+    chunks.clear_fetched().await;
+    tracing::info!(store = %chunks.describe(), "chunk store");
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),
         broker: consumer::client_options(&settings.shared.rabbitmq_stream_url),
@@ -64,7 +67,7 @@ pub async fn run(
         group: settings.consumer_group.clone(),
         owner: owner.clone(),
         loader: Loader {
-            upload_dir: settings.shared.upload_dir.clone(),
+            chunks: Arc::new(chunks),
             archive_dir: settings.archive_dir.clone(),
             limits: Limits {
                 max_line_bytes: settings.max_line_bytes,
@@ -214,7 +217,7 @@ async fn supervise(
         let loader = &shared.loader;
         if let Err(err) = cleanup::sweep(
             control,
-            &loader.upload_dir,
+            &loader.chunks,
             loader.archive_dir.as_deref(),
             &owned,
         )

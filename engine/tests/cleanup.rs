@@ -38,19 +38,20 @@ async fn sweep_removes_files_of_committed_chunks_only() {
             .await
             .unwrap();
     }
+    let store = ingest_contract::chunk_store::ChunkStore::Directory(dir.clone());
     assert_eq!(
-        sweep(&client, &dir, None, &[1]).await.unwrap(),
+        sweep(&client, &store, None, &[1]).await.unwrap(),
         0,
         "not our partition"
     );
-    assert_eq!(sweep(&client, &dir, None, &[0]).await.unwrap(), 1);
+    assert_eq!(sweep(&client, &store, None, &[0]).await.unwrap(), 1);
     assert!(!dir.join(format!("{upload}/0.csv")).exists());
     assert!(
         dir.join(format!("{upload}/1.csv")).exists(),
         "a chunk waiting to load keeps its file"
     );
     assert_eq!(
-        sweep(&client, &dir, None, &[0]).await.unwrap(),
+        sweep(&client, &store, None, &[0]).await.unwrap(),
         0,
         "marked removed"
     );

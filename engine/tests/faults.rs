@@ -25,9 +25,10 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use harness::check::*;
 use harness::data::{self, Expected};
-use harness::services::{PrivatePostgres, PrivateRabbit, PrivateRedis};
+use harness::services::{self, CuttableProxy, PrivatePostgres, PrivateRabbit, PrivateRedis};
 use harness::stack::{self, Stack};
 use loadgen::client::ApiError;
 use loadgen::retry::RetryPolicy;
@@ -443,4 +444,254 @@ async fn gateway_sigkilled_and_the_client_resumes_the_upload() {
         &summary,
         &notes,
     );
+}
+
+/// A token and a new upload on `gateway`, with plain HTTP (what any client does).
+async fn token_and_upload(http: &reqwest::Client, gateway: &str) -> (String, String) {
+    let token: serde_json::Value = http
+        .post(format!("{gateway}/api/auth/token"))
+        .basic_auth(stack::CLIENT_ID, Some(stack::CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let created: serde_json::Value = http
+        .post(format!("{gateway}/api/upload"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (token, created["folder"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
+    let started = Instant::now();
+    let target = stack::s3_endpoint()
+        .trim_start_matches("http://")
+        .to_owned();
+    let proxy = CuttableProxy::start(target).await;
+    let stack = Stack::shared(4).await.with_bucket(Some(proxy.url())).await;
+    let (files, expected, chunks) = data(&stack);
+    let _gateway = stack.spawn_gateway("gateway").await;
+
+    // The store cut while a chunk arrives: 503, and nothing of it in the ledger, the bucket or
+    // the gateway's spool.
+    let http = reqwest::Client::new();
+    let (token, folder) = token_and_upload(&http, &stack.gateway_url()).await;
+    proxy.cut();
+    let answer = http
+        .put(format!(
+            "{}/api/upload/{folder}/chunks/0",
+            stack.gateway_url()
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "text/csv")
+        .body("date,content,amount,type\r\n01/01/2023 00:00:01,Any text there,1.500,Deposit\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503, "{}", answer.text().await.unwrap());
+    let db = stack.db().await;
+    let recorded: i64 = db
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recorded, 0,
+        "a chunk the store did not take is not recorded"
+    );
+    proxy.restore();
+    let bucket = stack.bucket.as_ref().unwrap();
+    assert_eq!(
+        bucket.chunks().await,
+        Vec::<String>::new(),
+        "nothing in the bucket"
+    );
+    let spooled = ingest_contract::testkit::files_under(&stack.upload_dir);
+    assert!(spooled.is_empty(), "nothing left in the spool: {spooled:?}");
+    db.execute("DELETE FROM uploads", &[]).await.unwrap();
+
+    // Every chunk stored, then the store cut before any engine loads: the engine retries (it
+    // does not fail the chunks) and loads each exactly once when the store is back.
+    let upload = tokio::spawn(run_upload(upload_options(&stack, &files, patient(), 4)));
+    wait_progress(&stack, "every chunk to be stored", |p| {
+        p.received == chunks as i64
+    })
+    .await;
+    proxy.cut();
+    let _engine = stack.spawn_engine("engine");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = progress(&stack).await.unwrap();
+    let log = std::fs::read_to_string(stack.work.join("engine.log")).unwrap();
+    assert!(
+        log.contains("load failed; retrying") && log.contains("chunk store"),
+        "the engine met the outage: {log}"
+    );
+    proxy.restore();
+    let summary = upload.await.unwrap().expect("the upload should finish");
+    assert_summary(&summary, expected);
+    let upload = summary.folder.parse().unwrap();
+    assert_exactly_once(&stack, upload, expected, chunks).await;
+    report(
+        "S3 store cut during upload and load",
+        expected,
+        chunks,
+        started,
+        &summary,
+        &format!("{during} while the store was cut"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_two_gateways_three_engines_on_s3_with_an_engine_sigkilled() {
+    let started = Instant::now();
+    let stack = Stack::shared(6).await.with_bucket(None).await;
+    // A million rows (FAULTS_ROWS when larger), in 1 MiB chunks: about 50.
+    let rows = rows().max(1_000_000);
+    let (files, expected) = data::write_files(&stack.work.join("data"), rows, 6, 997);
+    let plan = loadgen::split::plan_files(&files, 1 << 20).unwrap();
+    let chunks = plan.len() as u64;
+    let ports = [stack.gateway_port, services::free_port()];
+    let _gateways = [
+        stack.spawn_gateway_on("gateway-a", ports[0]).await,
+        stack.spawn_gateway_on("gateway-b", ports[1]).await,
+    ];
+    let mut engines: Vec<_> = (0..3)
+        .map(|n| stack.spawn_engine(&format!("engine-{n}")))
+        .collect();
+
+    // One upload, its chunks sent alternately to either gateway (a load balancer would).
+    let http = reqwest::Client::new();
+    let urls = ports.map(|port| format!("http://127.0.0.1:{port}"));
+    let (token, folder) = token_and_upload(&http, &urls[0]).await;
+    let sending = {
+        let (http, token, folder, urls) =
+            (http.clone(), token.clone(), folder.clone(), urls.clone());
+        tokio::spawn(async move {
+            futures_util::stream::iter(plan)
+                .map(|chunk| {
+                    let (http, token, folder) = (http.clone(), token.clone(), folder.clone());
+                    let url = format!(
+                        "{}/api/upload/{folder}/chunks/{}",
+                        urls[chunk.index as usize % 2],
+                        chunk.index
+                    );
+                    async move {
+                        let (body, sha256) = tokio::task::spawn_blocking(move || {
+                            loadgen::upload::read_chunk(&chunk)
+                        })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                        let answer = http
+                            .put(url)
+                            .bearer_auth(token)
+                            .header("content-type", "text/csv")
+                            .header("X-Checksum-SHA256", sha256)
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+                    }
+                })
+                .buffer_unordered(4)
+                .collect::<Vec<()>>()
+                .await;
+        })
+    };
+    let busy = wait_progress(&stack, "the engines to load a third", |p| {
+        p.loaded >= chunks as i64 / 3
+    })
+    .await;
+    let connections_before = connections(&stack).await;
+    engines[1].kill();
+    sending.await.unwrap();
+    let completed = http
+        .post(format!("{}/api/upload/{folder}/complete", urls[1]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "chunks": chunks }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        completed.status().is_success(),
+        "{}",
+        completed.text().await.unwrap()
+    );
+    wait_progress(&stack, "every chunk to be loaded", |p| {
+        p.loaded == chunks as i64
+    })
+    .await;
+    // The killed engine's spool went with its host: copies it was loading stay there.
+    let _ = std::fs::remove_dir_all(stack.upload_dir.join("engine-1"));
+    let upload = folder.parse().unwrap();
+    assert_exactly_once(&stack, upload, expected, chunks).await;
+
+    // The killed engine's partitions are owned by the two left, and the database connections
+    // did not grow with the takeover.
+    let db = stack.db().await;
+    let owners: Vec<String> = db
+        .query(
+            "SELECT DISTINCT owner FROM partition_leases WHERE expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let owned: i64 = db
+        .query_one(
+            "SELECT count(*) FROM partition_leases WHERE expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owned, 6, "every partition owned: {owners:?}");
+    assert!(
+        owners.iter().all(|o| !o.contains("engine-1")),
+        "the killed engine owns nothing: {owners:?}"
+    );
+    let connections_after = connections(&stack).await;
+    assert!(
+        connections_after <= connections_before,
+        "connections {connections_before} before the kill, {connections_after} after"
+    );
+    assert!(engines[0].is_running() && engines[2].is_running());
+    eprintln!(
+        "scale-out: {rows} rows, {chunks} chunks over 2 gateways and 3 engines (one killed at \
+         {busy}), in {:.1} s; connections {connections_before} -> {connections_after}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Sessions open on the stack's database.
+async fn connections(stack: &Stack) -> i64 {
+    let db = stack.db().await;
+    let name = stack
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }

@@ -4,6 +4,7 @@
 //! rate limited by API client, and only then is its body touched: a refused client using
 //! `Expect: 100-continue` never sends its body.
 
+use ingest_contract::chunk_store::ChunkStore;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub openapi: Bytes,
     /// Downloads streaming at once ([`crate::routes::rejected`]): each holds a connection.
     pub downloads: Arc<tokio::sync::Semaphore>,
+    /// Where stored chunks go (`INGEST_CHUNK_STORE`); temporary files live in its spool.
+    pub chunks: Arc<ChunkStore>,
 }
 
 /// A response with a small in-memory body: what almost every handler answers.

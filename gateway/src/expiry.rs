@@ -18,11 +18,14 @@
 //!
 //! Every gateway runs the sweep; `FOR UPDATE SKIP LOCKED` lets several share it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use ingest_contract::chunk_store::ChunkStore;
 use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::sweeps;
@@ -54,7 +57,7 @@ pub struct Expired {
 pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
     Expiry::new(
         state.pool.clone(),
-        state.settings.shared.upload_dir.clone(),
+        Arc::clone(&state.chunks),
         Duration::from_secs(state.settings.upload_ttl_secs),
     )
     .run_periodically()
@@ -64,17 +67,13 @@ pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
 #[derive(Clone)]
 pub struct Expiry {
     pool: Pool,
-    upload_dir: PathBuf,
+    chunks: Arc<ChunkStore>,
     ttl: Duration,
 }
 
 impl Expiry {
-    pub fn new(pool: Pool, upload_dir: PathBuf, ttl: Duration) -> Self {
-        Self {
-            pool,
-            upload_dir,
-            ttl,
-        }
+    pub fn new(pool: Pool, chunks: Arc<ChunkStore>, ttl: Duration) -> Self {
+        Self { pool, chunks, ttl }
     }
 
     /// How often the periodic sweep runs: a tenth of the lifetime, between 0.2 s and 5 min.
@@ -122,20 +121,20 @@ impl Expiry {
         let expired = ingest_ledger::completion::expire(&mut db, self.ttl, BATCH).await?;
         let mut files = 0;
         for chunk in &expired.chunks {
-            if remove(&self.upload_dir.join(&chunk.stored_path)).await {
+            if remove_chunk(&self.chunks, &chunk.stored_path).await {
                 files += 1;
             }
             // If this fails, the engine's sweep removes the file again (harmlessly) later.
             let _ = ingest_ledger::files::mark_removed(&db, chunk.upload_id, chunk.chunk_no).await;
         }
         for upload_id in &expired.uploads {
-            files += remove_temporary_files(&self.upload_dir.join(upload_id.to_string())).await;
+            files += remove_temporary_files(&self.chunks, *upload_id).await;
         }
         // Failed chunks' files, kept for a retry until then.
         // Marked removed before they go (see the ledger's function): a retry never loses its file.
         let kept = ingest_ledger::files::claim_failed_past_retention(&db, self.ttl, BATCH).await?;
         for chunk in &kept {
-            if remove(&self.upload_dir.join(&chunk.stored_path)).await {
+            if remove_chunk(&self.chunks, &chunk.stored_path).await {
                 files += 1;
             }
         }
@@ -147,7 +146,19 @@ impl Expiry {
     }
 }
 
-/// Removes a file; true if it was there.
+/// Removes a stored chunk; true if it was there. A failure is logged: the engines' and the next
+/// sweep's removal try again.
+pub(crate) async fn remove_chunk(chunks: &ChunkStore, relative: &str) -> bool {
+    match chunks.remove(relative).await {
+        Ok(removed) => removed,
+        Err(err) => {
+            tracing::warn!(error = %err, chunk = relative, "could not remove a chunk file");
+            false
+        }
+    }
+}
+
+/// Removes a local file; true if it was there.
 pub(crate) async fn remove(path: &Path) -> bool {
     match tokio::fs::remove_file(path).await {
         Ok(()) => true,
@@ -159,8 +170,11 @@ pub(crate) async fn remove(path: &Path) -> bool {
     }
 }
 
-/// Removes the `.part` files of an expired upload's directory, then the directory if empty.
-pub(crate) async fn remove_temporary_files(dir: &Path) -> u64 {
+/// Removes the `.part` files of an expired upload's spool directory, then the directory if
+/// empty.
+pub(crate) async fn remove_temporary_files(chunks: &ChunkStore, upload_id: Uuid) -> u64 {
+    let dir = chunks.spool().join(upload_id.to_string());
+    let dir = dir.as_path();
     let mut removed = 0;
     if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
         while let Ok(Some(entry)) = entries.next_entry().await {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
+use ingest_contract::chunk_store::ChunkStore;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
@@ -41,6 +42,8 @@ pub enum OrphanError {
     #[error("listing the upload directory: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
+    Store(#[from] ingest_contract::chunk_store::ChunkStoreError),
+    #[error(transparent)]
     Publish(#[from] PublishError),
 }
 
@@ -49,7 +52,7 @@ pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
     let orphans = Orphans {
         pool: state.pool.clone(),
         publisher: state.publisher.clone(),
-        upload_dir: state.settings.shared.upload_dir.clone(),
+        chunks: Arc::clone(&state.chunks),
         frame_timeout: state.settings.body_frame_timeout,
         publish_timeout: state.settings.publish_timeout,
     };
@@ -76,7 +79,9 @@ pub fn spawn(state: &AppState) -> AbortOnDropHandle<()> {
 pub struct Orphans {
     pub pool: Pool,
     pub publisher: Arc<Publisher>,
-    pub upload_dir: PathBuf,
+    /// Its spool is walked for temporary files (and, a directory store, chunk files); a
+    /// bucket is listed.
+    pub chunks: Arc<ChunkStore>,
     pub frame_timeout: Duration,
     pub publish_timeout: Duration,
 }
@@ -105,17 +110,17 @@ impl Orphans {
         Ok(messages.len() as u64)
     }
 
-    /// One sweep of the upload directory; returns how many files it removed.
+    /// One sweep of the spool directory and the bucket; returns how many files it removed.
     pub async fn sweep(&self) -> Result<u64, OrphanError> {
         let (dir, part_age, chunk_age) = (
-            self.upload_dir.clone(),
+            self.chunks.spool().to_owned(),
             self.frame_timeout * 2,
             self.frame_timeout * 10,
         );
         let candidates = tokio::task::spawn_blocking(move || old_files(&dir, part_age, chunk_age))
             .await
             .map_err(std::io::Error::other)??;
-        let mut removed = 0;
+        let mut removed = self.sweep_bucket(chunk_age).await?;
         let mut chunks: Vec<&Candidate> = Vec::new();
         for candidate in &candidates {
             if candidate.temporary {
@@ -134,6 +139,39 @@ impl Orphans {
                     .await?;
             if !recorded {
                 removed += u64::from(remove(&candidate.path).await);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes the bucket's chunks older than `chunk_age` that the ledger does not know: a
+    /// gateway killed between storing a chunk and recording it left them.
+    async fn sweep_bucket(&self, chunk_age: Duration) -> Result<u64, OrphanError> {
+        let Some(listed) = self.chunks.list().await else {
+            return Ok(0);
+        };
+        let now = SystemTime::now();
+        let old: Vec<_> = listed?
+            .into_iter()
+            .filter(|file| now.duration_since(file.modified).unwrap_or_default() > chunk_age)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let db = self.pool.get().await?;
+        let mut removed = 0;
+        for file in old {
+            let upload_id = file
+                .relative
+                .split('/')
+                .next()
+                .and_then(|u| Uuid::parse_str(u).ok());
+            let Some(upload_id) = upload_id else {
+                continue;
+            };
+            if !ingest_ledger::files::is_recorded(&db, upload_id, &file.relative).await? {
+                removed +=
+                    u64::from(crate::expiry::remove_chunk(&self.chunks, &file.relative).await);
             }
         }
         Ok(removed)

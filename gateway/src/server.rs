@@ -90,7 +90,10 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
         Err(err) => tracing::warn!(error = %err, "stream broker not reachable yet"),
     }
     let limiter = RateLimiter::new(settings.rate_limits()).await;
+    let chunks = settings.shared.chunk_store()?;
+    tracing::info!(store = %chunks.describe(), "chunk store");
     Ok(Arc::new(AppState {
+        chunks: Arc::new(chunks),
         tokens,
         clients,
         uploads: Uploads::new(pool.clone(), &settings, Arc::clone(&datasets)),

@@ -85,21 +85,6 @@ pub struct StoredChunk {
 }
 
 impl StoredChunk {
-    /// Renames the file to its final name `<upload>/<nonce>.csv` and syncs the directory.
-    pub async fn persist(&self, upload_dir: &Path, relative: &str) -> io::Result<()> {
-        let from = self.temp_path.clone();
-        let to = upload_dir.join(relative);
-        tokio::task::spawn_blocking(move || {
-            std::fs::rename(&from, &to)?;
-            if let Some(dir) = to.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
     /// Removes the temporary file (a refused chunk leaves nothing behind).
     pub async fn discard(self) {
         let _ = tokio::fs::remove_file(&self.temp_path).await;

@@ -1425,9 +1425,10 @@ async fn ten_thousand_abandoned_uploads_expire_and_their_files_are_removed() {
     );
 
     let pool = gateway::server::database_pool(&t.app.db.url).await.unwrap();
+    let chunks = ingest_contract::chunk_store::ChunkStore::Directory(t.app.upload_dir.clone());
     let expiry = Expiry::new(
         pool,
-        t.app.upload_dir.clone(),
+        std::sync::Arc::new(chunks),
         Duration::from_secs(24 * 3600),
     );
     let done = expiry.sweep().await.unwrap();

@@ -219,11 +219,15 @@ pub async fn assert_exactly_once(stack: &Stack, upload: Uuid, expected: Expected
     wait_no_files(stack).await;
 }
 
-/// Waits until nothing is left under the upload directory but empty directories.
+/// Waits until nothing is left under the upload directory (every spool) but empty directories,
+/// nor in the stack's bucket.
 pub async fn wait_no_files(stack: &Stack) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let left = files_under(&stack.upload_dir);
+        let mut left = files_under(&stack.upload_dir);
+        if let Some(bucket) = &stack.bucket {
+            left.extend(bucket.chunks().await.into_iter().map(PathBuf::from));
+        }
         if left.is_empty() {
             return;
         }

@@ -350,3 +350,63 @@ fn write_owned(path: &Path, text: &str) {
         run(Command::new("chown").args(["rabbitmq:rabbitmq", path.to_str().unwrap()]));
     }
 }
+
+/// A TCP proxy in front of `target` that a test can cut: while down it drops every connection
+/// it carries and closes new ones at once, as a store or network outage looks to a client.
+pub struct CuttableProxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    /// Starts forwarding `127.0.0.1:<port>` to `target` (`host:port`).
+    pub async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port for the proxy");
+        let port = listener.local_addr().expect("the proxy's port").port();
+        let (up, watching) = tokio::sync::watch::channel(true);
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*watching.borrow() {
+                    continue; // Dropped: the client sees the connection closed.
+                }
+                let (target, mut watching) = (target.clone(), watching.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watching.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            accepting,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}

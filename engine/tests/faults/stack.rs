@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
+use ingest_contract::chunk_store::ChunkStore;
 use ingest_contract::streams::BrokerAddress;
 use ingest_contract::testkit::{delete_streams, random_name, wait_for, TestDb};
 
@@ -37,7 +38,50 @@ pub struct Stack {
     pub prefix: String,
     pub partitions: u16,
     pub gateway_port: u16,
+    /// Chunks in a bucket instead of the shared `upload_dir` ([`Stack::with_bucket`]): each
+    /// process then has a spool of its own under `upload_dir`.
+    pub bucket: Option<TestBucket>,
     _db: Option<TestDb>,
+}
+
+/// A bucket of the test's own on the S3-compatible server `scripts/services` starts.
+pub struct TestBucket {
+    /// What the processes reach it at (the server, or a proxy in front of it).
+    pub endpoint: String,
+    /// The server itself, for the test's own checks.
+    pub direct: String,
+    /// `INGEST_CHUNK_STORE`.
+    pub setting: String,
+}
+
+impl TestBucket {
+    /// The bucket's `AWS_*` settings (credentials the test server accepts).
+    pub fn options(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_endpoint", endpoint.to_owned()),
+            ("aws_access_key_id", "test".into()),
+            ("aws_secret_access_key", "test".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_allow_http", "true".into()),
+        ]
+    }
+
+    /// The chunks the bucket holds now (asked of the server directly).
+    pub async fn chunks(&self) -> Vec<String> {
+        let options = self.options(&self.direct);
+        let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let store = ChunkStore::open_with(Some(&self.setting), Path::new("/nonexistent"), &options)
+            .expect("the test bucket's settings");
+        let listed = store.list().await.expect("a bucket lists");
+        let files = listed.expect("the test bucket should answer");
+        files.into_iter().map(|file| file.relative).collect()
+    }
+}
+
+/// The test S3 server: `INGEST_TEST_S3_ENDPOINT`, or `moto_server` where `scripts/services`
+/// starts it.
+pub fn s3_endpoint() -> String {
+    std::env::var("INGEST_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".into())
 }
 
 impl Stack {
@@ -64,29 +108,75 @@ impl Stack {
             prefix: random_name("faults-"),
             partitions,
             gateway_port: free_port(),
+            bucket: None,
             _db: None,
         }
+    }
+
+    /// Keeps chunks in a new bucket reached at `endpoint` (the server's own address, or a
+    /// proxy's in front of it), not in a shared directory.
+    pub async fn with_bucket(mut self, endpoint: Option<String>) -> Self {
+        let direct = s3_endpoint();
+        let name = random_name("faults-").to_lowercase().replace('_', "-");
+        let created = reqwest::Client::new()
+            .put(format!("{direct}/{name}"))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("the S3 server at {direct} (scripts/services): {err}"));
+        assert!(
+            created.status().is_success(),
+            "creating bucket {name}: {}",
+            created.status()
+        );
+        self.bucket = Some(TestBucket {
+            endpoint: endpoint.unwrap_or_else(|| direct.clone()),
+            direct,
+            setting: format!("s3://{name}/chunks"),
+        });
+        self
     }
 
     pub fn gateway_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway_port)
     }
 
-    fn shared_args(&self) -> Vec<String> {
-        vec![
+    /// The settings every process gets; `name`'s own spool when chunks are in a bucket.
+    fn shared_args(&self, name: &str) -> Vec<String> {
+        let mut args = vec![
             format!("--database-url={}", self.database_url),
             format!("--rabbitmq-stream-url={}", self.broker_url),
-            format!("--upload-dir={}", self.upload_dir.display()),
             format!("--stream-prefix={}", self.prefix),
             format!("--partitions={}", self.partitions),
-        ]
+        ];
+        match &self.bucket {
+            None => args.push(format!("--upload-dir={}", self.upload_dir.display())),
+            Some(bucket) => args.extend([
+                format!("--upload-dir={}", self.upload_dir.join(name).display()),
+                format!("--chunk-store={}", bucket.setting),
+            ]),
+        }
+        args
+    }
+
+    /// The bucket's `AWS_*` variables for a child process.
+    fn bucket_env(&self, command: &mut Command) {
+        if let Some(bucket) = &self.bucket {
+            for (key, value) in bucket.options(&bucket.endpoint) {
+                command.env(key.to_uppercase(), value);
+            }
+        }
     }
 
     /// Starts a gateway process on the stack's port and waits until it answers.
     pub async fn spawn_gateway(&self, name: &str) -> Proc {
-        let mut args = self.shared_args();
+        self.spawn_gateway_on(name, self.gateway_port).await
+    }
+
+    /// Starts a gateway process on `port` and waits until it answers.
+    pub async fn spawn_gateway_on(&self, name: &str, port: u16) -> Proc {
+        let mut args = self.shared_args(name);
         args.extend([
-            format!("--addr=127.0.0.1:{}", self.gateway_port),
+            format!("--addr=127.0.0.1:{port}"),
             format!("--jwt-secret={JWT_SECRET}"),
             format!("--bootstrap-client={CLIENT_ID}:{CLIENT_SECRET}"),
             format!("--redis-url={}", self.redis_url),
@@ -103,8 +193,9 @@ impl Stack {
         command
             .args([GATEWAY_ENTRY, "--exact", "--ignored", "--nocapture"])
             .env(GATEWAY_ARGS_ENV, args.join("\n"));
+        self.bucket_env(&mut command);
         let proc = Proc::spawn(command, &self.log(name), name);
-        let url = format!("{}/health", self.gateway_url());
+        let url = format!("http://127.0.0.1:{port}/health");
         wait_for("the gateway to answer", Duration::from_secs(60), || async {
             let ok = reqwest::get(&url).await.ok()?.status() == 200;
             ok.then_some(())
@@ -116,7 +207,8 @@ impl Stack {
     /// Starts an engine process named `id` in the group.
     pub fn spawn_engine(&self, id: &str) -> Proc {
         let mut command = Command::new(ENGINE);
-        command.args(self.shared_args()).args([
+        self.bucket_env(&mut command);
+        command.args(self.shared_args(id)).args([
             "--addr=127.0.0.1:0".to_owned(),
             "--lease-ttl-ms=1500".to_owned(),
             format!("--engine-id={id}"),

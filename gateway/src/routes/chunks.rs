@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::chunk_store::ChunkStoreError;
 
 use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError, ErrorBody};
@@ -262,7 +263,7 @@ pub async fn receive_multipart(
     Ok(json_response(StatusCode::OK, &uploaded))
 }
 
-/// Renames the stored file into place, records it, publishes its message.
+/// Puts the stored file into the chunk store, records it, publishes its message.
 async fn commit(
     state: &AppState,
     upload: &Upload,
@@ -270,16 +271,16 @@ async fn commit(
     stored: StoredChunk,
 ) -> Result<(ChunkMessage, bool), ApiError> {
     let relative = format!("{}/{}.csv", upload.upload_id, stored.nonce.simple());
-    if let Err(err) = stored
-        .persist(&state.settings.shared.upload_dir, &relative)
-        .await
-    {
+    if let Err(err) = state.chunks.put_file(&stored.temp_path, &relative).await {
         stored.discard().await;
-        return Err(ApiError::Internal(
-            anyhow::Error::new(err).context("persisting chunk"),
-        ));
+        return Err(match err {
+            ChunkStoreError::Object { .. } => {
+                ApiError::Unavailable(format!("{err}; nothing was stored, retry later"))
+            }
+            other => ApiError::Internal(anyhow::Error::new(other).context("storing chunk")),
+        });
     }
-    let final_path = state.settings.shared.upload_dir.join(&relative);
+    let forget_file = || crate::expiry::remove_chunk(&state.chunks, &relative);
     let dataset = dataset_of(state, upload)?;
     let has_header = stored.header.is_some();
     let header = match stored.header {
@@ -287,7 +288,7 @@ async fn commit(
         None => dataset.header_names(&dataset.declared_layout()),
     };
     let facts = NewChunk {
-        path: relative,
+        path: relative.clone(),
         bytes: stored.bytes,
         sha256: stored.sha256_hex.clone(),
         has_header,
@@ -305,24 +306,23 @@ async fn commit(
     let (message, duplicate) = match recorded {
         Ok(Recorded::New(message)) => (message, false),
         Ok(Recorded::Replaced(replaced)) => {
-            let old = state.settings.shared.upload_dir.join(&replaced.old_path);
-            crate::expiry::remove(&old).await;
+            crate::expiry::remove_chunk(&state.chunks, &replaced.old_path).await;
             // A replacement is recorded for good (the failed bytes are gone): if the broker does
             // not confirm, the announce sweep publishes it later.
             return announce(state, replaced.message).await.map(|m| (m, false));
         }
         Ok(Recorded::Again(message)) => {
-            let _ = tokio::fs::remove_file(&final_path).await;
+            forget_file().await;
             (message, true)
         }
         Ok(Recorded::Conflict) => {
-            let _ = tokio::fs::remove_file(&final_path).await;
+            forget_file().await;
             return Err(ApiError::Conflict(
                 "this chunk number was already stored with different content".into(),
             ));
         }
         Ok(Recorded::HeaderDiffers(first)) => {
-            let _ = tokio::fs::remove_file(&final_path).await;
+            forget_file().await;
             return Err(ApiError::Conflict(format!(
                 "this chunk's header orders the columns differently from the upload's first \
                  chunk ({}): every chunk of an upload is read alike; send the header chunk first \
@@ -331,11 +331,11 @@ async fn commit(
             )));
         }
         Ok(Recorded::Closed(state)) => {
-            let _ = tokio::fs::remove_file(&final_path).await;
+            forget_file().await;
             return Err(crate::routes::uploads::closed(state));
         }
         Err(err) => {
-            let _ = tokio::fs::remove_file(&final_path).await;
+            forget_file().await;
             return Err(err);
         }
     };
@@ -343,7 +343,7 @@ async fn commit(
     if let Err(err) = publisher.publish(&message).await {
         tracing::warn!(error = %err, upload_id = %message.upload_id, chunk = message.chunk_no, "publish failed");
         if !duplicate && state.uploads.forget_chunk(&message).await? {
-            let _ = tokio::fs::remove_file(&final_path).await;
+            forget_file().await;
         } else if !duplicate {
             // The engine loaded it already: the publish did happen.
             return Ok((message, false));
@@ -579,11 +579,7 @@ fn accepting(upload: &Upload, chunk_no: Option<i32>) -> Result<(), ApiError> {
 }
 
 fn upload_dir(state: &AppState, upload: &Upload) -> std::path::PathBuf {
-    state
-        .settings
-        .shared
-        .upload_dir
-        .join(upload.upload_id.to_string())
+    state.chunks.spool().join(upload.upload_id.to_string())
 }
 
 /// The upload's dataset, from the one dataset registry.

@@ -332,13 +332,12 @@ pub async fn withdraw(
             )))
         }
     };
-    let upload_dir = &state.settings.shared.upload_dir;
     for chunk in &chunks {
-        crate::expiry::remove(&upload_dir.join(&chunk.stored_path)).await;
+        crate::expiry::remove_chunk(&state.chunks, &chunk.stored_path).await;
         // If this fails, the engine's sweep removes the file again (harmlessly) later.
         let _ = ingest_ledger::files::mark_removed(&db, chunk.upload_id, chunk.chunk_no).await;
     }
-    crate::expiry::remove_temporary_files(&upload_dir.join(upload.upload_id.to_string())).await;
+    crate::expiry::remove_temporary_files(&state.chunks, upload.upload_id).await;
     let withdrawn = Withdrawn {
         folder: upload.upload_id,
         state: ended,

@@ -1,0 +1,444 @@
+//! Where a stored chunk lives between the gateway that received it and the engine that loads it
+//! (`INGEST_CHUNK_STORE`): a directory every gateway and engine sees (the default, and on one
+//! host), or an S3-compatible bucket (several hosts, no shared filesystem).
+//!
+//! Either way a chunk is first written, checked and synced as a local file under
+//! `INGEST_UPLOAD_DIR` (the gateway's spool): a refused body never reaches the store, and a
+//! bucket receives only whole, checked chunks. The engine reads a chunk as a local file too:
+//! from a bucket it is streamed into its own spool first (the loader cuts big chunks into
+//! pieces by byte offsets, which wants a seekable file). The names are the ledger's
+//! (`<upload>/<nonce>.csv`, see `ingest_ledger::files`), a fresh nonce for every body, so two
+//! requests never write the same object: the "same chunk number, different bytes" rule (409)
+//! is the ledger's, by checksum.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// Size of the parts a chunk is sent to a bucket in (S3's smallest part but the last is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+/// Parts in flight at once in one process: the memory a gateway spends on bucket uploads is
+/// at most this many parts, however many chunks arrive together.
+const PARTS_IN_FLIGHT: usize = 4;
+/// The spool directory of chunks fetched from a bucket to load.
+const FETCHED: &str = ".fetched";
+/// How long one store request may keep being retried (connection refused, 5xx, timeouts)
+/// before the caller hears about it: a gateway then answers 503, an engine retries the load.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkStoreError {
+    #[error("INGEST_CHUNK_STORE {0:?}: {1}")]
+    Setting(String, String),
+    #[error("chunk store {store}: {source}")]
+    Object {
+        store: String,
+        source: object_store::Error,
+    },
+    #[error("chunk file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("chunk path {0:?} points outside the store")]
+    Outside(String),
+}
+
+impl ChunkStoreError {
+    /// The object or file is not there (as opposed to the store being unreachable).
+    pub fn is_missing(&self) -> bool {
+        match self {
+            Self::Object { source, .. } => matches!(source, object_store::Error::NotFound { .. }),
+            Self::Io(err) => err.kind() == std::io::ErrorKind::NotFound,
+            Self::Setting(..) | Self::Outside(_) => false,
+        }
+    }
+
+    /// The name given points outside the store (a message is never trusted that far).
+    pub fn is_outside(&self) -> bool {
+        matches!(self, Self::Outside(_))
+    }
+}
+
+/// The chunk store of this process.
+#[derive(Debug)]
+pub enum ChunkStore {
+    /// Chunk files live in `INGEST_UPLOAD_DIR` itself, shared by every process.
+    Directory(PathBuf),
+    /// Chunk files live in a bucket; `INGEST_UPLOAD_DIR` is this process's own spool.
+    Bucket(Bucket),
+}
+
+/// An S3-compatible bucket and a prefix in it.
+#[derive(Debug)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    url: String,
+    spool: PathBuf,
+}
+
+/// A chunk a store holds, with when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// The ledger's name: `<upload>/<nonce>.csv`.
+    pub relative: String,
+    pub modified: SystemTime,
+}
+
+/// Checks an `INGEST_CHUNK_STORE` value at start (a typo is a configuration error).
+pub fn parse_setting(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|err| format!("{value:?}: {err}"))?;
+    match url.scheme() {
+        "file" if url.to_file_path().is_ok() => Ok(value.to_owned()),
+        "s3" if url.host_str().is_some_and(|b| !b.is_empty()) => Ok(value.to_owned()),
+        _ => Err(format!(
+            "{value:?}: expected file:///absolute/path or s3://bucket/prefix"
+        )),
+    }
+}
+
+impl ChunkStore {
+    /// The store `setting` names (`None`: the directory `upload_dir`). A bucket takes its
+    /// endpoint, region and credentials from the usual `AWS_*` variables (`AWS_ENDPOINT_URL`,
+    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...).
+    pub fn open(setting: Option<&str>, upload_dir: &Path) -> Result<Self, ChunkStoreError> {
+        Self::open_with(setting, upload_dir, &[])
+    }
+
+    /// [`Self::open`], with bucket options (`aws_endpoint`, `aws_access_key_id`, ...: the
+    /// `AWS_*` names in lower case) that take precedence over the environment's.
+    pub fn open_with(
+        setting: Option<&str>,
+        upload_dir: &Path,
+        options: &[(&str, &str)],
+    ) -> Result<Self, ChunkStoreError> {
+        let Some(setting) = setting else {
+            return Ok(Self::Directory(upload_dir.to_owned()));
+        };
+        let invalid = |why: String| ChunkStoreError::Setting(setting.to_owned(), why);
+        let url = url::Url::parse(setting).map_err(|err| invalid(err.to_string()))?;
+        match url.scheme() {
+            "file" => url
+                .to_file_path()
+                .map(Self::Directory)
+                .map_err(|()| invalid("not an absolute path".into())),
+            "s3" => {
+                let mut builder = AmazonS3Builder::from_env();
+                for (key, value) in options {
+                    let key = key.parse().map_err(|err| invalid(format!("{err}")))?;
+                    builder = builder.with_config(key, *value);
+                }
+                let store = builder
+                    .with_url(setting)
+                    .with_retry(RetryConfig {
+                        retry_timeout: RETRY_FOR,
+                        max_retries: 4,
+                        ..RetryConfig::default()
+                    })
+                    .build()
+                    .map_err(|err| invalid(err.to_string()))?;
+                Ok(Self::Bucket(Bucket {
+                    store: Arc::new(store),
+                    prefix: ObjectPath::from(url.path().trim_matches('/')),
+                    url: setting.to_owned(),
+                    spool: upload_dir.to_owned(),
+                }))
+            }
+            _ => Err(invalid("expected file:// or s3://".into())),
+        }
+    }
+
+    /// For logs: the directory or the bucket URL.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Directory(dir) => dir.display().to_string(),
+            Self::Bucket(bucket) => bucket.url.clone(),
+        }
+    }
+
+    /// Where this process keeps its local files: chunks being received, chunks being loaded.
+    pub fn spool(&self) -> &Path {
+        match self {
+            Self::Directory(dir) => dir,
+            Self::Bucket(bucket) => &bucket.spool,
+        }
+    }
+
+    /// Removes the copies a previous run of this process fetched and did not get to remove
+    /// (it was killed mid-load): the spool is this process's own, so none is in use.
+    pub async fn clear_fetched(&self) {
+        if let Self::Bucket(bucket) = self {
+            let _ = tokio::fs::remove_dir_all(bucket.spool.join(FETCHED)).await;
+        }
+    }
+
+    /// Stores the synced local file `local` as `relative`, which it consumes: renamed into
+    /// place (and the directory synced) in a directory, sent in parts to a bucket and then
+    /// removed. On an error nothing is stored and `local` is left to the caller.
+    pub async fn put_file(&self, local: &Path, relative: &str) -> Result<(), ChunkStoreError> {
+        let relative = checked(relative)?;
+        match self {
+            Self::Directory(dir) => {
+                let (from, to) = (local.to_owned(), dir.join(relative));
+                tokio::task::spawn_blocking(move || {
+                    std::fs::rename(&from, &to)?;
+                    if let Some(dir) = to.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            }
+            Self::Bucket(bucket) => {
+                bucket.upload(local, relative).await?;
+                let _ = tokio::fs::remove_file(local).await;
+                if let Some(dir) = local.parent() {
+                    // The upload's spool directory, once empty (a request writing into it
+                    // makes it again: see the gateway's `create_in_upload_dir`).
+                    let _ = tokio::fs::remove_dir(dir).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A local file with the chunk's bytes, to read: the file itself in a directory, a copy
+    /// streamed into the spool from a bucket (removed when the [`LocalChunk`] is dropped).
+    /// A chunk that is not there is [`ChunkStoreError::is_missing`].
+    pub async fn fetch(&self, relative: &str) -> Result<LocalChunk, ChunkStoreError> {
+        let relative = checked(relative)?;
+        match self {
+            Self::Directory(dir) => Ok(LocalChunk {
+                path: dir.join(relative),
+                spooled: false,
+            }),
+            Self::Bucket(bucket) => bucket.download(relative).await,
+        }
+    }
+
+    /// Removes the chunk; `Ok(false)`: it was not there.
+    pub async fn remove(&self, relative: &str) -> Result<bool, ChunkStoreError> {
+        self.take_away(relative, None).await
+    }
+
+    /// Moves the chunk aside as `name` instead of removing it: into the directory `archive`
+    /// (a directory store) or under `<prefix>/archive/` (a bucket). `Ok(false)`: it was not
+    /// there.
+    pub async fn archive(
+        &self,
+        relative: &str,
+        archive: &Path,
+        name: &str,
+    ) -> Result<bool, ChunkStoreError> {
+        self.take_away(relative, Some((archive, name))).await
+    }
+
+    async fn take_away(
+        &self,
+        relative: &str,
+        archive: Option<(&Path, &str)>,
+    ) -> Result<bool, ChunkStoreError> {
+        let relative = checked(relative)?;
+        match self {
+            Self::Directory(dir) => {
+                let path = dir.join(relative);
+                let result = match archive {
+                    Some((archive, name)) => tokio::fs::rename(&path, archive.join(name)).await,
+                    None => tokio::fs::remove_file(&path).await,
+                };
+                if let Some(parent) = path.parent() {
+                    // The upload's directory goes with its last file; fails harmlessly before.
+                    let _ = tokio::fs::remove_dir(parent).await;
+                }
+                match result {
+                    Ok(()) => Ok(true),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(err) => Err(err.into()),
+                }
+            }
+            Self::Bucket(bucket) => {
+                let location = bucket.location(relative);
+                if let Some((_, name)) = archive {
+                    let archived = bucket.prefix.clone().join("archive").join(name);
+                    match bucket.store.copy(&location, &archived).await {
+                        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                        other => other.map_err(|err| bucket.error(err))?,
+                    }
+                }
+                // S3 answers a delete of a missing key with success: ask first, so the caller
+                // still learns whether it was there.
+                match bucket.store.head(&location).await {
+                    Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                    other => other.map_err(|err| bucket.error(err))?,
+                };
+                bucket
+                    .store
+                    .delete(&location)
+                    .await
+                    .map_err(|err| bucket.error(err))?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Every chunk the bucket holds, for the orphan sweep (a directory store is swept by
+    /// walking the directory: `None`).
+    pub async fn list(&self) -> Option<Result<Vec<StoredFile>, ChunkStoreError>> {
+        let Self::Bucket(bucket) = self else {
+            return None;
+        };
+        let mut listing = bucket.store.list(Some(&bucket.prefix));
+        let mut files = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(err) => return Some(Err(bucket.error(err))),
+            };
+            let Some(relative) = meta.location.prefix_match(&bucket.prefix) else {
+                continue;
+            };
+            let relative: Vec<_> = relative.map(|part| part.as_ref().to_owned()).collect();
+            // Chunks are `<upload>/<nonce>.csv`; the archive is not the sweep's.
+            if let [upload, name] = relative.as_slice() {
+                files.push(StoredFile {
+                    relative: format!("{upload}/{name}"),
+                    modified: meta.last_modified.into(),
+                });
+            }
+        }
+        Some(Ok(files))
+    }
+}
+
+/// A chunk as a local file; a spooled copy is removed on drop.
+#[derive(Debug)]
+pub struct LocalChunk {
+    pub path: PathBuf,
+    spooled: bool,
+}
+
+impl Drop for LocalChunk {
+    fn drop(&mut self) {
+        if self.spooled {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Bucket {
+    fn location(&self, relative: &str) -> ObjectPath {
+        relative
+            .split('/')
+            .fold(self.prefix.clone(), |path, part| path.join(part))
+    }
+
+    fn error(&self, source: object_store::Error) -> ChunkStoreError {
+        ChunkStoreError::Object {
+            store: self.url.clone(),
+            source,
+        }
+    }
+
+    /// Sends `local` in parts of [`PART_BYTES`], one part of this chunk in flight at a time
+    /// and [`PARTS_IN_FLIGHT`] in the process; an interrupted upload is aborted (the bucket
+    /// keeps no part of it).
+    async fn upload(&self, local: &Path, relative: &str) -> Result<(), ChunkStoreError> {
+        static PARTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(PARTS_IN_FLIGHT));
+        let location = self.location(relative);
+        let mut file = tokio::fs::File::open(local).await?;
+        let len = file.metadata().await?.len();
+        if len <= PART_BYTES as u64 {
+            let _part = PARTS.acquire().await.expect("never closed");
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes).await?;
+            self.store
+                .put(&location, PutPayload::from(bytes))
+                .await
+                .map_err(|err| self.error(err))?;
+            return Ok(());
+        }
+        let mut upload = self
+            .store
+            .put_multipart(&location)
+            .await
+            .map_err(|err| self.error(err))?;
+        let sent: Result<(), ChunkStoreError> = async {
+            loop {
+                let _part = PARTS.acquire().await.expect("never closed");
+                let mut part = Vec::with_capacity(PART_BYTES);
+                (&mut file)
+                    .take(PART_BYTES as u64)
+                    .read_to_end(&mut part)
+                    .await?;
+                if part.is_empty() {
+                    return Ok(());
+                }
+                upload
+                    .put_part(PutPayload::from(part))
+                    .await
+                    .map_err(|err| self.error(err))?;
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                upload.complete().await.map_err(|err| self.error(err))?;
+                Ok(())
+            }
+            Err(err) => {
+                let _ = upload.abort().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Streams the object into `<spool>/.fetched/<upload>-<nonce>.csv` (a name of its own per
+    /// fetch, so two loads of one chunk never share a copy).
+    async fn download(&self, relative: &str) -> Result<LocalChunk, ChunkStoreError> {
+        let dir = self.spool.join(FETCHED);
+        tokio::fs::create_dir_all(&dir).await?;
+        let name = format!(
+            "{}.{}",
+            relative.replace('/', "-"),
+            uuid::Uuid::new_v4().simple()
+        );
+        let local = LocalChunk {
+            path: dir.join(name),
+            spooled: true,
+        };
+        let got = self
+            .store
+            .get(&self.location(relative))
+            .await
+            .map_err(|err| self.error(err))?;
+        let mut file = tokio::fs::File::create(&local.path).await?;
+        let mut body = got.into_stream();
+        while let Some(bytes) = body.next().await {
+            file.write_all(&bytes.map_err(|err| self.error(err))?)
+                .await?;
+        }
+        file.flush().await?;
+        Ok(local)
+    }
+}
+
+/// `relative` if it stays inside the store (plain names only): a message's or a row's path is
+/// never trusted to point elsewhere.
+fn checked(relative: &str) -> Result<&str, ChunkStoreError> {
+    let inside = !relative.is_empty()
+        && Path::new(relative)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if inside {
+        Ok(relative)
+    } else {
+        Err(ChunkStoreError::Outside(relative.to_owned()))
+    }
+}
