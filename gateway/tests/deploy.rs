@@ -19,6 +19,12 @@ const CONTRACT: &[&str] = &[
     "INGEST_GATEWAY_ADDR",
     "INGEST_ENGINE_ADDR",
     "INGEST_UPLOAD_DIR",
+    "INGEST_CHUNK_STORE",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
     "INGEST_DATASETS_DIR",
     "INGEST_JWT_SECRET",
     "INGEST_JWT_PREVIOUS_SECRET",
@@ -58,11 +64,16 @@ const CONTRACT: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// Services that run once and exit (others wait for them to complete).
+const ONE_SHOT: &[&str] = &["migrate", "s3-bucket"];
+
 /// The stack's services, pinned.
 const SERVICES: &[&str] = &[
     "postgres",
     "redis",
     "rabbitmq",
+    "minio",
+    "s3-bucket",
     "migrate",
     "engine-1",
     "engine-2",
@@ -267,8 +278,8 @@ fn compose_has_the_pinned_services_each_health_gated() {
     assert_eq!(names, expected);
 
     for (name, service) in &compose.services {
-        // Everything long-running reports its health (the one-shot migration does not).
-        if name != "migrate" {
+        // Everything long-running reports its health (the one-shot jobs do not).
+        if !ONE_SHOT.contains(&name.as_str()) {
             assert!(
                 service["healthcheck"]["test"].is_sequence(),
                 "{name} should have a healthcheck"
@@ -288,7 +299,9 @@ fn compose_has_the_pinned_services_each_health_gated() {
                     target["healthcheck"].is_mapping(),
                     "{name} waits for {dependency} to be healthy, which has no healthcheck"
                 ),
-                "service_completed_successfully" => assert_eq!(dependency, "migrate"),
+                "service_completed_successfully" => {
+                    assert!(ONE_SHOT.contains(&dependency.as_str()), "{dependency}")
+                }
                 "service_started" => {}
                 other => panic!("{name} -> {dependency}: unknown condition {other}"),
             }
@@ -388,13 +401,14 @@ fn rust_services_get_only_contract_variables() {
         }
     }
 
-    let volumes = compose.root["volumes"].as_mapping().expect("named volumes");
-    assert!(volumes.contains_key("uploads"), "the shared uploads volume");
-    // Gateways and engines agree on what they share.
+    // Gateways and engines agree on what they share: the chunk store (a bucket) included.
     let shared = [
         "DATABASE_URL",
         "RABBITMQ_STREAM_URL",
-        "INGEST_UPLOAD_DIR",
+        "INGEST_CHUNK_STORE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
         "INGEST_PARTITIONS",
         "INGEST_STREAM_PREFIX",
     ];
@@ -409,14 +423,12 @@ fn rust_services_get_only_contract_variables() {
             );
             assert!(env.contains_key(variable), "{name} lacks {variable}");
         }
-        // The upload directory is the one shared volume.
-        let dir = &env["INGEST_UPLOAD_DIR"];
+        // No shared filesystem: chunks go through the bucket, the spool is the process's own.
         assert!(
-            compose
-                .mounts(name)
-                .contains(&("uploads".to_owned(), dir.clone())),
-            "{name} should mount the uploads volume at {dir}"
+            env["INGEST_CHUNK_STORE"].starts_with("s3://"),
+            "{name}: chunks in the bucket"
         );
+        assert_eq!(compose.mounts(name), Vec::new(), "{name} mounts nothing");
     }
     let nginx_ip = compose.service("nginx")["networks"]["ingest"]["ipv4_address"]
         .as_str()
@@ -508,8 +520,22 @@ fn gateway_environment_parses_with_the_real_settings() {
         .collect();
     for name in GATEWAYS.iter().chain(&["migrate"]) {
         let mut args = vec!["gateway".to_owned()];
-        for (variable, value) in compose.env(name) {
-            if variable == "RUST_LOG" {
+        let env = compose.env(name);
+        // The AWS_* variables are the object store's: each must be one it knows, and with them
+        // the chunk store must open.
+        let aws: Vec<(String, &str)> = env
+            .iter()
+            .filter(|(variable, _)| variable.starts_with("AWS_"))
+            .map(|(variable, value)| (variable.to_lowercase(), value.as_str()))
+            .collect();
+        if let Some(store) = env.get("INGEST_CHUNK_STORE") {
+            let options: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let dir = std::path::Path::new("/nonexistent");
+            ingest_contract::chunk_store::ChunkStore::open_with(Some(store), dir, &options)
+                .unwrap_or_else(|err| panic!("{name}: {err}"));
+        }
+        for (variable, value) in env {
+            if variable == "RUST_LOG" || variable.starts_with("AWS_") {
                 continue;
             }
             let flag = flag_of
