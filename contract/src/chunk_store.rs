@@ -22,11 +22,12 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-/// Size of the parts a chunk is sent to a bucket in (S3's smallest part but the last is 5 MiB).
-const PART_BYTES: usize = 8 << 20;
-/// Parts in flight at once in one process: the memory a gateway spends on bucket uploads is
-/// at most this many parts, however many chunks arrive together.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Size of the parts a chunk is sent to a bucket in: S3's smallest (but for the last part).
+const PART_BYTES: usize = 5 << 20;
+/// Chunks sent to a bucket at once by one process, one part of each in flight: the memory and
+/// connections a gateway spends on bucket uploads are bounded by this, however many chunks
+/// arrive together (the others wait their turn, already checked and synced in the spool).
+const UPLOADS_AT_ONCE: usize = 4;
 /// The spool directory of chunks fetched from a bucket to load.
 const FETCHED: &str = ".fetched";
 /// How long one store request may keep being retried (connection refused, 5xx, timeouts)
@@ -346,18 +347,16 @@ impl Bucket {
         }
     }
 
-    /// Sends `local` in parts of [`PART_BYTES`], one part of this chunk in flight at a time
-    /// and [`PARTS_IN_FLIGHT`] in the process; an interrupted upload is aborted (the bucket
-    /// keeps no part of it).
+    /// Sends `local` in parts of [`PART_BYTES`], one at a time, [`UPLOADS_AT_ONCE`] chunks in
+    /// the process; an interrupted upload is aborted (the bucket keeps no part of it).
     async fn upload(&self, local: &Path, relative: &str) -> Result<(), ChunkStoreError> {
-        static PARTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(PARTS_IN_FLIGHT));
+        static UPLOADS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(UPLOADS_AT_ONCE));
+        let _turn = UPLOADS.acquire().await.expect("never closed");
         let location = self.location(relative);
         let mut file = tokio::fs::File::open(local).await?;
         let len = file.metadata().await?.len();
         if len <= PART_BYTES as u64 {
-            let _part = PARTS.acquire().await.expect("never closed");
-            let mut bytes = Vec::with_capacity(len as usize);
-            file.read_to_end(&mut bytes).await?;
+            let bytes = read_part(&mut file, len as usize).await?;
             self.store
                 .put(&location, PutPayload::from(bytes))
                 .await
@@ -370,21 +369,17 @@ impl Bucket {
             .await
             .map_err(|err| self.error(err))?;
         let sent: Result<(), ChunkStoreError> = async {
-            loop {
-                let _part = PARTS.acquire().await.expect("never closed");
-                let mut part = Vec::with_capacity(PART_BYTES);
-                (&mut file)
-                    .take(PART_BYTES as u64)
-                    .read_to_end(&mut part)
-                    .await?;
-                if part.is_empty() {
-                    return Ok(());
-                }
+            let mut left = len;
+            while left > 0 {
+                let size = left.min(PART_BYTES as u64);
+                let part = read_part(&mut file, size as usize).await?;
                 upload
                     .put_part(PutPayload::from(part))
                     .await
                     .map_err(|err| self.error(err))?;
+                left -= size;
             }
+            Ok(())
         }
         .await;
         match sent {
@@ -427,6 +422,14 @@ impl Bucket {
         file.flush().await?;
         Ok(local)
     }
+}
+
+/// The next `size` bytes of `file`, in a buffer of exactly that size (`read_to_end` would
+/// double a full buffer to look for more).
+async fn read_part(file: &mut tokio::fs::File, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut part = vec![0; size];
+    file.read_exact(&mut part).await?;
+    Ok(part)
 }
 
 /// `relative` if it stays inside the store (plain names only): a message's or a row's path is

@@ -219,3 +219,88 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The S3-compatible server tests use: `INGEST_TEST_S3_ENDPOINT`, or the `moto_server` that
+/// `scripts/services` starts.
+pub fn s3_endpoint() -> String {
+    std::env::var("INGEST_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".into())
+}
+
+/// A bucket of the test's own on [`s3_endpoint`] (the test server takes any credentials).
+pub struct TestBucket {
+    /// What the processes reach it at (the server, or a proxy in front of it).
+    pub endpoint: String,
+    /// `INGEST_CHUNK_STORE`.
+    pub setting: String,
+}
+
+impl TestBucket {
+    /// Makes a new bucket, reached at `endpoint` (default: the server itself).
+    pub async fn new(endpoint: Option<String>) -> Self {
+        let server = s3_endpoint();
+        let name = random_name("test-").to_lowercase().replace('_', "-");
+        create_bucket(&server, &name)
+            .await
+            .unwrap_or_else(|err| panic!("the S3 server at {server} (scripts/services): {err}"));
+        Self {
+            endpoint: endpoint.unwrap_or(server),
+            setting: format!("s3://{name}/chunks"),
+        }
+    }
+
+    /// The bucket's settings as `AWS_*` names in lower case, for `endpoint`.
+    pub fn options(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_endpoint", endpoint.to_owned()),
+            ("aws_access_key_id", "test".into()),
+            ("aws_secret_access_key", "test".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_allow_http", "true".into()),
+        ]
+    }
+
+    /// The `AWS_*` environment of a process that uses the bucket.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.options(&self.endpoint)
+            .into_iter()
+            .map(|(key, value)| (key.to_uppercase(), value))
+            .collect()
+    }
+
+    /// The chunks the bucket holds now (asked of the server itself).
+    pub async fn chunks(&self) -> Vec<String> {
+        let options = self.options(&s3_endpoint());
+        let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let store = crate::chunk_store::ChunkStore::open_with(
+            Some(&self.setting),
+            Path::new("/nonexistent"),
+            &options,
+        )
+        .expect("the test bucket's settings");
+        let listed = store.list().await.expect("a bucket lists");
+        let files = listed.expect("the test bucket should answer");
+        files.into_iter().map(|file| file.relative).collect()
+    }
+}
+
+/// `PUT /<name>` on the S3 server (a test server needs no signature to make a bucket).
+async fn create_bucket(server: &str, name: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = server.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    let request = format!(
+        "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let status = String::from_utf8_lossy(&answer);
+    let status = status.lines().next().unwrap_or_default();
+    if status.contains(" 200 ") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "creating bucket {name}: {status}"
+        )))
+    }
+}

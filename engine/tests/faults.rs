@@ -473,7 +473,7 @@ async fn token_and_upload(http: &reqwest::Client, gateway: &str) -> (String, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     let started = Instant::now();
-    let target = stack::s3_endpoint()
+    let target = ingest_contract::testkit::s3_endpoint()
         .trim_start_matches("http://")
         .to_owned();
     let proxy = CuttableProxy::start(target).await;

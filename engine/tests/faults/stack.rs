@@ -12,9 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use ingest_contract::chunk_store::ChunkStore;
 use ingest_contract::streams::BrokerAddress;
-use ingest_contract::testkit::{delete_streams, random_name, wait_for, TestDb};
+use ingest_contract::testkit::{delete_streams, random_name, wait_for, TestBucket, TestDb};
 
 use super::services::free_port;
 
@@ -42,46 +41,6 @@ pub struct Stack {
     /// process then has a spool of its own under `upload_dir`.
     pub bucket: Option<TestBucket>,
     _db: Option<TestDb>,
-}
-
-/// A bucket of the test's own on the S3-compatible server `scripts/services` starts.
-pub struct TestBucket {
-    /// What the processes reach it at (the server, or a proxy in front of it).
-    pub endpoint: String,
-    /// The server itself, for the test's own checks.
-    pub direct: String,
-    /// `INGEST_CHUNK_STORE`.
-    pub setting: String,
-}
-
-impl TestBucket {
-    /// The bucket's `AWS_*` settings (credentials the test server accepts).
-    pub fn options(&self, endpoint: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("aws_endpoint", endpoint.to_owned()),
-            ("aws_access_key_id", "test".into()),
-            ("aws_secret_access_key", "test".into()),
-            ("aws_region", "us-east-1".into()),
-            ("aws_allow_http", "true".into()),
-        ]
-    }
-
-    /// The chunks the bucket holds now (asked of the server directly).
-    pub async fn chunks(&self) -> Vec<String> {
-        let options = self.options(&self.direct);
-        let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let store = ChunkStore::open_with(Some(&self.setting), Path::new("/nonexistent"), &options)
-            .expect("the test bucket's settings");
-        let listed = store.list().await.expect("a bucket lists");
-        let files = listed.expect("the test bucket should answer");
-        files.into_iter().map(|file| file.relative).collect()
-    }
-}
-
-/// The test S3 server: `INGEST_TEST_S3_ENDPOINT`, or `moto_server` where `scripts/services`
-/// starts it.
-pub fn s3_endpoint() -> String {
-    std::env::var("INGEST_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".into())
 }
 
 impl Stack {
@@ -116,23 +75,7 @@ impl Stack {
     /// Keeps chunks in a new bucket reached at `endpoint` (the server's own address, or a
     /// proxy's in front of it), not in a shared directory.
     pub async fn with_bucket(mut self, endpoint: Option<String>) -> Self {
-        let direct = s3_endpoint();
-        let name = random_name("faults-").to_lowercase().replace('_', "-");
-        let created = reqwest::Client::new()
-            .put(format!("{direct}/{name}"))
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("the S3 server at {direct} (scripts/services): {err}"));
-        assert!(
-            created.status().is_success(),
-            "creating bucket {name}: {}",
-            created.status()
-        );
-        self.bucket = Some(TestBucket {
-            endpoint: endpoint.unwrap_or_else(|| direct.clone()),
-            direct,
-            setting: format!("s3://{name}/chunks"),
-        });
+        self.bucket = Some(TestBucket::new(endpoint).await);
         self
     }
 
@@ -161,9 +104,7 @@ impl Stack {
     /// The bucket's `AWS_*` variables for a child process.
     fn bucket_env(&self, command: &mut Command) {
         if let Some(bucket) = &self.bucket {
-            for (key, value) in bucket.options(&bucket.endpoint) {
-                command.env(key.to_uppercase(), value);
-            }
+            command.envs(bucket.env());
         }
     }
 
