@@ -401,6 +401,13 @@ fn rust_services_get_only_contract_variables() {
         }
     }
 
+    let volumes = compose.root["volumes"].as_mapping().expect("named volumes");
+    assert!(volumes.contains_key("chunks"), "the bucket server's volume");
+    assert!(!volumes.contains_key("uploads"), "no shared uploads volume");
+    assert_eq!(
+        compose.mounts("minio"),
+        vec![("chunks".to_owned(), "/data".to_owned())]
+    );
     // Gateways and engines agree on what they share: the chunk store (a bucket) included.
     let shared = [
         "DATABASE_URL",
