@@ -48,7 +48,7 @@ export AWS_ENDPOINT_URL=$S3 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AW
 
 run() { # store engines round
     local store=$1 engines=$2 round=$3 name="scale-$1-$2-$3"
-    psql "$PG_URL/postgres" -qX -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
+    psql "$PG_URL/postgres" -qX -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1
     export INGEST_STREAM_PREFIX=$name
     if [[ $store == s3 ]]; then
         curl -fsS -X PUT "$S3/$name" >/dev/null
