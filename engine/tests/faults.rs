@@ -541,7 +541,7 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     })
     .await;
     proxy.cut();
-    let _engine = stack.spawn_engine("engine");
+    let mut engine = stack.spawn_engine("engine");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = progress(&stack).await.unwrap();
     let log = std::fs::read_to_string(stack.work.join("engine.log")).unwrap();
@@ -554,6 +554,54 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     assert_summary(&summary, expected);
     let upload = summary.folder.parse().unwrap();
     assert_exactly_once(&stack, upload, expected, chunks).await;
+
+    // An object that is really gone (not a store that does not answer) fails its chunk, with
+    // the reason, and nothing else waits on it.
+    engine.kill();
+    let (token, folder) = token_and_upload(&http, &stack.gateway_url()).await;
+    let answer = http
+        .put(format!(
+            "{}/api/upload/{folder}/chunks/0",
+            stack.gateway_url()
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "text/csv")
+        .body("date,content,amount,type\r\n01/01/2023 00:00:01,Any text there,1.500,Deposit\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let folder: uuid::Uuid = folder.parse().unwrap();
+    let stored: String = db
+        .query_one(
+            "SELECT stored_path FROM chunks WHERE upload_id = $1",
+            &[&folder],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        store.remove(&stored).await.unwrap(),
+        "the chunk's object was there"
+    );
+    let _engine = stack.spawn_engine("engine-again");
+    let failed = ingest_contract::testkit::wait_for(
+        "the chunk to fail",
+        Duration::from_secs(30),
+        || async {
+            let row = db
+                .query_one(
+                    "SELECT state, error FROM chunks WHERE upload_id = $1",
+                    &[&folder],
+                )
+                .await
+                .ok()?;
+            let (state, error): (String, Option<String>) = (row.get(0), row.get(1));
+            (state == "failed").then_some(error)
+        },
+    )
+    .await;
+    assert_eq!(failed.as_deref(), Some("chunk file is missing"));
     report(
         "S3 store cut during upload and load",
         expected,
