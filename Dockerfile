@@ -22,17 +22,20 @@ COPY ledger/Cargo.toml ledger/Cargo.toml
 COPY gateway/Cargo.toml gateway/Cargo.toml
 COPY engine/Cargo.toml engine/Cargo.toml
 COPY loadgen/Cargo.toml loadgen/Cargo.toml
+COPY system-tests/Cargo.toml system-tests/Cargo.toml
 RUN set -eux; \
-    for crate in contract rows ledger gateway engine loadgen; do \
+    for crate in contract rows ledger gateway engine loadgen system-tests; do \
         mkdir -p "$crate/src"; \
         echo '// stub: dependency layer' > "$crate/src/lib.rs"; \
     done; \
     for bin in gateway engine loadgen; do \
         echo 'fn main() {}' > "$bin/src/main.rs"; \
     done; \
+    mkdir -p system-tests/src/bin; \
+    echo 'fn main() {}' > system-tests/src/bin/system-engine.rs; \
     cargo fetch --locked; \
     cargo build --release --locked --bins; \
-    rm -rf contract/src rows/src ledger/src gateway/src engine/src loadgen/src
+    rm -rf contract/src rows/src ledger/src gateway/src engine/src loadgen/src system-tests/src
 
 # 2. The workspace itself. Fresh timestamps, so cargo never mistakes a stub build for the real one.
 COPY db db
@@ -43,8 +46,9 @@ COPY ledger ledger
 COPY gateway gateway
 COPY engine engine
 COPY loadgen loadgen
+COPY system-tests system-tests
 RUN set -eux; \
-    find contract rows ledger gateway engine loadgen -name '*.rs' -exec touch {} +; \
+    find contract rows ledger gateway engine loadgen system-tests -name '*.rs' -exec touch {} +; \
     cargo build --release --locked --offline --bins; \
     mkdir -p /out; \
     cp target/release/gateway target/release/engine target/release/loadgen /out/

@@ -5,7 +5,7 @@
 //! sending on the socket for the life of the process; and the consumer's message handler and its
 //! `Client` hold each other, so dropping them frees nothing either. The processor built one per
 //! partition takeover, so an engine kept one more broker connection open for every partition it
-//! ever gave up (measured: +1 per move, see `engine/tests/rebalance.rs`).
+//! ever gave up (measured: +1 per move, see `system-tests/tests/rebalance.rs`).
 //!
 //! This consumer is built on the client's public connection API instead (`Client::connect`,
 //! `subscribe`, `credit`, `unsubscribe`, `close`): [`PartitionConsumer::close`] sends the

@@ -1,6 +1,7 @@
 //! The engine: sharded stream processors that validate CSV chunks and load them into PostgreSQL,
 //! exactly once.
 //!
+//! - [`cli`]: the command line (`engine`, `engine migrate`).
 //! - [`server`]: runs a process: prepares database and streams, serves [`http`] probes, and
 //!   supervises one [`processor`] per partition this process owns through [`lease`]s.
 //! - [`processor`]: consumes one partition stream from the offset committed in PostgreSQL, over a
@@ -17,6 +18,7 @@
 //! - [`dataset`], [`validate`], [`pgcopy`]: the rows of a chunk, from the `ingest-rows` crate.
 
 pub mod cleanup;
+pub mod cli;
 pub mod consumer;
 pub mod http;
 pub mod lag;

@@ -1,42 +1,10 @@
-//! `engine`: load the chunks announced on the partition streams, or apply migrations.
-
-use clap::{Parser, Subcommand};
-use engine::EngineSettings;
+//! `engine`: load the chunks announced on the partition streams, or apply migrations
+//! ([`engine::cli`]).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The ingestion engine: validates stored CSV chunks and COPYs them into PostgreSQL, exactly once.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    settings: EngineSettings,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Consume the partition streams and load chunks (the default).
-    Run,
-    /// Create the database if needed, apply migrations and exit.
-    Migrate,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    ingest_contract::telemetry::init_tracing(cli.settings.log_format);
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let listener = tokio::net::TcpListener::bind(cli.settings.addr).await?;
-            engine::run(listener, cli.settings, ingest_contract::shutdown_signal()).await
-        }
-        Command::Migrate => {
-            ingest_contract::db::prepare(&cli.settings.shared.database_url).await?;
-            println!("migrations applied");
-            Ok(())
-        }
-    }
+    engine::cli::run().await
 }

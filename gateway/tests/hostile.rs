@@ -48,7 +48,7 @@
 //! | 10,000 uploads opened and never completed | expired, their files removed |
 //!
 //! Rows that pass the gateway and must be rejected by the engine are in
-//! `engine/tests/hostile_rows.rs`.
+//! `system-tests/tests/hostile_rows.rs`.
 
 mod support;
 

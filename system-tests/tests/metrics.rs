@@ -22,7 +22,7 @@ use ingest_contract::testkit::{broker, wait_for};
 use rabbitmq_stream_client::types::Message;
 use support::*;
 
-const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 
 /// A metric a PromQL expression selects: its name, and its label equality matchers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

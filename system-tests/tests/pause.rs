@@ -19,7 +19,7 @@ use ingest_contract::testkit::{wait_for, TestDb};
 use support::*;
 use tokio_postgres::error::SqlState;
 
-const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 /// The lease TTL of the test engines (`TestEnv::engine_args`).
 const TTL: Duration = Duration::from_millis(1500);
 

@@ -18,7 +18,7 @@ use support::*;
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("the engine crate sits in the workspace")
+        .expect("the system-tests crate sits in the workspace")
         .to_owned()
 }
 

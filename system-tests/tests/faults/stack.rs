@@ -20,7 +20,7 @@ use super::services::free_port;
 pub const CLIENT_ID: &str = "faults-client";
 pub const CLIENT_SECRET: &str = "faults-secret-123";
 const JWT_SECRET: &str = "faults-signing-key-0123456789";
-const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 /// Where the gateway child finds its arguments (one per line).
 pub const GATEWAY_ARGS_ENV: &str = "FAULTS_GATEWAY_ARGS";
 /// The name of the test that is the gateway child's entry point.

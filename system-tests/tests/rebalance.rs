@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ingest_contract::testkit::wait_for;
 use support::*;
 
-const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 const BROKER_PORT: u16 = 5552;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

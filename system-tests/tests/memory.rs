@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::*;
 
-const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 const BIG_CHUNK: usize = 60 << 20;
 const BIG_CHUNKS: i32 = 4;
 const BAD_ROWS: u64 = 2_000_000;

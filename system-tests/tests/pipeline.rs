@@ -8,7 +8,7 @@ use std::time::Duration;
 use ingest_contract::testkit::wait_for;
 use support::*;
 
-const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
+const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 
 #[tokio::test]
 async fn uploaded_chunks_are_loaded_exactly_once() {

@@ -4,7 +4,6 @@
 //! original's client flow (`run_original`), which the benchmark's `original-client` scenario
 //! times.
 
-#[path = "../../engine/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
