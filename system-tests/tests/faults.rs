@@ -22,6 +22,7 @@
 
 #[path = "faults/mod.rs"]
 mod harness;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ use loadgen::retry::RetryPolicy;
 use loadgen::upload::{run_upload, UploadError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use support::Api;
 use tokio::task::block_in_place;
 
 /// Not a test: the gateway child process the fault tests start and SIGKILL (`faults/stack.rs`).
@@ -447,29 +450,14 @@ async fn gateway_sigkilled_and_the_client_resumes_the_upload() {
     );
 }
 
-/// A token and a new upload on `gateway`, with plain HTTP (what any client does).
-async fn token_and_upload(http: &reqwest::Client, gateway: &str) -> (String, String) {
-    let token: serde_json::Value = http
-        .post(format!("{gateway}/api/auth/token"))
-        .basic_auth(stack::CLIENT_ID, Some(stack::CLIENT_SECRET))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
-    let created: serde_json::Value = http
-        .post(format!("{gateway}/api/upload"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (token, created["folder"].as_str().unwrap().to_owned())
+/// A client of a stack's gateway at `url`.
+async fn api_at(url: String) -> Api {
+    Api::at(url, stack::CLIENT_ID, stack::CLIENT_SECRET).await
 }
+
+/// One original-format row with its header.
+const ONE_ROW: &[u8] =
+    b"date,content,amount,type\r\n01/01/2023 00:00:01,Any text there,1.500,Deposit\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
@@ -498,21 +486,10 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
 
     // The store cut while a chunk arrives: 503, and nothing of it in the ledger, the bucket or
     // the gateway's spool.
-    let http = reqwest::Client::new();
-    let (token, folder) = token_and_upload(&http, &stack.gateway_url()).await;
+    let api = api_at(stack.gateway_url()).await;
+    let folder = api.create(serde_json::json!({})).await;
     proxy.cut();
-    let answer = http
-        .put(format!(
-            "{}/api/upload/{folder}/chunks/0",
-            stack.gateway_url()
-        ))
-        .bearer_auth(&token)
-        .header("content-type", "text/csv")
-        .body("date,content,amount,type\r\n01/01/2023 00:00:01,Any text there,1.500,Deposit\r\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 503, "{}", answer.text().await.unwrap());
+    assert_eq!(api.put(&folder, 0, ONE_ROW.to_vec()).await, 503);
     let db = stack.db().await;
     let recorded: i64 = db
         .query_one("SELECT count(*) FROM chunks", &[])
@@ -558,19 +535,8 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     // An object that is really gone (not a store that does not answer) fails its chunk, with
     // the reason, and nothing else waits on it.
     engine.kill();
-    let (token, folder) = token_and_upload(&http, &stack.gateway_url()).await;
-    let answer = http
-        .put(format!(
-            "{}/api/upload/{folder}/chunks/0",
-            stack.gateway_url()
-        ))
-        .bearer_auth(&token)
-        .header("content-type", "text/csv")
-        .body("date,content,amount,type\r\n01/01/2023 00:00:01,Any text there,1.500,Deposit\r\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    let folder = api.create(serde_json::json!({})).await;
+    assert_eq!(api.put(&folder, 0, ONE_ROW.to_vec()).await, 200);
     let folder: uuid::Uuid = folder.parse().unwrap();
     let stored: String = db
         .query_one(
@@ -631,38 +597,25 @@ async fn scale_out_two_gateways_three_engines_on_s3_with_an_engine_sigkilled() {
         .collect();
 
     // One upload, its chunks sent alternately to either gateway (a load balancer would).
-    let http = reqwest::Client::new();
     let urls = ports.map(|port| format!("http://127.0.0.1:{port}"));
-    let (token, folder) = token_and_upload(&http, &urls[0]).await;
+    let apis = Arc::new([api_at(urls[0].clone()).await, api_at(urls[1].clone()).await]);
+    let folder = apis[0].create(serde_json::json!({})).await;
     let sending = {
-        let (http, token, folder, urls) =
-            (http.clone(), token.clone(), folder.clone(), urls.clone());
+        let (apis, folder) = (Arc::clone(&apis), folder.clone());
         tokio::spawn(async move {
             futures_util::stream::iter(plan)
                 .map(|chunk| {
-                    let (http, token, folder) = (http.clone(), token.clone(), folder.clone());
-                    let url = format!(
-                        "{}/api/upload/{folder}/chunks/{}",
-                        urls[chunk.index as usize % 2],
-                        chunk.index
-                    );
+                    let (apis, folder) = (Arc::clone(&apis), folder.clone());
                     async move {
-                        let (body, sha256) = tokio::task::spawn_blocking(move || {
+                        let n = chunk.index;
+                        let (body, _sha256) = tokio::task::spawn_blocking(move || {
                             loadgen::upload::read_chunk(&chunk)
                         })
                         .await
                         .unwrap()
                         .unwrap();
-                        let answer = http
-                            .put(url)
-                            .bearer_auth(token)
-                            .header("content-type", "text/csv")
-                            .header("X-Checksum-SHA256", sha256)
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+                        let status = apis[n as usize % 2].put(&folder, n as i32, body.to_vec());
+                        assert_eq!(status.await, 200, "chunk {n}");
                     }
                 })
                 .buffer_unordered(4)
@@ -677,18 +630,7 @@ async fn scale_out_two_gateways_three_engines_on_s3_with_an_engine_sigkilled() {
     let connections_before = connections(&stack).await;
     engines[1].kill();
     sending.await.unwrap();
-    let completed = http
-        .post(format!("{}/api/upload/{folder}/complete", urls[1]))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "chunks": chunks }))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        completed.status().is_success(),
-        "{}",
-        completed.text().await.unwrap()
-    );
+    apis[1].complete(&folder, chunks as i32).await;
     wait_progress(&stack, "every chunk to be loaded", |p| {
         p.loaded == chunks as i64
     })

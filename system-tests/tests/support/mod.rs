@@ -231,11 +231,16 @@ pub struct Api {
 
 impl Api {
     pub async fn connect(gateway: &Running) -> Self {
-        let url = format!("http://{}", gateway.addr);
+        Self::at(format!("http://{}", gateway.addr), CLIENT_ID, CLIENT_SECRET).await
+    }
+
+    /// A client of the gateway at `url` (e.g. `http://127.0.0.1:8000`), with a token of
+    /// `client_id`.
+    pub async fn at(url: String, client_id: &str, secret: &str) -> Self {
         let http = reqwest::Client::new();
         let token: serde_json::Value = http
             .post(format!("{url}/api/auth/token"))
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .basic_auth(client_id, Some(secret))
             .send()
             .await
             .unwrap()
