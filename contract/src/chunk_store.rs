@@ -30,6 +30,8 @@ const PART_BYTES: usize = 5 << 20;
 const UPLOADS_AT_ONCE: usize = 4;
 /// The spool directory of chunks fetched from a bucket to load.
 const FETCHED: &str = ".fetched";
+/// When a fetched copy is surely no running load's.
+const FETCHED_STALE: Duration = Duration::from_secs(600);
 /// How long one store request may keep being retried (connection refused, 5xx, timeouts)
 /// before the caller hears about it: a gateway then answers 503, an engine retries the load.
 const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -51,13 +53,16 @@ pub enum ChunkStoreError {
 }
 
 impl ChunkStoreError {
-    /// The object or file is not there (as opposed to the store being unreachable).
+    /// The store does not have the object (as opposed to not answering). A local file error
+    /// (the spool) never is: it says nothing of the chunk.
     pub fn is_missing(&self) -> bool {
-        match self {
-            Self::Object { source, .. } => matches!(source, object_store::Error::NotFound { .. }),
-            Self::Io(err) => err.kind() == std::io::ErrorKind::NotFound,
-            Self::Setting(..) | Self::Outside(_) => false,
-        }
+        matches!(
+            self,
+            Self::Object {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
     }
 
     /// The name given points outside the store (a message is never trusted that far).
@@ -76,7 +81,7 @@ pub enum ChunkStore {
 }
 
 /// An S3-compatible bucket and a prefix in it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
@@ -171,17 +176,36 @@ impl ChunkStore {
         }
     }
 
-    /// Removes the copies a previous run of this process fetched and did not get to remove
-    /// (it was killed mid-load): the spool is this process's own, so none is in use.
+    /// Removes the fetched copies a killed run left in the spool: those untouched for
+    /// [`FETCHED_STALE`] (a copy is read within seconds of its download, so an older one is no
+    /// load's, even should two engines be given one spool by mistake).
     pub async fn clear_fetched(&self) {
-        if let Self::Bucket(bucket) = self {
-            let _ = tokio::fs::remove_dir_all(bucket.spool.join(FETCHED)).await;
+        let Self::Bucket(bucket) = self else {
+            return;
+        };
+        let Ok(mut entries) = tokio::fs::read_dir(bucket.spool.join(FETCHED)).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let stale = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > FETCHED_STALE);
+            if stale {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
         }
     }
 
     /// Stores the synced local file `local` as `relative`, which it consumes: renamed into
     /// place (and the directory synced) in a directory, sent in parts to a bucket and then
-    /// removed. On an error nothing is stored and `local` is left to the caller.
+    /// removed. On an error nothing is stored and `local` is left to the caller. A bucket upload
+    /// runs as a task of its own: a caller that goes away (its client disconnected) leaves it
+    /// to finish or abort, never a half-done multipart upload; the object it leaves unrecorded
+    /// is the orphan sweep's.
     pub async fn put_file(&self, local: &Path, relative: &str) -> Result<(), ChunkStoreError> {
         let relative = checked(relative)?;
         match self {
@@ -198,7 +222,13 @@ impl ChunkStore {
                 .map_err(std::io::Error::other)?
             }
             Self::Bucket(bucket) => {
-                bucket.upload(local, relative).await?;
+                // Opened before it waits for its turn: the spool's sweep of old temporary files
+                // cannot take it from under the upload.
+                let file = tokio::fs::File::open(local).await?;
+                let (bucket, relative) = (bucket.clone(), relative.to_owned());
+                tokio::spawn(async move { bucket.upload(file, &relative).await })
+                    .await
+                    .map_err(std::io::Error::other)??;
                 let _ = tokio::fs::remove_file(local).await;
                 if let Some(dir) = local.parent() {
                     // The upload's spool directory, once empty (a request writing into it
@@ -349,11 +379,14 @@ impl Bucket {
 
     /// Sends `local` in parts of [`PART_BYTES`], one at a time, [`UPLOADS_AT_ONCE`] chunks in
     /// the process; an interrupted upload is aborted (the bucket keeps no part of it).
-    async fn upload(&self, local: &Path, relative: &str) -> Result<(), ChunkStoreError> {
+    async fn upload(
+        &self,
+        mut file: tokio::fs::File,
+        relative: &str,
+    ) -> Result<(), ChunkStoreError> {
         static UPLOADS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(UPLOADS_AT_ONCE));
         let _turn = UPLOADS.acquire().await.expect("never closed");
         let location = self.location(relative);
-        let mut file = tokio::fs::File::open(local).await?;
         let len = file.metadata().await?.len();
         if len <= PART_BYTES as u64 {
             let bytes = read_part(&mut file, len as usize).await?;

@@ -146,8 +146,8 @@ impl Expiry {
     }
 }
 
-/// Removes a stored chunk; true if it was there. A failure is logged: the engines' and the next
-/// sweep's removal try again.
+/// Removes a stored chunk; true if it was there. A failure is logged; the ledger may already
+/// have let go of the file, and then the gateways' bucket sweep (`orphans.rs`) removes it later.
 pub(crate) async fn remove_chunk(chunks: &ChunkStore, relative: &str) -> bool {
     match chunks.remove(relative).await {
         Ok(removed) => removed,

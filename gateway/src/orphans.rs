@@ -22,12 +22,17 @@ use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use ingest_contract::chunk_store::ChunkStore;
+use ingest_ledger::files::{self, FileUse};
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::publish::{PublishError, Publisher};
 use crate::sweeps;
+
+/// How long an object of an existing upload may wait to be recorded before the bucket sweep
+/// takes it for left behind.
+const PENDING_AT_MOST: Duration = Duration::from_secs(3600);
 
 /// How many unannounced chunks one sweep publishes.
 const ANNOUNCE_BATCH: i64 = 500;
@@ -144,8 +149,12 @@ impl Orphans {
         Ok(removed)
     }
 
-    /// Removes the bucket's chunks older than `chunk_age` that the ledger does not know: a
-    /// gateway killed between storing a chunk and recording it left them.
+    /// Removes the bucket's objects nothing wants: those of no upload once older than
+    /// `chunk_age` (a gateway killed between storing a chunk and recording it), those of an
+    /// existing upload that no live chunk row names once older than [`PENDING_AT_MOST`] (a
+    /// removal that failed after the ledger let go of the file). S3 dates a multipart object
+    /// from the start of its upload, so a slow upload can look old the moment it lands: only
+    /// objects of uploads that do not exist are taken at the short age.
     async fn sweep_bucket(&self, chunk_age: Duration) -> Result<u64, OrphanError> {
         let Some(listed) = self.chunks.list().await else {
             return Ok(0);
@@ -169,7 +178,13 @@ impl Orphans {
             let Some(upload_id) = upload_id else {
                 continue;
             };
-            if !ingest_ledger::files::is_recorded(&db, upload_id, &file.relative).await? {
+            let age = now.duration_since(file.modified).unwrap_or_default();
+            let unwanted = match files::file_use(&db, upload_id, &file.relative).await? {
+                FileUse::Wanted => false,
+                FileUse::UploadExists => age > PENDING_AT_MOST,
+                FileUse::Unknown => true,
+            };
+            if unwanted {
                 removed +=
                     u64::from(crate::expiry::remove_chunk(&self.chunks, &file.relative).await);
             }

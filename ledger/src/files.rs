@@ -136,6 +136,39 @@ pub async fn is_recorded(
     Ok(row.is_some())
 }
 
+/// What the ledger says of a file a store holds, for the gateways' bucket sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileUse {
+    /// A chunk row names it and it is not marked removed: loading, or kept for a retry.
+    Wanted,
+    /// No live chunk row names it, but its upload exists: a gateway may still be between
+    /// storing it and recording it (or its removal failed after the ledger let go of it).
+    UploadExists,
+    /// Neither: nothing will ever want it.
+    Unknown,
+}
+
+/// [`FileUse`] of the file `stored_path` of upload `upload_id`.
+pub async fn file_use(
+    client: &Client,
+    upload_id: Uuid,
+    stored_path: &str,
+) -> Result<FileUse, LedgerError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM chunks
+                             WHERE upload_id = $1 AND stored_path = $2 AND NOT file_removed),
+                    EXISTS (SELECT 1 FROM uploads WHERE upload_id = $1)",
+            &[&upload_id, &stored_path],
+        )
+        .await?;
+    Ok(match (row.get(0), row.get(1)) {
+        (true, _) => FileUse::Wanted,
+        (false, true) => FileUse::UploadExists,
+        (false, false) => FileUse::Unknown,
+    })
+}
+
 /// Records that a committed chunk's file is gone.
 pub async fn mark_removed(
     client: &Client,
