@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::{new_upload, record, stored_chunk};
 use ingest_contract::testkit::TestDb;
-use ingest_ledger::uploads::{self, NewChunk, NewUpload, Recorded};
-use ingest_ledger::{completion, pieces, ErrorPolicy, Partition};
+use ingest_ledger::uploads::Recorded;
+use ingest_ledger::{completion, pieces, ErrorPolicy};
 use ingest_rows::pieces::Piece;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -18,39 +21,8 @@ async fn count(client: &Client, sql: &str, upload_id: Uuid) -> i64 {
 async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest() {
     let db = TestDb::new().await.unwrap();
     let mut client = db.client().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO api_clients (client_id, secret_hash) VALUES ('c', 'x')",
-            &[],
-        )
-        .await
-        .unwrap();
-    let new = NewUpload {
-        client_id: "c",
-        dataset: "transactions",
-        table: "transactions",
-        on_error: ErrorPolicy::RejectRows,
-        expected_chunks: None,
-        total_bytes: None,
-        idempotency_key: None,
-        callback_url: None,
-    };
-    let uploads::Created::New(upload) = uploads::create(&client, &new).await.unwrap() else {
-        panic!("a new upload");
-    };
-    let stored = NewChunk {
-        path: "u/c.csv".into(),
-        bytes: 100,
-        sha256: "00".repeat(32),
-        has_header: true,
-        header: ["date", "content", "amount", "type"]
-            .map(String::from)
-            .to_vec(),
-        header_expected: true,
-    };
-    let recorded = uploads::record_chunk(&mut client, &upload, Some(0), stored, |_| Partition(0))
-        .await
-        .unwrap();
+    let upload = new_upload(&client, ErrorPolicy::RejectRows, None).await;
+    let recorded = record(&mut client, &upload, 0, stored_chunk("u/c.csv", '0')).await;
     assert!(matches!(recorded, Recorded::New(_)));
     let id = upload.upload_id;
     let cut = [

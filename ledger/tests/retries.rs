@@ -4,57 +4,16 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::{new_upload, record, stored_chunk};
 use ingest_contract::testkit::TestDb;
 use ingest_ledger::loads::{self, ChunkOutcome, Finished};
 use ingest_ledger::retries::{self, Retried};
-use ingest_ledger::uploads::{self, NewChunk, NewUpload, Recorded, Upload};
-use ingest_ledger::{completion, files, ChunkState, ErrorPolicy, Partition};
+use ingest_ledger::uploads::{self, Recorded};
+use ingest_ledger::{completion, files, ChunkState, ErrorPolicy};
 use tokio_postgres::Client;
 use uuid::Uuid;
-
-async fn new_upload(client: &Client, expected_chunks: Option<i32>) -> Upload {
-    client
-        .execute(
-            "INSERT INTO api_clients (client_id, secret_hash) VALUES ('c', 'x')
-             ON CONFLICT DO NOTHING",
-            &[],
-        )
-        .await
-        .unwrap();
-    let new = NewUpload {
-        client_id: "c",
-        dataset: "transactions",
-        table: "transactions",
-        on_error: ErrorPolicy::RejectChunk,
-        expected_chunks,
-        total_bytes: None,
-        idempotency_key: None,
-        callback_url: None,
-    };
-    match uploads::create(client, &new).await.unwrap() {
-        uploads::Created::New(upload) => upload,
-        other => panic!("a new upload, got {other:?}"),
-    }
-}
-
-fn bytes(path: &str, sha: char) -> NewChunk {
-    NewChunk {
-        path: path.into(),
-        bytes: 100,
-        sha256: sha.to_string().repeat(64),
-        has_header: true,
-        header: ["date", "content", "amount", "type"]
-            .map(String::from)
-            .to_vec(),
-        header_expected: true,
-    }
-}
-
-async fn record(client: &mut Client, upload: &Upload, n: i32, chunk: NewChunk) -> Recorded {
-    uploads::record_chunk(client, upload, Some(n), chunk, |_| Partition(0))
-        .await
-        .unwrap()
-}
 
 /// Records an outcome for `attempt` of chunk `n` in a transaction of its own.
 async fn finish(
@@ -108,14 +67,14 @@ async fn upload_row(client: &Client, id: Uuid) -> (String, i32, i64, i64, bool) 
 async fn a_failed_chunk_is_retried_then_replaced_and_a_stale_load_records_nothing() {
     let db = TestDb::new().await.unwrap();
     let mut client = db.client().await.unwrap();
-    let upload = new_upload(&client, Some(2)).await;
+    let upload = new_upload(&client, ErrorPolicy::RejectChunk, Some(2)).await;
     let id = upload.upload_id;
     assert!(matches!(
-        record(&mut client, &upload, 0, bytes("u/a.csv", 'a')).await,
+        record(&mut client, &upload, 0, stored_chunk("u/a.csv", 'a')).await,
         Recorded::New(_)
     ));
     assert!(matches!(
-        record(&mut client, &upload, 1, bytes("u/b.csv", 'b')).await,
+        record(&mut client, &upload, 1, stored_chunk("u/b.csv", 'b')).await,
         Recorded::New(_)
     ));
     let good = finish(&mut client, id, 0, 0, ChunkState::Loaded, 0).await;
@@ -179,10 +138,11 @@ async fn a_failed_chunk_is_retried_then_replaced_and_a_stale_load_records_nothin
     // The same bytes again are not a replacement (the upload stays ended); new bytes are.
     let found = uploads::find(&client, "c", id).await.unwrap().unwrap();
     assert!(matches!(
-        record(&mut client, &found, 1, bytes("u/b2.csv", 'b')).await,
+        record(&mut client, &found, 1, stored_chunk("u/b2.csv", 'b')).await,
         Recorded::Closed(_)
     ));
-    let Recorded::Replaced(replaced) = record(&mut client, &found, 1, bytes("u/c.csv", 'c')).await
+    let Recorded::Replaced(replaced) =
+        record(&mut client, &found, 1, stored_chunk("u/c.csv", 'c')).await
     else {
         panic!("replaced");
     };
@@ -219,7 +179,7 @@ async fn a_failed_chunk_is_retried_then_replaced_and_a_stale_load_records_nothin
     // A done upload takes no replacement and no retry.
     let found = uploads::find(&client, "c", id).await.unwrap().unwrap();
     assert!(matches!(
-        record(&mut client, &found, 1, bytes("u/d.csv", 'd')).await,
+        record(&mut client, &found, 1, stored_chunk("u/d.csv", 'd')).await,
         Recorded::Closed(_)
     ));
     assert!(matches!(
@@ -242,9 +202,9 @@ async fn kept(client: &Client, id: Uuid) -> usize {
 async fn a_failed_chunks_file_is_kept_until_retention_or_the_end_of_its_upload() {
     let db = TestDb::new().await.unwrap();
     let mut client = db.client().await.unwrap();
-    let upload = new_upload(&client, None).await;
+    let upload = new_upload(&client, ErrorPolicy::RejectChunk, None).await;
     let id = upload.upload_id;
-    record(&mut client, &upload, 0, bytes("u/a.csv", 'a')).await;
+    record(&mut client, &upload, 0, stored_chunk("u/a.csv", 'a')).await;
     finish(&mut client, id, 0, 0, ChunkState::Failed, 1).await;
     assert_eq!(kept(&client, id).await, 0, "kept for a retry");
     client
