@@ -267,17 +267,22 @@ impl TestBucket {
             .collect()
     }
 
-    /// The chunks the bucket holds now (asked of the server itself).
-    pub async fn chunks(&self) -> Vec<String> {
+    /// The bucket as a chunk store reached at the server itself (not through a proxy), for the
+    /// test's own puts, removals and listings.
+    pub fn store(&self) -> crate::chunk_store::ChunkStore {
         let options = self.options(&s3_endpoint());
         let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let store = crate::chunk_store::ChunkStore::open_with(
+        crate::chunk_store::ChunkStore::open_with(
             Some(&self.setting),
             Path::new("/nonexistent"),
             &options,
         )
-        .expect("the test bucket's settings");
-        let listed = store.list().await.expect("a bucket lists");
+        .expect("the test bucket's settings")
+    }
+
+    /// The chunks the bucket holds now (asked of the server itself).
+    pub async fn chunks(&self) -> Vec<String> {
+        let listed = self.store().list().await.expect("a bucket lists");
         let files = listed.expect("the test bucket should answer");
         files.into_iter().map(|file| file.relative).collect()
     }

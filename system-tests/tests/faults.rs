@@ -31,7 +31,6 @@ use harness::check::*;
 use harness::data::{self, Expected};
 use harness::services::{self, CuttableProxy, PrivatePostgres, PrivateRabbit, PrivateRedis};
 use harness::stack::{self, Stack};
-use ingest_contract::chunk_store::ChunkStore;
 use loadgen::client::ApiError;
 use loadgen::retry::RetryPolicy;
 use loadgen::upload::{run_upload, UploadError};
@@ -474,9 +473,7 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     let bucket = stack.bucket.as_ref().unwrap();
     let orphan = stack.work.join("orphan.csv");
     std::fs::write(&orphan, "date,content,amount,type\r\n").unwrap();
-    let options = bucket.options(&ingest_contract::testkit::s3_endpoint());
-    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let store = ChunkStore::open_with(Some(&bucket.setting), &stack.work, &options).unwrap();
+    let store = bucket.store();
     let orphan_name = format!(
         "{}/{}.csv",
         uuid::Uuid::new_v4(),
@@ -519,13 +516,18 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     .await;
     proxy.cut();
     let mut engine = stack.spawn_engine("engine");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let engine_log = stack.work.join("engine.log");
+    ingest_contract::testkit::wait_for(
+        "the engine to meet the outage",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&engine_log).unwrap_or_default();
+            let met = log.contains("load failed; retrying") && log.contains("chunk store");
+            async move { met.then_some(()) }
+        },
+    )
+    .await;
     let during = progress(&stack).await.unwrap();
-    let log = std::fs::read_to_string(stack.work.join("engine.log")).unwrap();
-    assert!(
-        log.contains("load failed; retrying") && log.contains("chunk store"),
-        "the engine met the outage: {log}"
-    );
     proxy.restore();
     let summary = upload.await.unwrap().expect("the upload should finish");
     assert_summary(&summary, expected);
