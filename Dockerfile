@@ -17,6 +17,8 @@ ENV CARGO_TERM_COLOR=never
 # 1. Dependencies only.
 COPY Cargo.toml Cargo.lock ./
 COPY contract/Cargo.toml contract/Cargo.toml
+COPY runtime/Cargo.toml runtime/Cargo.toml
+COPY testkit/Cargo.toml testkit/Cargo.toml
 COPY rows/Cargo.toml rows/Cargo.toml
 COPY ledger/Cargo.toml ledger/Cargo.toml
 COPY gateway/Cargo.toml gateway/Cargo.toml
@@ -24,7 +26,7 @@ COPY engine/Cargo.toml engine/Cargo.toml
 COPY loadgen/Cargo.toml loadgen/Cargo.toml
 COPY system-tests/Cargo.toml system-tests/Cargo.toml
 RUN set -eux; \
-    for crate in contract rows ledger gateway engine loadgen system-tests; do \
+    for crate in contract runtime testkit rows ledger gateway engine loadgen system-tests; do \
         mkdir -p "$crate/src"; \
         echo '// stub: dependency layer' > "$crate/src/lib.rs"; \
     done; \
@@ -35,12 +37,14 @@ RUN set -eux; \
     echo 'fn main() {}' > system-tests/src/bin/system-engine.rs; \
     cargo fetch --locked; \
     cargo build --release --locked --bins; \
-    rm -rf contract/src rows/src ledger/src gateway/src engine/src loadgen/src system-tests/src
+    rm -rf contract/src runtime/src testkit/src rows/src ledger/src gateway/src engine/src loadgen/src system-tests/src
 
 # 2. The workspace itself. Fresh timestamps, so cargo never mistakes a stub build for the real one.
 COPY db db
 COPY datasets datasets
 COPY contract contract
+COPY runtime runtime
+COPY testkit testkit
 COPY rows rows
 COPY ledger ledger
 COPY gateway gateway
@@ -48,7 +52,7 @@ COPY engine engine
 COPY loadgen loadgen
 COPY system-tests system-tests
 RUN set -eux; \
-    find contract rows ledger gateway engine loadgen system-tests -name '*.rs' -exec touch {} +; \
+    find contract runtime testkit rows ledger gateway engine loadgen system-tests -name '*.rs' -exec touch {} +; \
     cargo build --release --locked --offline --bins; \
     mkdir -p /out; \
     cp target/release/gateway target/release/engine target/release/loadgen /out/

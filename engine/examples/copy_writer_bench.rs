@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ingest_copy_bench".into());
-    ingest_contract::db::prepare(&url).await?; // Creates the database when missing.
+    ingest_runtime::db::prepare(&url).await?; // Creates the database when missing.
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(connection);
     let files = original::generate(rows);

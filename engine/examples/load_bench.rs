@@ -15,7 +15,8 @@ use clap::Parser;
 use futures_util::SinkExt;
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::{partition_for, stream_name};
-use ingest_contract::{db, testkit};
+use ingest_runtime::db;
+use ingest_testkit as testkit;
 use rabbitmq_stream_client::types::Message;
 
 const PARTITIONS: u16 = 4;

@@ -10,8 +10,8 @@ use std::path::Path;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use ingest_contract::chunk_store::ChunkStore;
 use ingest_ledger::{files, LedgerError, Partition};
+use ingest_runtime::chunk_store::ChunkStore;
 
 /// Where loaded chunk files go.
 pub struct ChunkFiles<'a> {

@@ -27,14 +27,14 @@ enum Command {
 /// Parses the command line and runs the command until it ends (or a shutdown signal).
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    ingest_contract::telemetry::init_tracing(cli.settings.log_format);
+    ingest_runtime::telemetry::init_tracing(cli.settings.log_format);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let listener = tokio::net::TcpListener::bind(cli.settings.addr).await?;
-            crate::run(listener, cli.settings, ingest_contract::shutdown_signal()).await
+            crate::run(listener, cli.settings, ingest_runtime::shutdown_signal()).await
         }
         Command::Migrate => {
-            ingest_contract::db::prepare(&cli.settings.shared.database_url).await?;
+            ingest_runtime::db::prepare(&cli.settings.shared.database_url).await?;
             println!("migrations applied");
             Ok(())
         }

@@ -27,7 +27,7 @@ use rabbitmq_stream_client::types::{Message, MessageResult, OffsetSpecification,
 use rabbitmq_stream_client::{Client, ClientOptions};
 use tokio::sync::mpsc;
 
-use ingest_contract::streams::BrokerAddress;
+use ingest_runtime::broker::BrokerAddress;
 
 /// The one subscription on each consumer's connection.
 const SUBSCRIPTION: u8 = 1;

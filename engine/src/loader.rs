@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::chunk_store::{ChunkStore, ChunkStoreError, LocalChunk};
 use ingest_ledger::loads::{self, ChunkOutcome, Claimed, Finished};
 use ingest_ledger::{offsets, ChunkState};
+use ingest_runtime::chunk_store::{ChunkStore, ChunkStoreError, LocalChunk};
 
 use crate::cleanup::ChunkFiles;
 use crate::dataset::{quote_ident, Dataset, Layout, OnConflict};
@@ -102,7 +102,7 @@ pub enum LoadError {
     #[error(transparent)]
     Ledger(#[from] ingest_ledger::LedgerError),
     #[error("{0}")]
-    Session(#[from] ingest_contract::db::DbError),
+    Session(#[from] ingest_runtime::db::DbError),
     #[error("chunk parser stopped: {0}")]
     Parser(String),
     #[error(transparent)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ::metrics::{counter, gauge, histogram};
 
-pub use ingest_contract::telemetry::{Family, Kind, Label};
+pub use ingest_runtime::telemetry::{Family, Kind, Label};
 
 const ROWS_LOADED: &str = "ingest_rows_loaded_total";
 const ROWS_REJECTED: &str = "ingest_rows_rejected_total";
@@ -179,7 +179,7 @@ impl Stage {
 
 /// Describes every family and creates every series at zero. Call once the recorder is installed.
 pub fn register() {
-    ingest_contract::telemetry::register(FAMILIES);
+    ingest_runtime::telemetry::register(FAMILIES);
 }
 
 /// Counts a chunk by outcome.

@@ -26,11 +26,11 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::db::DbError;
 use ingest_ledger::loads::ChunkOutcome;
 use ingest_ledger::pieces::{self as plans, PlannedPiece as Planned};
 use ingest_ledger::ChunkState;
 use ingest_rows::pieces::cut;
+use ingest_runtime::db::DbError;
 
 use crate::dataset::OnConflict;
 use crate::loader::{

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::db;
+use ingest_runtime::db;
 
 use crate::consumer::PartitionConsumer;
 use crate::loader::{LoadError, Loader, Outcome, Position};

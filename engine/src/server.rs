@@ -11,11 +11,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use ingest_contract::{db, streams, telemetry};
+use ingest_runtime::{broker, db, telemetry};
 
 use crate::cleanup;
 use crate::consumer;
-use crate::http::{self, Probe};
+use crate::http::Probe;
 use crate::lag::PartitionLag;
 use crate::lease::Leases;
 use crate::loader::Loader;
@@ -91,7 +91,11 @@ pub async fn run(
     // Before the first scrape can happen: every series is listed from it, at zero.
     metrics::register();
     tracing::info!(addr = %listener.local_addr()?, engine = %owner, "engine listening");
-    let http_task = tokio::spawn(http::serve(listener, probe, stop_http.clone()));
+    let http_task = tokio::spawn(ingest_runtime::probes::serve(
+        listener,
+        probe,
+        stop_http.clone(),
+    ));
 
     let leases = Leases {
         group: settings.consumer_group.clone(),
@@ -159,7 +163,7 @@ async fn start_up(
 /// Creates the partition streams that are missing (the processors connect on their own).
 async fn prepare_streams(settings: &EngineSettings) -> anyhow::Result<()> {
     let environment = settings.shared.rabbitmq_stream_url.connect().await?;
-    streams::ensure_streams(
+    broker::ensure_streams(
         &environment,
         &settings.shared.stream_prefix,
         settings.shared.partitions,

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use ingest_contract::db::{self, DbError};
+use ingest_runtime::db::{self, DbError};
 use tokio_postgres::Client;
 
 /// How long a load waits for a row or table lock before it fails and is retried. Legitimate

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ingest_contract::settings::{parse_millis, SharedSettings};
-use ingest_contract::telemetry::LogFormat;
+use ingest_runtime::settings::{parse_millis, SharedSettings};
+use ingest_runtime::telemetry::LogFormat;
 
 /// Everything the engine needs to run.
 #[derive(Debug, Clone, clap::Args)]

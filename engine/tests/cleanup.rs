@@ -1,7 +1,7 @@
 //! Files of committed chunks that a crash left on disk are swept by the ledger.
 
 use engine::cleanup::sweep;
-use ingest_contract::testkit::{random_name, TestDb};
+use ingest_testkit::{random_name, TestDb};
 
 #[tokio::test]
 async fn sweep_removes_files_of_committed_chunks_only() {
@@ -38,7 +38,7 @@ async fn sweep_removes_files_of_committed_chunks_only() {
             .await
             .unwrap();
     }
-    let store = ingest_contract::chunk_store::ChunkStore::Directory(dir.clone());
+    let store = ingest_runtime::chunk_store::ChunkStore::Directory(dir.clone());
     assert_eq!(
         sweep(&client, &store, None, &[1]).await.unwrap(),
         0,

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use gateway::auth::{basic_credentials, bearer, Tokens};
 use gateway::client_ip::{client_ip, TrustedNet};
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 
 use crate::config;
 

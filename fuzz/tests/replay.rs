@@ -54,7 +54,7 @@ fn the_token_seed_is_a_valid_token() {
     .unwrap();
     let token = std::str::from_utf8(&seed[1..]).unwrap();
     let clock: gateway::auth::Clock = std::sync::Arc::new(|| 2_000_000_000);
-    let secret = ingest_contract::settings::Secret::new("fuzz-signing-key-0123456789");
+    let secret = ingest_runtime::settings::Secret::new("fuzz-signing-key-0123456789");
     let tokens = gateway::auth::Tokens::new(&secret, None, 3600, clock);
     assert_eq!(tokens.verify(token).unwrap().sub, "fuzz-client");
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::Parser;
 use gateway::GatewaySettings;
-use ingest_contract::testkit::{random_name, TestDb, TestStreams};
+use ingest_testkit::{random_name, TestDb, TestStreams};
 use tokio::sync::oneshot;
 
 #[global_allocator]

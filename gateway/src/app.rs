@@ -4,12 +4,9 @@
 //! rate limited by API client, and only then is its body touched: a refused client using
 //! `Expect: 100-continue` never sends its body.
 
-use ingest_contract::chunk_store::ChunkStore;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use ingest_rows::registry::Registry;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,6 +17,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use ingest_rows::registry::Registry;
+use ingest_runtime::chunk_store::ChunkStore;
+use ingest_runtime::probes;
+
 use crate::auth::Tokens;
 use crate::client_ip::client_ip;
 use crate::clients::ApiClients;
@@ -28,7 +29,7 @@ use crate::metrics as names;
 use crate::publish::Publisher;
 use crate::ratelimit::{RateLimiter, RouteClass};
 use crate::routes::uploads::Uploads;
-use crate::routes::{auth, chunks, clients, datasets, operations, rejected, uploads, Route};
+use crate::routes::{auth, chunks, clients, datasets, rejected, uploads, Route};
 use crate::settings::GatewaySettings;
 use crate::{console, docs};
 
@@ -94,9 +95,9 @@ async fn dispatch(
 ) -> Result<StreamedResponse, ApiError> {
     check_host(&request)?;
     match route {
-        Route::Health => return Ok(streamed(operations::health())),
-        Route::Ready => return Ok(streamed(operations::ready(state).await)),
-        Route::Metrics => return Ok(streamed(operations::metrics(state))),
+        Route::Health => return Ok(streamed(probes::health())),
+        Route::Ready => return Ok(streamed(probes::ready(&**state).await)),
+        Route::Metrics => return Ok(streamed(probes::metrics(&**state))),
         Route::Docs => {
             let page =
                 docs::serve(request.uri().path(), &state.openapi).ok_or(ApiError::NotFound)?;

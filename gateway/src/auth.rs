@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 
 use crate::clients::Scope;
 

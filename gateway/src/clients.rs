@@ -20,7 +20,7 @@ use argon2::Argon2;
 use deadpool_postgres::Pool;
 use tokio::sync::Semaphore;
 
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 
 /// What a client's tokens may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

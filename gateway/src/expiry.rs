@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use ingest_contract::chunk_store::ChunkStore;
+use ingest_runtime::chunk_store::ChunkStore;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 

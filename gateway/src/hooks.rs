@@ -24,8 +24,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::task::AbortOnDropHandle;
 
-use ingest_contract::settings::Secret;
 use ingest_ledger::hooks::{self, Due};
+use ingest_runtime::settings::Secret;
 
 use crate::app::AppState;
 use crate::sweeps;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use gateway::clients::{scope_names, ApiClients, Scope};
 use gateway::GatewaySettings;
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -50,14 +50,14 @@ enum ClientCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    ingest_contract::telemetry::init_tracing(cli.settings.log_format);
+    ingest_runtime::telemetry::init_tracing(cli.settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(cli.settings.addr).await?;
-            gateway::run(listener, cli.settings, ingest_contract::shutdown_signal()).await
+            gateway::run(listener, cli.settings, ingest_runtime::shutdown_signal()).await
         }
         Command::Migrate => {
-            ingest_contract::db::prepare(&cli.settings.shared.database_url).await?;
+            ingest_runtime::db::prepare(&cli.settings.shared.database_url).await?;
             println!("migrations applied");
             Ok(())
         }

@@ -3,7 +3,7 @@
 //! the first scrape (at 0): dashboards show 0 instead of "No data", and `rate()` sees the first
 //! increment. Call sites use the names below.
 
-use ingest_contract::telemetry::{Family, Kind, Label};
+use ingest_runtime::telemetry::{Family, Kind, Label};
 
 pub const HTTP_REQUESTS: &str = "ingest_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "ingest_http_request_duration_seconds";
@@ -139,5 +139,5 @@ pub const FAMILIES: &[Family] = &[
 
 /// Describes every family and creates each known series at zero. Idempotent.
 pub fn register() {
-    ingest_contract::telemetry::register(FAMILIES);
+    ingest_runtime::telemetry::register(FAMILIES);
 }

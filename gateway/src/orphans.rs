@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
-use ingest_contract::chunk_store::ChunkStore;
 use ingest_ledger::files::{self, FileUse};
+use ingest_runtime::chunk_store::ChunkStore;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ pub enum OrphanError {
     #[error("listing the upload directory: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Store(#[from] ingest_contract::chunk_store::ChunkStoreError),
+    Store(#[from] ingest_runtime::chunk_store::ChunkStoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
 }

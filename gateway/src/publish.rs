@@ -21,9 +21,8 @@ use rabbitmq_stream_client::{Dedup, Environment, Producer};
 use tokio::sync::{oneshot, Mutex};
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::streams::{
-    ensure_streams, partition_for, stream_name, BrokerAddress, Retention,
-};
+use ingest_contract::streams::{partition_for, stream_name};
+use ingest_runtime::broker::{ensure_streams, BrokerAddress, Retention};
 
 /// Why a chunk message was not confirmed.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use ingest_contract::{db, telemetry};
+use ingest_runtime::{db, telemetry};
 
 use crate::app::{handle, AppState};
 use crate::auth::{system_clock, Clock, Tokens};

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ingest_contract::settings::{parse_millis, Secret, SharedSettings};
-use ingest_contract::telemetry::LogFormat;
+use ingest_runtime::settings::{parse_millis, Secret, SharedSettings};
+use ingest_runtime::telemetry::LogFormat;
 
 use crate::client_ip::TrustedNet;
 use crate::ratelimit::{Quota, RateLimitSettings};

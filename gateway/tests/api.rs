@@ -237,7 +237,7 @@ async fn authentication_refusals() {
     // A token signed with another key, and an expired one signed with ours.
     let clock = gateway::auth::system_clock();
     let foreign = gateway::auth::Tokens::new(
-        &ingest_contract::settings::Secret::new("some-other-key-0123456"),
+        &ingest_runtime::settings::Secret::new("some-other-key-0123456"),
         None,
         60,
         clock,
@@ -253,7 +253,7 @@ async fn authentication_refusals() {
     assert_eq!(refused.status(), 401);
     let past: gateway::auth::Clock = std::sync::Arc::new(|| 1_000_000);
     let expired = gateway::auth::Tokens::new(
-        &ingest_contract::settings::Secret::new("test-signing-key-0123456789"),
+        &ingest_runtime::settings::Secret::new("test-signing-key-0123456789"),
         None,
         3600,
         past,
@@ -276,7 +276,7 @@ async fn authentication_refusals() {
     gateway::clients::ApiClients::new(pool)
         .upsert(
             "someone-else",
-            &ingest_contract::settings::Secret::new("someone-else-secret"),
+            &ingest_runtime::settings::Secret::new("someone-else-secret"),
         )
         .await
         .unwrap();
@@ -424,7 +424,7 @@ async fn a_restarted_gateway_publishes_its_next_chunk() {
 /// A token for `client_id` signed with the test gateway's key, whatever the database says.
 fn signed_token(client_id: &str) -> gateway::auth::IssuedToken {
     gateway::auth::Tokens::new(
-        &ingest_contract::settings::Secret::new("test-signing-key-0123456789"),
+        &ingest_runtime::settings::Secret::new("test-signing-key-0123456789"),
         None,
         3600,
         gateway::auth::system_clock(),
@@ -437,7 +437,7 @@ async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
     let app = TestGateway::start(&[]).await;
     let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
     let clients = gateway::clients::ApiClients::new(pool);
-    let secret = ingest_contract::settings::Secret::new("revoked-secret-123");
+    let secret = ingest_runtime::settings::Secret::new("revoked-secret-123");
     clients.upsert("soon-revoked", &secret).await.unwrap();
     let token = app.token_for("soon-revoked", secret.expose()).await;
     let folder = app.create_upload(&token).await;
@@ -446,7 +446,7 @@ async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
     // `gateway client disable` does this; the live token stops working within the cache period.
     clients.disable("soon-revoked").await.unwrap();
     let disabled_at = std::time::Instant::now();
-    ingest_contract::testkit::wait_for(
+    ingest_testkit::wait_for(
         "the disabled client's token to be refused",
         gateway::clients::ENABLED_CACHE_TTL + Duration::from_secs(3),
         || async { (app.status_raw(&token, &folder).await == 401).then_some(()) },
@@ -539,8 +539,8 @@ async fn an_http11_request_without_host_is_refused_with_400() {
 #[tokio::test]
 async fn metrics_list_every_counter_at_zero_from_the_first_scrape() {
     // A gateway process of its own: in-process gateways share this test binary's recorder.
-    let db = ingest_contract::testkit::TestDb::new().await.unwrap();
-    let streams = ingest_contract::testkit::TestStreams::new("metrics-", 2);
+    let db = ingest_testkit::TestDb::new().await.unwrap();
+    let streams = ingest_testkit::TestStreams::new("metrics-", 2);
     let upload_dir = tempfile_dir();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -555,17 +555,14 @@ async fn metrics_list_every_counter_at_zero_from_the_first_scrape() {
             format!("--stream-prefix={}", streams.prefix),
             "--partitions=2".into(),
             "--jwt-secret=test-signing-key-0123456789".into(),
-            format!(
-                "--ratelimit-prefix={}:",
-                ingest_contract::testkit::random_name("rl")
-            ),
+            format!("--ratelimit-prefix={}:", ingest_testkit::random_name("rl")),
         ])
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let metrics = ingest_contract::testkit::wait_for(
+    let metrics = ingest_testkit::wait_for(
         "the gateway's first scrape",
         Duration::from_secs(30),
         || async {
@@ -594,7 +591,7 @@ async fn metrics_list_every_counter_at_zero_from_the_first_scrape() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(ingest_contract::testkit::random_name("ingest-metrics-"))
+    std::env::temp_dir().join(ingest_testkit::random_name("ingest-metrics-"))
 }
 
 #[tokio::test]
@@ -800,7 +797,7 @@ impl HookReceiver {
 
     async fn wait_for(&self, requests: usize) -> Vec<(http::HeaderMap, bytes::Bytes)> {
         let got = self.got.clone();
-        ingest_contract::testkit::wait_for("hook requests", Duration::from_secs(30), || {
+        ingest_testkit::wait_for("hook requests", Duration::from_secs(30), || {
             let got = got.clone();
             async move {
                 let got = got.lock().unwrap();
@@ -895,7 +892,7 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
     // The gateway has tried and failed before it stops.
     let client = app.db.client().await.unwrap();
     let later_id = uuid::Uuid::parse_str(&later).unwrap();
-    ingest_contract::testkit::wait_for("a failed attempt", Duration::from_secs(10), || {
+    ingest_testkit::wait_for("a failed attempt", Duration::from_secs(10), || {
         let client = &client;
         async move {
             let row = client
@@ -943,10 +940,8 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
     assert_eq!(aborted.status(), 200);
     let client = strict.db.client().await.unwrap();
     let id = uuid::Uuid::parse_str(&inside).unwrap();
-    let error: String = ingest_contract::testkit::wait_for(
-        "the refused hook's error",
-        Duration::from_secs(10),
-        || {
+    let error: String =
+        ingest_testkit::wait_for("the refused hook's error", Duration::from_secs(10), || {
             let client = &client;
             async move {
                 client
@@ -958,9 +953,8 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
                     .ok()?
                     .get::<_, Option<String>>(0)
             }
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(error.contains("private"), "{error}");
     assert_eq!(
         receiver.got.lock().unwrap().len(),
@@ -984,7 +978,7 @@ async fn completion_hooks_are_signed_retried_and_outlive_a_gateway_restart() {
 #[tokio::test]
 async fn admins_manage_clients_over_the_api_and_scopes_are_enforced() {
     use gateway::clients::{ApiClients, Scope, ENABLED_CACHE_TTL};
-    use ingest_contract::settings::Secret;
+    use ingest_runtime::settings::Secret;
     let app = TestGateway::start(&[]).await;
     let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
     let clients = ApiClients::new(pool);
@@ -1100,7 +1094,7 @@ async fn admins_manage_clients_over_the_api_and_scopes_are_enforced() {
     assert_eq!(delete("nobody", &admin).await, 404);
     assert_eq!(delete("root", &admin).await, 409, "not itself");
     let folder = app.create_upload(&app.token().await).await;
-    ingest_contract::testkit::wait_for(
+    ingest_testkit::wait_for(
         "the disabled client's token to be refused",
         ENABLED_CACHE_TTL + Duration::from_secs(3),
         || async { (app.create_upload_raw(&ops).await == 401).then_some(()) },
@@ -1117,7 +1111,7 @@ async fn admins_manage_clients_over_the_api_and_scopes_are_enforced() {
 
     // Demoted: the live admin token keeps its signature but not the scope.
     clients.set_scopes("root", &[Scope::Upload]).await.unwrap();
-    ingest_contract::testkit::wait_for(
+    ingest_testkit::wait_for(
         "the demoted admin's token to lose the scope",
         ENABLED_CACHE_TTL + Duration::from_secs(3),
         || async {

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use ingest_contract::testkit::random_name;
+use ingest_testkit::random_name;
 use support::*;
 
 const WINDOW: (u32, u32) = (1200, 1600);
@@ -19,7 +19,7 @@ const WINDOW: (u32, u32) = (1200, 1600);
 /// Runs headless Chromium on `url` with a profile of its own; returns its stdout.
 async fn chromium(url: &str, action: &[String]) -> String {
     let profile = std::env::temp_dir().join(random_name("ingest-chromium-"));
-    let mut command = tokio::process::Command::new(ingest_contract::testkit::browser::chromium());
+    let mut command = tokio::process::Command::new(ingest_testkit::browser::chromium());
     command
         .args([
             "--headless",
@@ -152,8 +152,7 @@ async fn the_docs_page_issues_a_real_token_and_uses_it() {
         ("CLIENT_SECRET", CLIENT_SECRET.to_owned()),
     ];
     let shown =
-        ingest_contract::testkit::browser::run_driver("docs.mjs", &env, Duration::from_secs(180))
-            .await;
+        ingest_testkit::browser::run_driver("docs.mjs", &env, Duration::from_secs(180)).await;
     assert_eq!(shown["token_status"], 200, "{shown}");
     assert_eq!(shown["token_type"], "Bearer", "{shown}");
     assert_eq!(shown["token_scope"], "upload", "{shown}");

@@ -115,7 +115,7 @@ async fn shutdown_lets_an_in_flight_upload_finish() {
     let stopping = tokio::spawn(app.stop());
     // Once the gateway stops accepting it is draining; the rest of the body still arrives and is
     // answered.
-    ingest_contract::testkit::wait_for(
+    ingest_testkit::wait_for(
         "the gateway to stop accepting",
         Duration::from_secs(10),
         || async move {
@@ -146,7 +146,7 @@ async fn shutdown_lets_an_in_flight_upload_finish() {
 
 #[tokio::test]
 async fn client_commands_add_list_and_disable() {
-    let db = ingest_contract::testkit::TestDb::new().await.unwrap();
+    let db = ingest_testkit::TestDb::new().await.unwrap();
     let run = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
             .arg(format!("--database-url={}", db.url))

@@ -59,8 +59,8 @@ use base64::Engine;
 use futures_util::StreamExt;
 use gateway::auth::{Clock, Tokens};
 use gateway::expiry::Expiry;
-use ingest_contract::settings::Secret;
-use ingest_contract::testkit::wait_for;
+use ingest_runtime::settings::Secret;
+use ingest_testkit::wait_for;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use support::*;
@@ -1069,7 +1069,7 @@ async fn assert_refused(request: reqwest::RequestBuilder, status: u16, why: &str
 #[tokio::test]
 async fn an_xlsx_workbook_is_stored_as_the_csv_of_its_first_sheet() {
     let t = target(&[]).await;
-    let book = ingest_contract::testkit::xlsx::original_workbook(0, 50);
+    let book = ingest_testkit::xlsx::original_workbook(0, 50);
     let sha = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&book))
@@ -1104,7 +1104,7 @@ async fn an_xlsx_workbook_is_stored_as_the_csv_of_its_first_sheet() {
 
 #[tokio::test]
 async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
-    use ingest_contract::testkit::xlsx::{workbook, Cell};
+    use ingest_testkit::xlsx::{workbook, Cell};
     // A 1 MB cap: the shared strings may expand to 1 MB, the whole workbook to 32 MB.
     let t = target(&["--max-chunk-bytes=1000000"]).await;
     let put = |body: Vec<u8>| t.put("0").header("content-type", XLSX).body(body);
@@ -1125,7 +1125,7 @@ async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
     let many: Vec<Vec<Cell>> = (0..2_000)
         .map(|i| vec![Cell::Owned(format!("{i:04}{}", "x".repeat(1000)))])
         .collect();
-    let mut moved = ingest_contract::testkit::xlsx::parts(&many);
+    let mut moved = ingest_testkit::xlsx::parts(&many);
     for (name, bytes) in &mut moved {
         if let Some(rest) = name.strip_prefix("xl/") {
             *name = format!("data/{rest}");
@@ -1137,10 +1137,10 @@ async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
                 .into_bytes();
         }
     }
-    let moved = ingest_contract::testkit::xlsx::zip(&moved);
+    let moved = ingest_testkit::xlsx::zip(&moved);
     assert_refused(put(moved), 413, "data/sharedStrings.xml expands beyond").await;
     // A table claiming ten billion strings (calamine would reserve room for them up front).
-    let mut claims = ingest_contract::testkit::xlsx::parts(&[vec![Cell::Text("date")]]);
+    let mut claims = ingest_testkit::xlsx::parts(&[vec![Cell::Text("date")]]);
     for (name, bytes) in &mut claims {
         if name == "xl/sharedStrings.xml" {
             *bytes = String::from_utf8(bytes.clone())
@@ -1149,7 +1149,7 @@ async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
                 .into_bytes();
         }
     }
-    let claims = ingest_contract::testkit::xlsx::zip(&claims);
+    let claims = ingest_testkit::xlsx::zip(&claims);
     assert_eq!(status_of(put(claims)).await, 415, "string count");
     // One cell's text past the cap (calamine allocates a cell's text whole).
     let long = workbook(&[vec![Cell::Inline("y".repeat(1_500_000))]], &[]);
@@ -1178,7 +1178,7 @@ async fn hostile_workbooks_are_refused_and_nothing_is_stored() {
     }
     assert_eq!(status_of(put(zip.into_inner())).await, 415, "no workbook");
     // A workbook is compressed already; and its checksum is of the bytes sent.
-    let book = ingest_contract::testkit::xlsx::original_workbook(0, 3);
+    let book = ingest_testkit::xlsx::original_workbook(0, 3);
     let gzipped = put(gzip(&book)).header("content-encoding", "gzip");
     assert_eq!(status_of(gzipped).await, 400, "gzip");
     let wrong = put(book).header("x-checksum-sha256", "00".repeat(32));
@@ -1425,7 +1425,7 @@ async fn ten_thousand_abandoned_uploads_expire_and_their_files_are_removed() {
     );
 
     let pool = gateway::server::database_pool(&t.app.db.url).await.unwrap();
-    let chunks = ingest_contract::chunk_store::ChunkStore::Directory(t.app.upload_dir.clone());
+    let chunks = ingest_runtime::chunk_store::ChunkStore::Directory(t.app.upload_dir.clone());
     let expiry = Expiry::new(
         pool,
         std::sync::Arc::new(chunks),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ingest_contract::testkit::{random_name, wait_for};
+use ingest_testkit::{random_name, wait_for};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,7 +20,7 @@ fn nginx_binary() -> PathBuf {
     static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {
-            ingest_contract::testkit::browser::debian_package(
+            ingest_testkit::browser::debian_package(
                 &["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"],
                 "nginx",
             )

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use ingest_contract::testkit::{random_name, wait_for, TestBucket, TestDb, TestStreams};
+use ingest_testkit::{random_name, wait_for, TestBucket, TestDb, TestStreams};
 use support::*;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");

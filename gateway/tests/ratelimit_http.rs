@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest_contract::testkit::random_name;
+use ingest_testkit::random_name;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

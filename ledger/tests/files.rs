@@ -4,10 +4,10 @@
 mod common;
 
 use common::{new_upload, record, stored_chunk};
-use ingest_contract::testkit::TestDb;
 use ingest_ledger::files::{self, FileUse};
 use ingest_ledger::uploads::Recorded;
 use ingest_ledger::ErrorPolicy;
+use ingest_testkit::TestDb;
 use uuid::Uuid;
 
 #[tokio::test]

@@ -6,10 +6,10 @@ use std::time::Duration;
 mod common;
 
 use common::{new_upload, record, stored_chunk};
-use ingest_contract::testkit::TestDb;
 use ingest_ledger::uploads::Recorded;
 use ingest_ledger::{completion, pieces, ErrorPolicy};
 use ingest_rows::pieces::Piece;
+use ingest_testkit::TestDb;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 mod common;
 
 use common::{new_upload, record, stored_chunk};
-use ingest_contract::testkit::TestDb;
 use ingest_ledger::loads::{self, ChunkOutcome, Finished};
 use ingest_ledger::retries::{self, Retried};
 use ingest_ledger::uploads::{self, Recorded};
 use ingest_ledger::{completion, files, ChunkState, ErrorPolicy};
+use ingest_testkit::TestDb;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

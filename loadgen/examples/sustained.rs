@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()?;
     let token = token(&http, &args).await?;
-    let db = ingest_contract::db::connect(&args.database_url).await?;
+    let db = ingest_runtime::db::connect(&args.database_url).await?;
 
     eprintln!(
         "warm-up: {} clients for {} s",
@@ -444,10 +444,10 @@ fn delete_streams(args: &Args) {
     let Some(prefix) = &args.stream_prefix else {
         return;
     };
-    let Ok(broker) = ingest_contract::streams::BrokerAddress::parse(&args.broker_url) else {
+    let Ok(broker) = ingest_runtime::broker::BrokerAddress::parse(&args.broker_url) else {
         return;
     };
-    ingest_contract::testkit::delete_streams(broker, prefix, args.partitions);
+    ingest_testkit::delete_streams(broker, prefix, args.partitions);
 }
 
 struct Report<'a> {

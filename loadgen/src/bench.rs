@@ -37,7 +37,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use ingest_contract::db::{self, DbError};
+use ingest_runtime::db::{self, DbError};
 use tokio_postgres::Client;
 use uuid::Uuid;
 

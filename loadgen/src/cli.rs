@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ingest_contract::settings::{parse_millis, Secret};
-use ingest_contract::telemetry::LogFormat;
+use ingest_runtime::settings::{parse_millis, Secret};
+use ingest_runtime::telemetry::LogFormat;
 
 use crate::bench::intake::IntakeOptions;
 use crate::bench::{BenchOptions, Scenario};

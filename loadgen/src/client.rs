@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
 use reqwest::{RequestBuilder, StatusCode, Url};

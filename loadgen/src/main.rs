@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    ingest_contract::telemetry::init_tracing(cli.log_format);
+    ingest_runtime::telemetry::init_tracing(cli.log_format);
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Upload(args) => upload(args),

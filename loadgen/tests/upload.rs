@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fake_gateway::{Behaviour, FakeGateway, CLIENT_ID, CLIENT_SECRET};
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 use loadgen::api::UploadState;
 use loadgen::client::{ApiError, Credentials};
 use loadgen::generate::{generate, HEADER};

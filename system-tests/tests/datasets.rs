@@ -157,7 +157,7 @@ async fn example_datasets_load_end_to_end() {
     let before = offsets().await;
     assert_eq!(api.put(&folder, 1, rest).await, 200);
     // The engine reads chunk 1 first: it parks it (committing its stream offset, nothing else).
-    ingest_contract::testkit::wait_for("chunk 1 to be parked", Duration::from_secs(30), || async {
+    ingest_testkit::wait_for("chunk 1 to be parked", Duration::from_secs(30), || async {
         (offsets().await != before).then_some(())
     })
     .await;
@@ -193,7 +193,7 @@ async fn example_datasets_load_end_to_end() {
 
     // The same dataset from an XLSX workbook: converted to the dataset's own format (semicolons,
     // Windows-1252) before the same checks and load.
-    use ingest_contract::testkit::xlsx::{workbook, Cell};
+    use ingest_testkit::xlsx::{workbook, Cell};
     let book = workbook(
         &[
             vec![

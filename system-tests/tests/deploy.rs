@@ -538,7 +538,7 @@ fn gateway_environment_parses_with_the_real_settings() {
         if let Some(store) = env.get("INGEST_CHUNK_STORE") {
             let options: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             let dir = std::path::Path::new("/nonexistent");
-            ingest_contract::chunk_store::ChunkStore::open_with(Some(store), dir, &options)
+            ingest_runtime::chunk_store::ChunkStore::open_with(Some(store), dir, &options)
                 .unwrap_or_else(|err| panic!("{name}: {err}"));
         }
         for (variable, value) in env {

@@ -328,7 +328,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    ingest_contract::testkit::wait_for(
+    ingest_testkit::wait_for(
         "the rate limiter to use Redis again",
         Duration::from_secs(20),
         || {
@@ -461,7 +461,7 @@ const ONE_ROW: &[u8] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     let started = Instant::now();
-    let target = ingest_contract::testkit::s3_endpoint()
+    let target = ingest_testkit::s3_endpoint()
         .trim_start_matches("http://")
         .to_owned();
     let proxy = CuttableProxy::start(target).await;
@@ -503,7 +503,7 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
         vec![orphan_name],
         "nothing but the orphan in the bucket"
     );
-    let spooled = ingest_contract::testkit::files_under(&stack.upload_dir);
+    let spooled = ingest_testkit::files_under(&stack.upload_dir);
     assert!(spooled.is_empty(), "nothing left in the spool: {spooled:?}");
     db.execute("DELETE FROM uploads", &[]).await.unwrap();
 
@@ -517,7 +517,7 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     proxy.cut();
     let mut engine = stack.spawn_engine("engine");
     let engine_log = stack.work.join("engine.log");
-    ingest_contract::testkit::wait_for(
+    ingest_testkit::wait_for(
         "the engine to meet the outage",
         Duration::from_secs(30),
         || {
@@ -553,21 +553,17 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
         "the chunk's object was there"
     );
     let _engine = stack.spawn_engine("engine-again");
-    let failed = ingest_contract::testkit::wait_for(
-        "the chunk to fail",
-        Duration::from_secs(30),
-        || async {
-            let row = db
-                .query_one(
-                    "SELECT state, error FROM chunks WHERE upload_id = $1",
-                    &[&folder],
-                )
-                .await
-                .ok()?;
-            let (state, error): (String, Option<String>) = (row.get(0), row.get(1));
-            (state == "failed").then_some(error)
-        },
-    )
+    let failed = ingest_testkit::wait_for("the chunk to fail", Duration::from_secs(30), || async {
+        let row = db
+            .query_one(
+                "SELECT state, error FROM chunks WHERE upload_id = $1",
+                &[&folder],
+            )
+            .await
+            .ok()?;
+        let (state, error): (String, Option<String>) = (row.get(0), row.get(1));
+        (state == "failed").then_some(error)
+    })
     .await;
     assert_eq!(failed.as_deref(), Some("chunk file is missing"));
     report(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use ingest_contract::streams::stream_name;
-use ingest_contract::testkit::{broker, wait_for, TestStreams};
+use ingest_testkit::{broker, wait_for, TestStreams};
 use rabbitmq_stream_client::types::{Message, OffsetSpecification};
 use support::*;
 use tokio::sync::oneshot;

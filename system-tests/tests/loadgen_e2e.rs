@@ -9,8 +9,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ingest_contract::settings::Secret;
-use ingest_contract::testkit::wait_for;
+use ingest_runtime::settings::Secret;
+use ingest_testkit::wait_for;
 use loadgen::api::UploadState;
 use loadgen::bench::checks;
 use loadgen::bench::scenario::Ending;

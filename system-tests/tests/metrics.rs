@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ingest_contract::streams::stream_name;
-use ingest_contract::testkit::{broker, wait_for};
+use ingest_testkit::{broker, wait_for};
 use rabbitmq_stream_client::types::Message;
 use support::*;
 
@@ -408,7 +408,7 @@ async fn every_metric_the_dashboard_draws_is_exported() {
         .map(|(job, text)| (*job, exposition(text)))
         .collect();
     // Each job's catalogue: the one place its metrics are named and described.
-    let catalogues: BTreeMap<&str, Vec<ingest_contract::telemetry::Family>> = [
+    let catalogues: BTreeMap<&str, Vec<ingest_runtime::telemetry::Family>> = [
         ("gateway", gateway::metrics::FAMILIES.to_vec()),
         ("engine", engine::metrics::catalogue()),
     ]

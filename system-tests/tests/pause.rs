@@ -15,7 +15,7 @@ use engine::dataset::Dataset;
 use engine::partitions::{Partitions, DDL_LOCK_TIMEOUT};
 use engine::registry::Registry;
 use engine::session::{Sessions, LOADER_LOCK_TIMEOUT};
-use ingest_contract::testkit::{wait_for, TestDb};
+use ingest_testkit::{wait_for, TestDb};
 use support::*;
 use tokio_postgres::error::SqlState;
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use ingest_contract::testkit::wait_for;
+use ingest_testkit::wait_for;
 use support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
@@ -704,7 +704,7 @@ async fn upload_ten_row_chunks(api: &Api, chunks: i32) -> String {
 /// The offsets of the messages the partition-0 stream still holds, in order.
 async fn offsets_held(env: &TestEnv) -> Vec<u64> {
     use rabbitmq_stream_client::types::OffsetSpecification;
-    let options = engine::consumer::client_options(&ingest_contract::testkit::broker());
+    let options = engine::consumer::client_options(&ingest_testkit::broker());
     let stream = ingest_contract::streams::stream_name(&env.prefix, 0);
     let mut consumer = engine::consumer::PartitionConsumer::subscribe(
         &options,

@@ -300,11 +300,7 @@ async fn the_console_uploads_files_from_a_browser_end_to_end() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, bad_rows).unwrap();
     let workbook = dir.path().join("statement.xlsx");
-    std::fs::write(
-        &workbook,
-        ingest_contract::testkit::xlsx::original_workbook(0, 2_000),
-    )
-    .unwrap();
+    std::fs::write(&workbook, ingest_testkit::xlsx::original_workbook(0, 2_000)).unwrap();
     let shot = dir.path().join("console.png");
     let driver_env = [
         ("CONSOLE_URL", format!("http://{}/console", gateway.addr)),
@@ -317,12 +313,9 @@ async fn the_console_uploads_files_from_a_browser_end_to_end() {
         // 100,000 rows are ~5 MB: 1 MiB chunks make the page cut and send several at once.
         ("CHUNK_BYTES", "1048576".to_owned()),
     ];
-    let shown = ingest_contract::testkit::browser::run_driver(
-        "console.mjs",
-        &driver_env,
-        Duration::from_secs(300),
-    )
-    .await;
+    let shown =
+        ingest_testkit::browser::run_driver("console.mjs", &driver_env, Duration::from_secs(300))
+            .await;
     assert_eq!(
         shown["datasets_offered"],
         serde_json::json!(["transactions (date,content,amount,type)"]),

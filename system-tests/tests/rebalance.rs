@@ -15,7 +15,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ingest_contract::testkit::wait_for;
+use ingest_testkit::wait_for;
 use support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");

@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::chunk_store::ChunkStoreError;
+use ingest_runtime::chunk_store::ChunkStoreError;
 
 use crate::app::{AppState, HttpResponse};
 use crate::errors::{json_response, ApiError, ErrorBody};

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ingest_contract::settings::Secret;
+use ingest_runtime::settings::Secret;
 
 use crate::app::{AppState, HttpResponse};
 use crate::clients::{generate_secret, scope_names, ClientsError, Scope};

@@ -68,7 +68,7 @@ pub async fn download(
     let slot = state.downloads.clone().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable("too many downloads at once; retry in a moment".into())
     })?;
-    let client = ingest_contract::db::connect(&state.settings.shared.database_url)
+    let client = ingest_runtime::db::connect(&state.settings.shared.database_url)
         .await
         .map_err(|err| ApiError::Unavailable(format!("database unavailable: {err}")))?;
     rejects::open(&client, upload.upload_id).await?;

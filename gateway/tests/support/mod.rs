@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use gateway::GatewaySettings;
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::stream_name;
-pub use ingest_contract::testkit::files_under;
-use ingest_contract::testkit::{broker, random_name, TestDb, TestStreams};
+pub use ingest_testkit::files_under;
+use ingest_testkit::{broker, random_name, TestDb, TestStreams};
 use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::sync::oneshot;
 
@@ -104,7 +104,7 @@ impl TestGateway {
         };
         let http = app.http.clone();
         let health = format!("{}/health", app.url);
-        ingest_contract::testkit::wait_for("gateway health", Duration::from_secs(30), || {
+        ingest_testkit::wait_for("gateway health", Duration::from_secs(30), || {
             let http = http.clone();
             let health = health.clone();
             async move {
@@ -159,7 +159,7 @@ impl TestGateway {
     /// Adds API client `client_id` and returns a token of it.
     pub async fn token_of_new_client(&self, client_id: &str, secret: &str) -> String {
         let pool = gateway::server::database_pool(&self.db.url).await.unwrap();
-        let secret = ingest_contract::settings::Secret::new(secret);
+        let secret = ingest_runtime::settings::Secret::new(secret);
         gateway::clients::ApiClients::new(pool)
             .upsert(client_id, &secret)
             .await

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use ingest_contract::db::{self, DbError};
+use ingest_runtime::db::{self, DbError};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 

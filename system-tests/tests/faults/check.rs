@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ingest_contract::settings::Secret;
-use ingest_contract::testkit::{files_under, wait_for};
+use ingest_runtime::settings::Secret;
+use ingest_testkit::{files_under, wait_for};
 use loadgen::api::UploadState;
 use loadgen::client::Credentials;
 use loadgen::retry::RetryPolicy;
@@ -94,7 +94,7 @@ impl std::fmt::Display for Progress {
 
 /// Reads the progress of the stack's upload; `None` while the database is unreachable.
 pub async fn progress(stack: &Stack) -> Option<Progress> {
-    let client = ingest_contract::db::connect(&stack.database_url)
+    let client = ingest_runtime::db::connect(&stack.database_url)
         .await
         .ok()?;
     let row = client

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingest_contract::testkit::random_name;
+use ingest_testkit::random_name;
 
 /// A port nobody listens on right now (the kernel's choice; released before use).
 pub fn free_port() -> u16 {

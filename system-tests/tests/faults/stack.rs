@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use ingest_contract::streams::BrokerAddress;
-use ingest_contract::testkit::{delete_streams, random_name, wait_for, TestBucket, TestDb};
+use ingest_runtime::broker::BrokerAddress;
+use ingest_testkit::{delete_streams, random_name, wait_for, TestBucket, TestDb};
 
 use super::services::free_port;
 
@@ -163,7 +163,7 @@ impl Stack {
 
     /// A new connection to the stack's database.
     pub async fn db(&self) -> tokio_postgres::Client {
-        ingest_contract::db::connect(&self.database_url)
+        ingest_runtime::db::connect(&self.database_url)
             .await
             .expect("the stack's database")
     }
@@ -238,7 +238,7 @@ struct GatewayArgs {
 pub fn gateway_child_main(args: &str) {
     let argv = std::iter::once("gateway").chain(args.lines());
     let settings = GatewayArgs::parse_from(argv).settings;
-    ingest_contract::telemetry::init_tracing(settings.log_format);
+    ingest_runtime::telemetry::init_tracing(settings.log_format);
     let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || loop {
         // A test that died (even by SIGKILL) must not leave its gateway behind.

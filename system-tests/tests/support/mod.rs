@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-pub use ingest_contract::testkit::files_under;
-use ingest_contract::testkit::{random_name, wait_for, TestDb, TestStreams};
+pub use ingest_testkit::files_under;
+use ingest_testkit::{random_name, wait_for, TestDb, TestStreams};
 use tokio::sync::oneshot;
 
 pub const CLIENT_ID: &str = "e2e-client";

@@ -1,8 +1,8 @@
 //! `sslmode` in DATABASE_URL, against the local PostgreSQL, which serves TLS with Debian's
 //! snakeoil certificate (self-signed, `CN=localhost`).
 
-use ingest_contract::db::{self, DbError};
-use ingest_contract::testkit::admin_url;
+use ingest_runtime::db::{self, DbError};
+use ingest_testkit::admin_url;
 
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 /// Trusted roots that did not sign the snakeoil certificate.

@@ -55,9 +55,9 @@ pub struct SharedSettings {
         long,
         env = "RABBITMQ_STREAM_URL",
         default_value = "rabbitmq-stream://guest:guest@127.0.0.1:5552/%2f",
-        value_parser = crate::streams::BrokerAddress::parse_setting
+        value_parser = crate::broker::BrokerAddress::parse_setting
     )]
-    pub rabbitmq_stream_url: crate::streams::BrokerAddress,
+    pub rabbitmq_stream_url: crate::broker::BrokerAddress,
 
     /// Number of partition streams (1 to 256).
     #[arg(long, env = "INGEST_PARTITIONS", default_value_t = 4, value_parser = parse_partitions)]
@@ -108,9 +108,9 @@ impl SharedSettings {
     }
 
     /// The retention new partition streams are created with.
-    pub fn retention(&self) -> crate::streams::Retention {
+    pub fn retention(&self) -> crate::broker::Retention {
         let some = |n: u64| (n > 0).then_some(n);
-        crate::streams::Retention {
+        crate::broker::Retention {
             max_age: some(self.stream_max_age_secs).map(std::time::Duration::from_secs),
             max_bytes: some(self.stream_max_bytes),
             segment_bytes: some(self.stream_segment_bytes),

@@ -1,7 +1,7 @@
 //! The real migrations against the real PostgreSQL.
 
-use ingest_contract::db;
-use ingest_contract::testkit::TestDb;
+use ingest_runtime::db;
+use ingest_testkit::TestDb;
 
 #[tokio::test]
 async fn concurrent_migration_runs_apply_each_migration_once() {

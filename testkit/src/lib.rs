@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use tokio_postgres::Client;
 
-use crate::db;
-use crate::streams::BrokerAddress;
+use ingest_runtime::broker::BrokerAddress;
+use ingest_runtime::db;
 
 pub mod browser;
 pub mod xlsx;
@@ -74,7 +74,7 @@ impl Drop for TestStreams {
 /// `Drop` inside or outside an async context.
 pub fn delete_streams(broker: BrokerAddress, prefix: &str, partitions: u16) {
     let streams: Vec<String> = (0..partitions)
-        .map(|partition| crate::streams::stream_name(prefix, partition))
+        .map(|partition| ingest_contract::streams::stream_name(prefix, partition))
         .collect();
     let _ = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -269,10 +269,10 @@ impl TestBucket {
 
     /// The bucket as a chunk store reached at the server itself (not through a proxy), for the
     /// test's own puts, removals and listings.
-    pub fn store(&self) -> crate::chunk_store::ChunkStore {
+    pub fn store(&self) -> ingest_runtime::chunk_store::ChunkStore {
         let options = self.options(&s3_endpoint());
         let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::chunk_store::ChunkStore::open_with(
+        ingest_runtime::chunk_store::ChunkStore::open_with(
             Some(&self.setting),
             Path::new("/nonexistent"),
             &options,
