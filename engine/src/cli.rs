@@ -26,6 +26,7 @@ enum Command {
 
 /// Parses the command line and runs the command until it ends (or a shutdown signal).
 pub async fn run() -> anyhow::Result<()> {
+    ingest_runtime::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     ingest_runtime::telemetry::init_tracing(cli.settings.log_format);
     match cli.command.unwrap_or(Command::Run) {

@@ -49,6 +49,7 @@ enum ClientCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    ingest_runtime::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     ingest_runtime::telemetry::init_tracing(cli.settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {

@@ -9,11 +9,13 @@
 //!   an S3-compatible bucket (`INGEST_CHUNK_STORE`).
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder; [`probes`]: the `/health`,
 //!   `/ready` and `/metrics` answers both services give.
-//! - [`shutdown`]: the signal handling both binaries share.
+//! - [`shutdown`]: the signal handling both binaries share; [`memory`]: how their memory is
+//!   mapped (transparent huge pages off).
 
 pub mod broker;
 pub mod chunk_store;
 pub mod db;
+pub mod memory;
 pub mod pgtls;
 pub mod probes;
 pub mod settings;
