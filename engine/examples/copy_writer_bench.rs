@@ -28,8 +28,7 @@ use engine::pgcopy::write_numeric;
 use engine::validate::{load_chunk, ErrorPolicy, Limits, Lineage};
 use ingest_rows::values::{Decimal, Timestamp};
 
-#[path = "common/original.rs"]
-mod original;
+use ingest_testkit::rows::original_files;
 
 const TABLE: &str = "CREATE TABLE copy_bench (
     date timestamp NOT NULL, content text, amount numeric NOT NULL, type text NOT NULL,
@@ -49,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     ingest_runtime::db::prepare(&url).await?; // Creates the database when missing.
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(connection);
-    let files = original::generate(rows);
+    let files = original_files(rows as u64);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         fresh_table(&client).await?;

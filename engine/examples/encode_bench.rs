@@ -1,8 +1,8 @@
 //! Single-core parse + validate + encode speed of `load_chunk` on the original format.
 //!
-//! Generates 1,000,000 rows the way the original generator did (header, CRLF, day-first dates
-//! one second apart from 01/01/2023 00:00:01, 3-decimal amounts in -1000..1000, Deposit or
-//! Withdrawal), split like it into 6 files of ~178,800 rows, then times `load_chunk` over all
+//! Generates 1,000,000 original-format rows (`ingest_testkit::rows::original_files`: header,
+//! CRLF, day-first dates one second apart, 3-decimal amounts in -1000..1000, Deposit or
+//! Withdrawal), split like the original's into 6 files of 178,800 rows, then times `load_chunk` over all
 //! six in memory, with a sink that only counts bytes (no PostgreSQL).
 //!
 //! `cargo run --release -p engine --example encode_bench [rows] [rounds]`
@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use engine::dataset::Dataset;
 use engine::validate::{load_chunk, ErrorPolicy, Limits, Lineage};
 
-#[path = "common/original.rs"]
-mod original;
-use original::generate;
+use ingest_testkit::rows::original_files;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -25,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(1_000_000);
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(7);
 
-    let files = generate(rows);
+    let files = original_files(rows as u64);
     let total_bytes: usize = files.iter().map(Vec::len).sum();
     let dataset = Dataset::transactions();
     let limits = Limits::default();

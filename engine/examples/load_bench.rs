@@ -17,6 +17,7 @@ use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::{partition_for, stream_name};
 use ingest_runtime::db;
 use ingest_testkit as testkit;
+use ingest_testkit::rows::original_rows;
 use rabbitmq_stream_client::types::Message;
 
 const PARTITIONS: u16 = 4;
@@ -242,28 +243,4 @@ async fn copy_csv_baseline(
         sink.as_mut().finish().await?;
     }
     Ok(started.elapsed())
-}
-
-/// Original-format rows (as the original generator writes them), one second apart.
-fn original_rows(start: u64, rows: u64, header: bool) -> Vec<u8> {
-    let mut out = String::with_capacity(rows as usize * 54 + 32);
-    if header {
-        out.push_str("date,content,amount,type\r\n");
-    }
-    for i in start..start + rows {
-        let (day, rest) = (i / 86_400, i % 86_400);
-        let amount = (i as i64 * 7919 % 2_000_000) - 1_000_000;
-        let sign = if amount < 0 { "-" } else { "" };
-        let kind = if i % 3 == 0 { "Withdrawal" } else { "Deposit" };
-        out.push_str(&format!(
-            "{:02}/01/2023 {:02}:{:02}:{:02},Any text there,{sign}{}.{:03},{kind}\r\n",
-            day + 1,
-            rest / 3600,
-            rest % 3600 / 60,
-            rest % 60,
-            amount.abs() / 1000,
-            amount.abs() % 1000
-        ));
-    }
-    out.into_bytes()
 }

@@ -11,7 +11,7 @@ async fn original_flow_stores_chunks_and_publishes_their_messages() {
     let token = app.token().await;
     let folder = app.create_upload(&token).await;
     for i in 0..3 {
-        let body = original_csv(10 + i);
+        let body = original_rows(0, (10 + i) as u64, true);
         let response = app
             .multipart(
                 &token,
@@ -85,7 +85,7 @@ async fn refusals_leave_nothing_on_disk_in_the_ledger_or_the_stream() {
     let url = |rest: &str| format!("{}/api/upload/{folder}{rest}", app.url);
 
     // Bad checksum.
-    let body = original_csv(3);
+    let body = original_rows(0, 3, true);
     let bad_md5 = app
         .multipart(&token, &folder, "a.csv", body.clone(), Some("0".repeat(32)))
         .await;

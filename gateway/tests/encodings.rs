@@ -19,7 +19,7 @@ async fn gzip_and_zstd_chunks_are_stored_decoded_and_bombs_are_cut_off() {
     let app = TestGateway::start(&["--max-chunk-bytes=1000000"]).await;
     let token = app.token().await;
     let folder = app.create_upload(&token).await;
-    let plain = original_csv(100);
+    let plain = original_rows(0, 100, true);
     let put = |n: i32, encoding: &'static str, body: Vec<u8>| {
         app.http
             .put(format!("{}/api/upload/{folder}/chunks/{n}", app.url))
@@ -102,7 +102,7 @@ async fn shutdown_lets_an_in_flight_upload_finish() {
     let token = app.token().await;
     let folder = app.create_upload(&token).await;
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let body = original_csv(50);
+    let body = original_rows(0, 50, true);
     let head = format!(
         "PUT /api/upload/{folder}/chunks/0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
          Connection: close\r\nContent-Length: {}\r\n\r\n",

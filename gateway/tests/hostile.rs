@@ -248,7 +248,7 @@ fn multipart_body(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<
 }
 
 fn csv_with_header(rows: usize) -> Vec<u8> {
-    original_csv(rows)
+    original_rows(0, rows as u64, true)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

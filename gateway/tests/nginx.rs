@@ -235,7 +235,7 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
         .unwrap()
         .to_owned();
     // Larger than nginx's in-memory body buffer: buffering would spool it to a temp file.
-    let file = original_csv(5000);
+    let file = original_rows(0, 5000, true);
     let response = http
         .post(format!("{base}/api/upload/{folder}"))
         .bearer_auth(&token)
@@ -299,7 +299,7 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
         .as_str()
         .unwrap()
         .to_owned();
-    let chunk = original_csv(20_000);
+    let chunk = original_rows(0, 20_000, true);
     let response = http
         .put(format!("{base}/api/upload/{second}/chunks/0"))
         .bearer_auth(&token)
@@ -354,7 +354,7 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
     // Bad and missing tokens: refused by auth_request; the upload handlers never run.
     let before = scrape(&gateway).await;
     let (files, ledger) = (gateway.stored_files().len(), gateway.ledger_rows().await);
-    let file = original_csv(10);
+    let file = original_rows(0, 10, true);
     let refused = [
         http.post(format!("{base}/api/upload/{folder}"))
             .bearer_auth("not-a-token")

@@ -247,7 +247,7 @@ async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
         .body(reqwest::Body::wrap_stream(stalled))
         .send();
     let upload = tokio::spawn(request);
-    tx.send(Ok(bytes::Bytes::from(original_csv(20_000))))
+    tx.send(Ok(bytes::Bytes::from(original_rows(0, 20_000, true))))
         .await
         .unwrap();
     wait_for(
@@ -289,7 +289,7 @@ async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
     let ok = http
         .put(format!("{}/api/upload/{folder}/chunks/0", gateway.url))
         .bearer_auth(&token)
-        .body(original_csv(3))
+        .body(original_rows(0, 3, true))
         .send()
         .await
         .unwrap();

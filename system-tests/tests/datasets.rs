@@ -59,7 +59,7 @@ async fn example_datasets_load_end_to_end() {
     let datasets_arg = format!("--datasets-dir={}", dir.display());
     let gateway = start_gateway(&env, &[&datasets_arg]).await;
     let engine = start_engine(&env, &[&datasets_arg]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let db = env.db.client().await.unwrap();
 
     // The registry as clients see it.

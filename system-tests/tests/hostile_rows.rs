@@ -102,7 +102,7 @@ impl Ingested {
 async fn ingest_refused(chunk: Vec<u8>) -> (u16, String) {
     let env = TestEnv::new(1).await;
     let gateway = start_gateway(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let response = api
         .http
@@ -124,7 +124,7 @@ async fn ingest(chunk: Vec<u8>, on_error: &str) -> Ingested {
     let env = TestEnv::new(1).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({"on_error": on_error})).await;
     assert_eq!(
         api.put(&folder, 0, chunk).await,

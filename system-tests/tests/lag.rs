@@ -175,7 +175,7 @@ async fn stored_chunks_are_backlog_until_the_engine_loads_them() {
     };
     assert!(idle.values().all(|g| *g == nothing), "{idle:?}");
 
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     for upload in 0..3 {
         let folder = api.create(serde_json::json!({})).await;
         for chunk in 0..2 {

@@ -20,7 +20,7 @@ use loadgen::original::run_original;
 use loadgen::retry::RetryPolicy;
 use loadgen::split::plan_files;
 use loadgen::upload::{run_upload, UploadError, UploadOptions};
-use support::{start_engine, start_gateway, table_counts, Api, Running, TestEnv};
+use support::{connect, start_engine, start_gateway, table_counts, Running, TestEnv};
 use uuid::Uuid;
 
 const ROWS: u64 = 20_000;
@@ -222,7 +222,7 @@ async fn resume_after_the_client_is_killed_finishes_with_exact_counts() {
     );
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let before = api.status(&folder).await;
     let received = before["chunks_received"].as_u64().expect("chunks_received");
     assert!(
@@ -281,7 +281,7 @@ async fn a_tiny_rate_limit_is_waited_out() {
 async fn resume_refuses_files_that_split_differently() {
     let env = TestEnv::new(1).await;
     let gateway = start_gateway(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api
         .create(serde_json::json!({"expected_chunks": 999}))
         .await;

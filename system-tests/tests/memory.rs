@@ -49,7 +49,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 async fn engine_rss_stays_under_256_mib_whatever_the_chunks_hold() {
     let env = TestEnv::new(4).await;
     let gateway = start_gateway(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     // Stored before the engine starts: it finds a big chunk waiting on every partition.
     let mut expected_rows = 0;

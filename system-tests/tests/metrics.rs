@@ -322,7 +322,7 @@ async fn every_metric_the_dashboard_draws_is_exported() {
     .await;
 
     // Loaded and rejected rows.
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let mut body = original_rows(0, 200, true);
     body.extend_from_slice(b"31/02/2023 00:00:00,Any text there,1.000,Deposit\r\n");

@@ -43,10 +43,10 @@ async fn an_engine_stopped_mid_copy_is_fenced_and_the_upload_finishes_exactly_on
     let (january, february, per_chunk) = (12, 4, 50_000u64);
     let chunks = january + february;
     let total = i64::from(chunks) * per_chunk as i64;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let upload = tokio::spawn({
-        let (api, folder) = (Api::connect(&gateway).await, folder.clone());
+        let (api, folder) = (connect(&gateway).await, folder.clone());
         async move {
             for n in 0..chunks {
                 let body = if n < january {

@@ -15,7 +15,7 @@ async fn uploaded_chunks_are_loaded_exactly_once() {
     let env = TestEnv::new(4).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let (chunks, per_chunk) = (8, 500u64);
     for n in 0..chunks {
@@ -82,7 +82,7 @@ async fn bad_rows_are_rejected_with_their_reasons_per_policy() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let chunk = b"date,content,amount,type\r\n\
         01/02/2023 10:00:00,ok,1.5,Deposit\r\n\
         31/02/2023 10:00:00,bad date,1.5,Deposit\r\n\
@@ -151,7 +151,7 @@ async fn bad_rows_are_rejected_with_their_reasons_per_policy() {
 async fn sigkilled_engines_resume_without_loss_or_duplicates() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let (chunks, per_chunk) = (24, 20_000u64);
     for n in 0..chunks {
@@ -211,7 +211,7 @@ async fn two_engines_share_partitions_and_take_over_from_a_dead_one() {
         },
     )
     .await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     for n in 0..8 {
         assert_eq!(
@@ -267,7 +267,7 @@ fn with_bad_lines(chunk: Vec<u8>, every: usize) -> (Vec<u8>, Vec<i32>) {
 async fn big_chunks_load_in_pieces_exactly_once_through_sigkills() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let id = uuid::Uuid::parse_str(&folder).unwrap();
     let (chunks, per_chunk) = (4, 40_000u64);
@@ -366,7 +366,7 @@ async fn a_chunk_failed_by_one_piece_keeps_none_of_its_rows() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &["--piece-bytes=65536"]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     let mut poisoned = original_rows(0, 20_000, true);
     let good_bytes = poisoned.len();
@@ -445,7 +445,7 @@ async fn every_rejected_row_downloads_as_csv_or_json_lines() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let bad_rows = 2500; // three pages of the download
     let mut chunk = b"date,content,amount,type\n".to_vec();
     let mut sent = Vec::new();
@@ -527,7 +527,7 @@ async fn every_rejected_row_downloads_as_csv_or_json_lines() {
 async fn an_aborted_upload_loads_nothing_more_and_an_undone_one_keeps_no_row() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let delete = |folder: &str, query: &str| {
         let request = api
             .http
@@ -597,7 +597,7 @@ async fn undoing_an_import_while_it_loads_leaves_no_row_behind() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &["--piece-bytes=65536"]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let chunks = 24;
     let folder = api
         .create(serde_json::json!({"expected_chunks": chunks}))
@@ -659,7 +659,7 @@ async fn chunks_whose_messages_aged_out_unread_are_announced_again_and_loaded() 
     // One-second messages in ~2 KB segments: retention removes a segment once a newer one starts.
     let retention = ["--stream-max-age-secs=1", "--stream-segment-bytes=2000"];
     let gateway = start_gateway(&env, &retention).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     // No engine yet: these messages wait in the stream, filling a few segments...
     let (early_chunks, late_chunks) = (20, 20);
     let early = upload_ten_row_chunks(&api, early_chunks).await;
@@ -731,7 +731,7 @@ async fn a_failed_chunk_is_retried_and_replaced_through_the_api() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let retry = |folder: &str, n: &str| {
         let request = api
             .http

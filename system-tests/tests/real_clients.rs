@@ -97,7 +97,7 @@ async fn the_originals_own_client_tests_pass_unchanged() {
     let env = TestEnv::new(4).await;
     let gateway = start_gateway(&env, &["--upload-settle-secs=1"]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
 
     // test_api.py: the original generator's 9 MiB files (two here), requests' multipart.
     let (cwd, rows) = original_data(250_000, 9 * 1024 * 1024);
@@ -162,7 +162,7 @@ async fn an_undeclared_upload_settles_done_and_a_later_file_reopens_it() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &["--upload-settle-secs=2"]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let folder = api.create(serde_json::json!({})).await;
     assert_eq!(
         post_file(&api, &folder, original_rows(0, 300, true)).await,
@@ -197,7 +197,7 @@ async fn expiry_never_fails_an_upload_that_lost_nothing() {
     // A short TTL and a settle period far beyond it: expiry reaches the upload first.
     let gateway = start_gateway(&env, &["--upload-ttl-secs=2", "--upload-settle-secs=3600"]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     let loaded = api.create(serde_json::json!({})).await;
     let empty = api.create(serde_json::json!({})).await;
     let missing = api.create(serde_json::json!({"expected_chunks": 2})).await;
@@ -235,7 +235,7 @@ async fn hundreds_of_tiny_chunks_race_the_engine_without_a_single_error() {
     // one IP outrun 100 r/s + 200 burst whenever the machine is quick enough (seen in CI).
     let gateway = start_gateway(&env, &["--rate-limit-per-sec=100000"]).await;
     let engine = start_engine(&env, &[]).await;
-    let api = Api::connect(&gateway).await;
+    let api = connect(&gateway).await;
     // Two clients, each sending its chunks one after another while the engine keeps up and
     // removes each loaded file (and the upload's directory whenever it is empty).
     let chunks = 300;

@@ -19,7 +19,9 @@ use tokio_postgres::Client;
 use ingest_runtime::broker::BrokerAddress;
 use ingest_runtime::db;
 
+pub mod api;
 pub mod browser;
+pub mod rows;
 pub mod xlsx;
 
 const TEST_DB_PREFIX: &str = "ingest_test_";

@@ -1,6 +1,6 @@
 //! The gateway test harness: a real gateway on port 0 against the real services, with a
 //! database, stream prefix, upload directory and rate-limit prefix of its own.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,14 +11,15 @@ use futures_util::StreamExt;
 use gateway::GatewaySettings;
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::stream_name;
+pub use ingest_testkit::api::Api;
 pub use ingest_testkit::files_under;
+pub use ingest_testkit::rows::{original_rows, HEADER};
 use ingest_testkit::{broker, random_name, TestDb, TestStreams};
 use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::sync::oneshot;
 
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-secret-123";
-pub const HEADER: &str = "date,content,amount,type";
 
 #[derive(Parser)]
 struct Wrapper {
@@ -144,16 +145,7 @@ impl TestGateway {
 
     /// A token of API client `client_id`.
     pub async fn token_for(&self, client_id: &str, secret: &str) -> String {
-        let response = self
-            .http
-            .post(format!("{}/api/auth/token", self.url))
-            .basic_auth(client_id, Some(secret))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
+        ingest_testkit::api::token(&self.http, &self.url, client_id, secret).await
     }
 
     /// Adds API client `client_id` and returns a token of it.
@@ -167,29 +159,20 @@ impl TestGateway {
         self.token_for(client_id, secret.expose()).await
     }
 
+    /// The API as the holder of `token`.
+    pub fn api(&self, token: &str) -> Api {
+        Api::with_token(&self.url, &self.http, token)
+    }
+
+    /// `POST /api/upload` without a body, as the original's client; the folder.
     pub async fn create_upload(&self, token: &str) -> String {
-        let response = self
-            .http
-            .post(format!("{}/api/upload", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.unwrap();
-        body["folder"].as_str().unwrap().to_owned()
+        self.api(token).create(serde_json::Value::Null).await
     }
 
     /// `POST /api/upload`, returning only the status.
     pub async fn create_upload_raw(&self, token: &str) -> u16 {
-        self.http
-            .post(format!("{}/api/upload", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let response = self.api(token).create_raw(serde_json::Value::Null).await;
+        response.status().as_u16()
     }
 
     pub async fn put_chunk(
@@ -199,14 +182,7 @@ impl TestGateway {
         n: i32,
         body: &'static [u8],
     ) -> reqwest::Response {
-        self.http
-            .put(format!("{}/api/upload/{folder}/chunks/{n}", self.url))
-            .bearer_auth(token)
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        self.api(token).put_raw(folder, n, body.to_vec()).await
     }
 
     pub async fn multipart(
@@ -217,40 +193,24 @@ impl TestGateway {
         body: Vec<u8>,
         md5: Option<String>,
     ) -> reqwest::Response {
-        let part = reqwest::multipart::Part::bytes(body).file_name(name.to_owned());
-        let form = reqwest::multipart::Form::new().part("file", part);
-        let mut request = self
-            .http
-            .post(format!("{}/api/upload/{folder}", self.url))
-            .bearer_auth(token)
-            .multipart(form);
-        if let Some(md5) = md5 {
-            request = request.header("X-MD5-Hash", md5);
-        }
-        request.send().await.unwrap()
+        self.api(token).multipart(folder, name, body, md5).await
     }
 
     pub async fn status(&self, token: &str, folder: &str) -> serde_json::Value {
         let response = self
-            .http
-            .get(format!("{}/api/upload/{folder}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+            .api(token)
+            .get_raw(&format!("/api/upload/{folder}"))
+            .await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
 
     pub async fn status_raw(&self, token: &str, folder: &str) -> u16 {
-        self.http
-            .get(format!("{}/api/upload/{folder}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let response = self
+            .api(token)
+            .get_raw(&format!("/api/upload/{folder}"))
+            .await;
+        response.status().as_u16()
     }
 
     /// Files under the upload directory (temporary `.part` files included).
@@ -312,18 +272,6 @@ pub async fn read_streams(prefix: &str, partitions: u16, count: usize) -> Vec<Ch
         consumer.abort();
     }
     messages
-}
-
-/// `n` original-format rows with the header, CRLF.
-pub fn original_csv(rows: usize) -> Vec<u8> {
-    let mut out = format!("{HEADER}\r\n");
-    for i in 0..rows {
-        out.push_str(&format!(
-            "01/01/2023 00:00:{:02},Any text there,-614.568,Deposit\r\n",
-            i % 60
-        ));
-    }
-    out.into_bytes()
 }
 
 pub fn md5_hex(data: &[u8]) -> String {

@@ -1,14 +1,16 @@
 //! End-to-end harness: a real gateway and real engines (in-process on port 0, or as child
 //! processes that tests can SIGKILL) against the real services, with a database, stream prefix
 //! and upload directory of the test's own. Also used by loadgen's tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
+pub use ingest_testkit::api::Api;
 pub use ingest_testkit::files_under;
+pub use ingest_testkit::rows::original_rows;
 use ingest_testkit::{random_name, wait_for, TestDb, TestStreams};
 use tokio::sync::oneshot;
 
@@ -222,124 +224,9 @@ impl Drop for EngineProcess {
     }
 }
 
-/// A client of the gateway's API.
-pub struct Api {
-    pub url: String,
-    pub http: reqwest::Client,
-    pub token: String,
-}
-
-impl Api {
-    pub async fn connect(gateway: &Running) -> Self {
-        Self::at(format!("http://{}", gateway.addr), CLIENT_ID, CLIENT_SECRET).await
-    }
-
-    /// A client of the gateway at `url` (e.g. `http://127.0.0.1:8000`), with a token of
-    /// `client_id`.
-    pub async fn at(url: String, client_id: &str, secret: &str) -> Self {
-        let http = reqwest::Client::new();
-        let token: serde_json::Value = http
-            .post(format!("{url}/api/auth/token"))
-            .basic_auth(client_id, Some(secret))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Self {
-            url,
-            http,
-            token: token["token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    pub async fn create(&self, body: serde_json::Value) -> String {
-        let response = self
-            .http
-            .post(format!("{}/api/upload", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let json: serde_json::Value = response.json().await.unwrap();
-        json["folder"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn put(&self, folder: &str, n: i32, body: Vec<u8>) -> u16 {
-        self.http
-            .put(format!("{}/api/upload/{folder}/chunks/{n}", self.url))
-            .bearer_auth(&self.token)
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    pub async fn complete(&self, folder: &str, chunks: i32) {
-        let response = self
-            .http
-            .post(format!("{}/api/upload/{folder}/complete", self.url))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({"chunks": chunks}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-
-    pub async fn status(&self, folder: &str) -> serde_json::Value {
-        self.get_json(&format!("/api/upload/{folder}")).await
-    }
-
-    /// `GET path` with the token, as JSON.
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Polls the status until the upload is done or failed.
-    pub async fn wait_finished(&self, folder: &str, timeout: Duration) -> serde_json::Value {
-        wait_for("upload to finish", timeout, || async {
-            let status = self.status(folder).await;
-            let state = status["state"].as_str().unwrap_or_default().to_owned();
-            (state == "done" || state == "failed").then_some(status)
-        })
-        .await
-    }
-}
-
-/// `rows` original-format rows starting at second `start`, with or without the header, CRLF.
-pub fn original_rows(start: u64, rows: u64, header: bool) -> Vec<u8> {
-    let mut out = String::new();
-    if header {
-        out.push_str("date,content,amount,type\r\n");
-    }
-    for i in start..start + rows {
-        let (day, rest) = (i / 86_400, i % 86_400);
-        let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-        let amount = (i as i64 * 7919 % 2_000_000) - 1_000_000;
-        let kind = if i % 3 == 0 { "Withdrawal" } else { "Deposit" };
-        let sign = if amount < 0 { "-" } else { "" };
-        let (units, millis) = (amount.abs() / 1000, amount.abs() % 1000);
-        out.push_str(&format!(
-            "{:02}/01/2023 {h:02}:{m:02}:{s:02},Any text there,{sign}{units}.{millis:03},{kind}\r\n",
-            day + 1
-        ));
-    }
-    out.into_bytes()
+/// A client of the in-process gateway `gateway`, with a token of the harness's client.
+pub async fn connect(gateway: &Running) -> Api {
+    Api::at(format!("http://{}", gateway.addr), CLIENT_ID, CLIENT_SECRET).await
 }
 
 /// Engines holding a live lease, with how many partitions each, by name.
