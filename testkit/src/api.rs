@@ -13,6 +13,12 @@ pub struct Api {
     pub token: String,
 }
 
+/// The hex MD5 of `data`, as the original's client sends it in `X-MD5-Hash`.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
 /// `POST /api/auth/token` as `client_id`; the token.
 pub async fn token(http: &reqwest::Client, url: &str, client_id: &str, secret: &str) -> String {
     let response = http

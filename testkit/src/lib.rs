@@ -13,9 +13,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
+use rabbitmq_stream_client::types::OffsetSpecification;
 use rand::Rng;
 use tokio_postgres::Client;
 
+use ingest_contract::chunk::ChunkMessage;
+use ingest_contract::streams::stream_name;
 use ingest_runtime::broker::BrokerAddress;
 use ingest_runtime::db;
 
@@ -76,7 +80,7 @@ impl Drop for TestStreams {
 /// `Drop` inside or outside an async context.
 pub fn delete_streams(broker: BrokerAddress, prefix: &str, partitions: u16) {
     let streams: Vec<String> = (0..partitions)
-        .map(|partition| ingest_contract::streams::stream_name(prefix, partition))
+        .map(|partition| stream_name(prefix, partition))
         .collect();
     let _ = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -310,4 +314,40 @@ async fn create_bucket(server: &str, name: &str) -> std::io::Result<()> {
             "creating bucket {name}: {status}"
         )))
     }
+}
+
+/// Reads the partition streams from the start until `count` messages arrived (10 s deadline).
+pub async fn read_streams(prefix: &str, partitions: u16, count: usize) -> Vec<ChunkMessage> {
+    let env = broker().connect().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut consumers = Vec::new();
+    for partition in 0..partitions {
+        let mut consumer = env
+            .consumer()
+            .offset(OffsetSpecification::First)
+            .build(&stream_name(prefix, partition))
+            .await
+            .unwrap();
+        let tx = tx.clone();
+        consumers.push(tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let data = delivery.message().data().unwrap_or_default().to_vec();
+                if tx.send(ChunkMessage::decode(&data).unwrap()).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while messages.len() < count {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(message)) => messages.push(message),
+            _ => break,
+        }
+    }
+    for consumer in consumers {
+        consumer.abort();
+    }
+    messages
 }

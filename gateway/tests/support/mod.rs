@@ -7,15 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use futures_util::StreamExt;
 use gateway::GatewaySettings;
 use ingest_contract::chunk::ChunkMessage;
-use ingest_contract::streams::stream_name;
-pub use ingest_testkit::api::Api;
-pub use ingest_testkit::files_under;
+pub use ingest_testkit::api::{md5_hex, Api};
 pub use ingest_testkit::rows::{original_rows, HEADER};
-use ingest_testkit::{broker, random_name, TestDb, TestStreams};
-use rabbitmq_stream_client::types::OffsetSpecification;
+pub use ingest_testkit::{files_under, read_streams};
+use ingest_testkit::{random_name, TestDb, TestStreams};
 use tokio::sync::oneshot;
 
 pub const CLIENT_ID: &str = "test-client";
@@ -234,47 +231,6 @@ impl TestGateway {
 
     /// Every message on the test's partition streams, read until `count` arrived.
     pub async fn stream_messages(&self, partitions: u16, count: usize) -> Vec<ChunkMessage> {
-        read_streams(&self.prefix, partitions, count).await
+        ingest_testkit::read_streams(&self.prefix, partitions, count).await
     }
-}
-
-/// Reads the partition streams from the start until `count` messages arrived (10 s deadline).
-pub async fn read_streams(prefix: &str, partitions: u16, count: usize) -> Vec<ChunkMessage> {
-    let env = broker().connect().await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut consumers = Vec::new();
-    for partition in 0..partitions {
-        let mut consumer = env
-            .consumer()
-            .offset(OffsetSpecification::First)
-            .build(&stream_name(prefix, partition))
-            .await
-            .unwrap();
-        let tx = tx.clone();
-        consumers.push(tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let data = delivery.message().data().unwrap_or_default().to_vec();
-                if tx.send(ChunkMessage::decode(&data).unwrap()).await.is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    let mut messages = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while messages.len() < count {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(message)) => messages.push(message),
-            _ => break,
-        }
-    }
-    for consumer in consumers {
-        consumer.abort();
-    }
-    messages
-}
-
-pub fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    hex::encode(md5::Md5::digest(data))
 }

@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
+pub use ingest_testkit::api::md5_hex;
 pub use ingest_testkit::api::Api;
-pub use ingest_testkit::files_under;
 pub use ingest_testkit::rows::original_rows;
+pub use ingest_testkit::{files_under, read_streams};
 use ingest_testkit::{random_name, wait_for, TestDb, TestStreams};
 use tokio::sync::oneshot;
 
@@ -266,4 +267,14 @@ pub async fn table_counts(db: &TestDb, folder: &str) -> (i64, i64) {
         .unwrap()
         .get(0);
     (rows, duplicates)
+}
+
+/// Rows in `table` of the test's database.
+pub async fn count(db: &TestDb, table: &str) -> i64 {
+    let client = db.client().await.unwrap();
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
 }

@@ -70,11 +70,10 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_pages_render_every_operation_in_chromium() {
-    let gateway = TestGateway::start(&[]).await;
-    let spec: serde_json::Value = gateway
-        .http
-        .get(format!("{}/api/upload/openapi.json", gateway.url))
-        .send()
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let url = format!("http://{}", gateway.addr);
+    let spec: serde_json::Value = reqwest::get(format!("{url}/api/upload/openapi.json"))
         .await
         .unwrap()
         .json()
@@ -100,8 +99,8 @@ async fn docs_pages_render_every_operation_in_chromium() {
     let shot_dir = std::env::temp_dir().join(random_name("ingest-shot-"));
     std::fs::create_dir_all(&shot_dir).unwrap();
     let shot = shot_dir.join("api-docs.png");
-    let upload_url = format!("{}/api/upload/docs", gateway.url);
-    let auth_url = format!("{}/api/auth/docs", gateway.url);
+    let upload_url = format!("{url}/api/upload/docs");
+    let auth_url = format!("{url}/api/auth/docs");
     let screenshot_args = [
         format!("--screenshot={}", shot.display()),
         format!("--window-size={},{}", WINDOW.0, WINDOW.1),
@@ -144,10 +143,15 @@ async fn docs_pages_render_every_operation_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_issues_a_real_token_and_uses_it() {
-    let gateway = TestGateway::start(&[]).await;
-    let folder = gateway.create_upload(&gateway.token().await).await;
+    let test_env = TestEnv::new(2).await;
+    let gateway = start_gateway(&test_env, &[]).await;
+    let url = format!("http://{}", gateway.addr);
+    let folder = connect(&gateway)
+        .await
+        .create(serde_json::Value::Null)
+        .await;
     let env = [
-        ("DOCS_URL", format!("{}/api/upload/docs", gateway.url)),
+        ("DOCS_URL", format!("{url}/api/upload/docs")),
         ("CLIENT_ID", CLIENT_ID.to_owned()),
         ("CLIENT_SECRET", CLIENT_SECRET.to_owned()),
     ];

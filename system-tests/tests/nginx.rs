@@ -187,11 +187,8 @@ fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(gateway: &TestGateway) -> String {
-    gateway
-        .http
-        .get(format!("{}/metrics", gateway.url))
-        .send()
+async fn scrape(gateway: &Running) -> String {
+    reqwest::get(format!("http://{}/metrics", gateway.addr))
         .await
         .unwrap()
         .text()
@@ -206,7 +203,8 @@ fn multipart(body: Vec<u8>) -> reqwest::multipart::Form {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_request() {
-    let gateway = TestGateway::start(&["--trusted-proxies=127.0.0.1"]).await;
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &["--trusted-proxies=127.0.0.1"]).await;
     let nginx = Nginx::start(gateway.addr).await;
     let http = reqwest::Client::new();
     let base = &nginx.url;
@@ -328,8 +326,8 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(gateway.ledger_rows().await, 2);
-    assert_eq!(gateway.stream_messages(2, 2).await.len(), 2);
+    assert_eq!(count(&env.db, "chunks").await, 2);
+    assert_eq!(read_streams(&env.prefix, 2, 2).await.len(), 2);
     let log = nginx.log();
     assert!(
         !log.contains("buffered to a temporary file"),
@@ -353,7 +351,7 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
 
     // Bad and missing tokens: refused by auth_request; the upload handlers never run.
     let before = scrape(&gateway).await;
-    let (files, ledger) = (gateway.stored_files().len(), gateway.ledger_rows().await);
+    let (files, ledger) = (env.files_left().len(), count(&env.db, "chunks").await);
     let file = original_rows(0, 10, true);
     let refused = [
         http.post(format!("{base}/api/upload/{folder}"))
@@ -388,8 +386,8 @@ async fn the_original_flow_works_through_nginx_and_bad_tokens_stop_at_auth_reque
             >= counter(&before, "ingest_http_requests_total", &verify_401) + 3.0,
         "the refusals should come from the gateway's /api/auth/verify"
     );
-    assert_eq!(gateway.stored_files().len(), files);
-    assert_eq!(gateway.ledger_rows().await, ledger);
+    assert_eq!(env.files_left().len(), files);
+    assert_eq!(count(&env.db, "chunks").await, ledger);
 
     // The body limit is the gateway's chunk limit, refused from the headers alone.
     let status = status_of_headers_only(
@@ -459,8 +457,9 @@ async fn the_gateway_sees_the_address_nginx_saw() {
     let b: IpAddr = "127.0.0.3".parse().unwrap();
 
     let trusting = async {
-        let gateway =
-            TestGateway::start(&[&TINY[..], &["--trusted-proxies=127.0.0.1"]].concat()).await;
+        let env = TestEnv::new(2).await;
+        let trusted = [&TINY[..], &["--trusted-proxies=127.0.0.1"]].concat();
+        let gateway = start_gateway(&env, &trusted).await;
         let nginx = Nginx::start(gateway.addr).await;
         assert_eq!(token_status(&nginx.url, a, None).await, (200, false));
         assert_eq!(token_status(&nginx.url, a, None).await, (429, true));
@@ -474,7 +473,8 @@ async fn the_gateway_sees_the_address_nginx_saw() {
     };
     // The same traffic to a gateway that does not trust nginx: everyone shares nginx's budget.
     let distrusting = async {
-        let gateway = TestGateway::start(&TINY).await;
+        let env = TestEnv::new(2).await;
+        let gateway = start_gateway(&env, &TINY).await;
         let nginx = Nginx::start(gateway.addr).await;
         assert_eq!(token_status(&nginx.url, a, None).await, (200, false));
         assert_eq!(token_status(&nginx.url, b, None).await, (429, true));
