@@ -5,14 +5,13 @@
 //! writes it to `docs/api-docs.png`. And a user's session on the page, driven by Playwright
 //! (`browser/docs.mjs`): authorize, issue a real token from the page, list uploads with it.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use ingest_testkit::random_name;
-use support::*;
+
+use crate::support::*;
 
 const WINDOW: (u32, u32) = (1200, 1600);
 

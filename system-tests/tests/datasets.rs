@@ -2,13 +2,12 @@
 //! real gateway and engine (their tables created by the engine), with exact counts, values and
 //! rejected-row reasons; a changed definition stops the engine instead of altering a table.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
+
+use crate::support::*;
 
 fn datasets_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets")

@@ -20,25 +20,30 @@
 //! at another one than the shared broker; `FAULTS_LOG` is the children's `RUST_LOG` (`warn`).
 //! A failed test keeps its process logs and names their directory.
 
-#[path = "faults/mod.rs"]
-mod harness;
-mod support;
+// The harness: private service instances (`services`), the system as processes that can be
+// killed (`stack`), the uploaded data and its expected outcome (`data`), and the client,
+// progress and invariant checks (`check`).
+mod check;
+mod data;
+mod services;
+mod stack;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use harness::check::*;
-use harness::data::{self, Expected};
-use harness::services::{self, CuttableProxy, PrivatePostgres, PrivateRabbit, PrivateRedis};
-use harness::stack::{self, Stack};
 use loadgen::client::ApiError;
 use loadgen::retry::RetryPolicy;
 use loadgen::upload::{run_upload, UploadError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::sync::Arc;
-use support::Api;
 use tokio::task::block_in_place;
+
+use crate::support::Api;
+use check::*;
+use data::Expected;
+use services::{CuttableProxy, PrivatePostgres, PrivateRabbit, PrivateRedis};
+use stack::Stack;
 
 /// Not a test: the gateway child process the fault tests start and SIGKILL (`faults/stack.rs`).
 #[test]

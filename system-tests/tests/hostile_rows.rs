@@ -29,11 +29,9 @@
 //! Requests the gateway refuses (binaries, UTF-16, NUL bytes, ...) are in
 //! `gateway/tests/hostile.rs`.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const HEADER: &str = "date,content,amount,type\r\n";
 const FORMULA: &str = "content: starts with a spreadsheet formula character";

@@ -3,8 +3,6 @@
 //! how long the oldest has waited, until it loads them; a partition's series leave an engine
 //! with its lease.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +12,9 @@ use futures_util::StreamExt;
 use ingest_contract::streams::stream_name;
 use ingest_testkit::{broker, wait_for, TestStreams};
 use rabbitmq_stream_client::types::{Message, OffsetSpecification};
-use support::*;
 use tokio::sync::oneshot;
+
+use crate::support::*;
 
 const BACKLOG: &str = "ingest_partition_backlog_chunks";
 const OLDEST: &str = "ingest_partition_oldest_waiting_seconds";

@@ -4,8 +4,6 @@
 //! original's client flow (`run_original`), which the benchmark's `original-client` scenario
 //! times.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,8 +18,9 @@ use loadgen::original::run_original;
 use loadgen::retry::RetryPolicy;
 use loadgen::split::plan_files;
 use loadgen::upload::{run_upload, UploadError, UploadOptions};
-use support::{connect, start_engine, start_gateway, table_counts, Running, TestEnv};
 use uuid::Uuid;
+
+use crate::support::{connect, start_engine, start_gateway, table_counts, Running, TestEnv};
 
 const ROWS: u64 = 20_000;
 
@@ -34,8 +33,8 @@ fn data(rows: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
 
 fn options(gateway: &Running, files: Vec<PathBuf>, chunk_size: u64) -> UploadOptions {
     let credentials = Credentials {
-        client_id: support::CLIENT_ID.to_owned(),
-        client_secret: Secret::new(support::CLIENT_SECRET),
+        client_id: crate::support::CLIENT_ID.to_owned(),
+        client_secret: Secret::new(crate::support::CLIENT_SECRET),
     };
     let mut opts = UploadOptions::new(format!("http://{}", gateway.addr), credentials, files);
     opts.chunk_size = chunk_size;

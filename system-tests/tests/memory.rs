@@ -3,11 +3,9 @@
 //! Whole chunks in memory (4 x 60 MiB) or the bad rows kept as strings (about 250 MB) would each
 //! break the bound.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 const BIG_CHUNK: usize = 60 << 20;

@@ -7,8 +7,6 @@
 //! FOR UPDATE on the chunk's ledger row: the peer's takeover waited inline in its heartbeat, its
 //! own leases lapsed, and loading stopped in the whole group until the stopped process resumed.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use engine::dataset::Dataset;
@@ -16,8 +14,9 @@ use engine::partitions::{Partitions, DDL_LOCK_TIMEOUT};
 use engine::registry::Registry;
 use engine::session::{Sessions, LOADER_LOCK_TIMEOUT};
 use ingest_testkit::{wait_for, TestDb};
-use support::*;
 use tokio_postgres::error::SqlState;
+
+use crate::support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 /// The lease TTL of the test engines (`TestEnv::engine_args`).

@@ -1,12 +1,11 @@
 //! The engine end to end: chunks uploaded through the real gateway, published to the real broker
 //! and loaded into the real PostgreSQL by real engine processes.
 
-mod support;
-
 use std::time::Duration;
 
 use ingest_testkit::wait_for;
-use support::*;
+
+use crate::support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 

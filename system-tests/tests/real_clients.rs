@@ -5,14 +5,12 @@
 //! removal of the upload directory, and a person in a browser: the upload console (`/console`)
 //! driven in headless Chromium by Playwright (`browser/console.mjs`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// The repository root (the original's scripts live in `tests/original/`).
 fn repo() -> PathBuf {

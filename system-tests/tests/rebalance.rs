@@ -10,13 +10,12 @@
 //! engine are counted: the broker's stream connections (`rabbitmqctl list_stream_connections`)
 //! whose client port is a socket that process holds (from `/proc/<pid>/fd` and `/proc/<pid>/net`).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ingest_testkit::wait_for;
-use support::*;
+
+use crate::support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 const BROKER_PORT: u16 = 5552;

@@ -24,7 +24,7 @@ const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");
 /// Where the gateway child finds its arguments (one per line).
 pub const GATEWAY_ARGS_ENV: &str = "FAULTS_GATEWAY_ARGS";
 /// The name of the test that is the gateway child's entry point.
-const GATEWAY_ENTRY: &str = "gateway_child_process";
+const GATEWAY_ENTRY: &str = "faults::gateway_child_process";
 
 /// Where everything of one test lives.
 pub struct Stack {
