@@ -5,7 +5,7 @@
 # Dependency layers are cached with the "empty crates" trick: the manifests and Cargo.lock are copied
 # first, with stub sources, and every dependency is compiled in that layer. It is rebuilt only when a
 # manifest or the lock file changes; editing the code recompiles only the workspace's own crates.
-# Nothing but crates is downloaded. gateway/tests/deploy.rs checks that every workspace member's
+# Nothing but crates is downloaded. system-tests/tests/deploy.rs checks that every workspace member's
 # manifest is copied here.
 
 ARG RUST_VERSION=1.95

@@ -26,9 +26,9 @@ enum Command {
 
 /// Parses the command line and runs the command until it ends (or a shutdown signal).
 pub async fn run() -> anyhow::Result<()> {
-    ingest_runtime::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     ingest_runtime::telemetry::init_tracing(cli.settings.log_format);
+    ingest_runtime::memory::disable_transparent_huge_pages();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let listener = tokio::net::TcpListener::bind(cli.settings.addr).await?;

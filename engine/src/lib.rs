@@ -2,7 +2,8 @@
 //! exactly once.
 //!
 //! - [`cli`]: the command line (`engine`, `engine migrate`).
-//! - [`server`]: runs a process: prepares database and streams, serves [`http`] probes, and
+//! - [`server`]: runs a process: prepares database and streams, serves the probes
+//!   (`ingest_runtime::probes`, looking at what [`http`] names), and
 //!   supervises one [`processor`] per partition this process owns through [`lease`]s.
 //! - [`processor`]: consumes one partition stream from the offset committed in PostgreSQL, over a
 //!   [`consumer`] whose broker connection ends with it.

@@ -49,9 +49,9 @@ enum ClientCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ingest_runtime::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     ingest_runtime::telemetry::init_tracing(cli.settings.log_format);
+    ingest_runtime::memory::disable_transparent_huge_pages();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(cli.settings.addr).await?;

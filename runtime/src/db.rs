@@ -133,6 +133,16 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
     connect_with(&config, &tls).await
 }
 
+/// Whether the database at `url` answers a query (a probe's check): `Ok`, or why not.
+pub async fn answers(url: &str) -> Result<(), String> {
+    let client = connect(url).await.map_err(|err| err.to_string())?;
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
 /// Connects with `config` over `tls` and drives the connection on a background task.
 pub async fn connect_with(config: &Config, tls: &Tls) -> Result<Client, DbError> {
     let (client, connection) = config

@@ -16,7 +16,7 @@
 pub fn disable_transparent_huge_pages() {
     if let Err(err) = nix::sys::prctl::set_thp_disable(true) {
         // Some sandboxes refuse it; the process works the same, only slower.
-        tracing::debug!(error = %err, "transparent huge pages stay on");
+        tracing::info!(error = %err, "transparent huge pages stay on");
     }
 }
 
@@ -25,11 +25,14 @@ mod tests {
     #[test]
     fn the_kernel_reports_huge_pages_off_afterwards() {
         super::disable_transparent_huge_pages();
+        if nix::sys::prctl::get_thp_disable().is_err() {
+            return; // prctl refused altogether (a sandbox): nothing the process can check.
+        }
         let status = std::fs::read_to_string("/proc/self/status").expect("Linux");
         let line = status
             .lines()
             .find(|l| l.starts_with("THP_enabled:"))
-            .expect("kernels since 6.x list THP_enabled");
+            .expect("the kernel lists THP_enabled");
         assert!(line.ends_with('0'), "{line}");
     }
 }

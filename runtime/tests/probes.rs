@@ -17,14 +17,7 @@ struct Service {
 
 impl Probes for Service {
     async fn database(&self) -> Result<(), String> {
-        let client = ingest_runtime::db::connect(&self.database_url)
-            .await
-            .map_err(|err| err.to_string())?;
-        client
-            .query_one("SELECT 1", &[])
-            .await
-            .map(drop)
-            .map_err(|err| err.to_string())
+        ingest_runtime::db::answers(&self.database_url).await
     }
 
     fn broker(&self) -> &BrokerAddress {

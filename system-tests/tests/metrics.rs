@@ -9,6 +9,8 @@
 //!
 //! Also: every metric the engine exports is listed, at zero, on its very first scrape.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -18,8 +20,6 @@ use std::time::Duration;
 use ingest_contract::streams::stream_name;
 use ingest_testkit::{broker, wait_for};
 use rabbitmq_stream_client::types::Message;
-mod support;
-
 use support::*;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_system-engine");

@@ -4,6 +4,8 @@
 //! own address. Only the upstream servers, the listen address and the temp paths of the file are
 //! templated.
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +14,7 @@ use std::time::Duration;
 use ingest_testkit::{random_name, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::*;
+use support::*;
 
 /// Debian's nginx, installed with apt when missing (CI runs as root).
 fn nginx_binary() -> PathBuf {

@@ -3,9 +3,9 @@
 //! a time on two cores, as it did within each file's binary; each file is a module, so a test is
 //! named `<file>::<test>` (`cargo test -p system-tests -- faults::`).
 //!
-//! Except `metrics.rs`, a binary of its own: the Prometheus recorder is global to a process, so
-//! in one binary the in-process gateway it scrapes would also export the metrics of every
-//! in-process engine of the other tests.
+//! Except `metrics.rs` and `nginx.rs`, binaries of their own: the Prometheus recorder is global
+//! to a process, so in one binary the in-process gateway they scrape would also count the
+//! requests and export the metrics of every other test's in-process gateway and engine.
 
 mod support;
 
@@ -17,7 +17,6 @@ mod hostile_rows;
 mod lag;
 mod loadgen_e2e;
 mod memory;
-mod nginx;
 mod pause;
 mod pipeline;
 mod real_clients;

@@ -11,7 +11,8 @@
 //! - [`rejected`]: an upload's rejected rows as a streamed CSV or JSON-lines download.
 //! - [`datasets`]: the datasets an upload may name (`/api/datasets`).
 //! - [`clients`]: API clients (`/api/clients`), for a client with the `admin` scope.
-//! - [`operations`]: `/health`, `/ready`, `/metrics` and the docs pages, never rate limited.
+//! - [`operations`]: what `/health`, `/ready` and `/metrics` look at (answered by
+//!   `ingest_runtime::probes`), never rate limited.
 //!
 //! Adding an endpoint: a variant here, its line in [`Route::parse`], [`Route::label`] and
 //! [`Route::class`] (the compiler lists every match that misses it), and its handler in the

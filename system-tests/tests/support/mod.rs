@@ -1,6 +1,6 @@
 //! End-to-end harness: a real gateway and real engines (in-process on port 0, or as child
 //! processes that tests can SIGKILL) against the real services, with a database, stream prefix
-//! and upload directory of the test's own. Also used by loadgen's tests.
+//! and upload directory of the test's own.
 #![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
