@@ -345,25 +345,18 @@ impl Loader {
         let (sender, mut buffers) = mpsc::channel::<Bytes>(COPY_QUEUE);
         let dataset = &target.dataset;
         let staged = dataset.on_conflict == OnConflict::Skip;
-        let parser = {
-            let path = path.to_owned();
-            let target = target.clone();
-            let limits = self.limits.clone();
-            let lineage = lineage(message);
-            let spool = self.chunks.spool().to_owned();
-            tokio::task::spawn_blocking(move || {
-                let file = ChunkFile { path: &path, piece };
-                validate_file(
-                    file,
-                    target.as_target(),
-                    lineage,
-                    policy,
-                    &limits,
-                    &spool,
-                    &mut |b| sender.blocking_send(b).is_ok(),
-                )
-            })
-        };
+        let parser = spawn_validation(
+            ChunkFile {
+                path: path.to_owned(),
+                piece,
+            },
+            target,
+            message,
+            policy,
+            &self.limits,
+            self.chunks.spool(),
+            move |b| sender.blocking_send(b).is_ok(),
+        );
         // The transaction begins once the first buffer is ready: a transaction is never idle
         // while rows are parsed (a chunk with no loadable row is read to its end first), so an
         // `idle_in_transaction_session_timeout` (see `session`) only ever ends stopped ones.
@@ -631,41 +624,46 @@ async fn count_rows(
     limits: &Limits,
     upload_dir: &Path,
 ) -> Option<(u64, Option<RejectedStream>)> {
-    let (path, target, limits) = (path.to_owned(), target.clone(), limits.clone());
-    let (lineage, upload_dir) = (lineage(message), upload_dir.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let policy = ErrorPolicy::RejectRows;
-        let file = ChunkFile {
-            path: &path,
-            piece: None,
-        };
-        validate_file(
-            file,
-            target.as_target(),
-            lineage,
-            policy,
-            &limits,
-            &upload_dir,
-            &mut |_| true,
-        )
+    let file = ChunkFile {
+        path: path.to_owned(),
+        piece: None,
+    };
+    let policy = ErrorPolicy::RejectRows;
+    spawn_validation(file, target, message, policy, limits, upload_dir, |_| true)
+        .await
+        .ok()?
         .ok()
         .map(|(report, rejects)| (report.data_rows, rejects))
+}
+
+/// Runs [`validate_file`] on a blocking thread.
+fn spawn_validation(
+    file: ChunkFile,
+    target: &ChunkTarget,
+    message: &ChunkMessage,
+    policy: ErrorPolicy,
+    limits: &Limits,
+    spool: &Path,
+    mut sink: impl FnMut(Bytes) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(ChunkReport, Option<RejectedStream>), ChunkError>> {
+    let (target, limits, spool) = (target.clone(), limits.clone(), spool.to_owned());
+    let lineage = lineage(message);
+    tokio::task::spawn_blocking(move || {
+        let target = target.as_target();
+        validate_file(file, target, lineage, policy, &limits, &spool, &mut sink)
     })
-    .await
-    .ok()
-    .flatten()
 }
 
 /// A chunk file, or one piece of it.
-struct ChunkFile<'p> {
-    path: &'p Path,
+struct ChunkFile {
+    path: PathBuf,
     piece: Option<Piece>,
 }
 
 /// Validates the chunk file (or piece), sending the COPY buffers to `sink` and keeping the
 /// rejected rows as a COPY stream of their own. Blocking.
 fn validate_file(
-    chunk: ChunkFile<'_>,
+    chunk: ChunkFile,
     target: Target,
     lineage: Lineage,
     policy: ErrorPolicy,
@@ -673,7 +671,7 @@ fn validate_file(
     upload_dir: &Path,
     sink: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<(ChunkReport, Option<RejectedStream>), ChunkError> {
-    let mut file = std::fs::File::open(chunk.path)?;
+    let mut file = std::fs::File::open(&chunk.path)?;
     let (len, start) = match chunk.piece {
         Some(piece) => {
             file.seek(SeekFrom::Start(piece.start))?;

@@ -7,8 +7,9 @@
 //! - a temporary file: removed once untouched for twice the body frame deadline, since a live
 //!   writer gets a frame, or fails and removes its file, within one deadline (removing one being
 //!   renamed right now only fails that request, which the client retries);
-//! - a chunk file no ledger row names: removed once ten frame deadlines old (the rename and the
-//!   ledger row are milliseconds apart unless PostgreSQL stalls that long);
+//! - a chunk file no live ledger row names: removed once ten frame deadlines old (the rename
+//!   and the ledger row are milliseconds apart unless PostgreSQL stalls that long); this also
+//!   takes a file whose removal failed after the ledger let go of it;
 //! - a stored chunk never announced: no engine would ever load it, and a resuming client does
 //!   not send it again since the gateway has it. It is published once it is twice the publish
 //!   deadline old; a live request that is that slow gets its message sent twice, which the
@@ -139,10 +140,10 @@ impl Orphans {
         }
         let db = self.pool.get().await?;
         for candidate in chunks {
-            let recorded =
-                ingest_ledger::files::is_recorded(&db, candidate.upload_id, &candidate.relative)
-                    .await?;
-            if !recorded {
+            // A file no live chunk row names: never recorded (a gateway stopped between
+            // storing and recording it), or its removal failed after the ledger let go of it.
+            let used = files::file_use(&db, candidate.upload_id, &candidate.relative).await?;
+            if used != FileUse::Wanted {
                 removed += u64::from(remove(&candidate.path).await);
             }
         }

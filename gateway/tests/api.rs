@@ -1171,3 +1171,38 @@ async fn datasets_are_listed_with_their_columns() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// A chunk file no ledger row names (a gateway killed between storing and recording it) is
+/// removed by the periodic sweep once old; a recorded one of the same age stays.
+#[tokio::test]
+async fn the_orphan_sweep_removes_old_unrecorded_chunk_files_only() {
+    // Sweeps every 200 ms; a chunk file counts as left behind after 10 frame deadlines (2 s).
+    let app = TestGateway::start(&["--body-frame-timeout-ms=200"]).await;
+    let token = app.token().await;
+    let folder = app.create_upload(&token).await;
+    let body = original_rows(0, 5, true);
+    let response = app.api(&token).put_raw(&folder, 0, body).await;
+    assert_eq!(response.status(), 200);
+    let recorded = app.stored_files();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let strays = [
+        app.upload_dir.join(&folder).join("stray.csv"),
+        app.upload_dir
+            .join(uuid::Uuid::new_v4().to_string())
+            .join("unknown-upload.csv"),
+    ];
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for path in strays.iter().chain(&recorded) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if !path.exists() {
+            std::fs::write(path, HEADER).unwrap();
+        }
+        let file = std::fs::File::options().append(true).open(path).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+    ingest_testkit::wait_for("the sweep", Duration::from_secs(15), || async {
+        strays.iter().all(|p| !p.exists()).then_some(())
+    })
+    .await;
+    assert_eq!(app.stored_files(), recorded, "the recorded chunk stays");
+}

@@ -53,18 +53,14 @@ pub async fn unannounced(
     older_than: Duration,
     limit: i64,
 ) -> Result<Vec<ChunkMessage>, LedgerError> {
-    let rows = client
-        .query(
-            &format!(
-                "{MESSAGES}
-             WHERE c.state = 'stored' AND c.announced_at IS NULL
-               AND c.received_at < now() - make_interval(secs => $1)
-             ORDER BY c.received_at LIMIT $2"
-            ),
-            &[&older_than.as_secs_f64(), &limit],
-        )
-        .await?;
-    Ok(rows.iter().map(message_of).collect())
+    messages(
+        client,
+        "c.state = 'stored' AND c.announced_at IS NULL
+           AND c.received_at < now() - make_interval(secs => $1)
+         ORDER BY c.received_at LIMIT $2",
+        &[&older_than.as_secs_f64(), &limit],
+    )
+    .await
 }
 
 /// The stored, unannounced chunks of one upload other than `except`: those that waited for
@@ -74,16 +70,25 @@ pub async fn unannounced_of(
     upload_id: Uuid,
     except: i32,
 ) -> Result<Vec<ChunkMessage>, LedgerError> {
+    messages(
+        client,
+        "c.upload_id = $1 AND c.chunk_no <> $2 AND c.state = 'stored'
+           AND c.announced_at IS NULL
+         ORDER BY c.chunk_no",
+        &[&upload_id, &except],
+    )
+    .await
+}
+
+/// The chunk messages of the chunks `filter` (a WHERE clause on [`MESSAGES`], with any ORDER
+/// BY and LIMIT after it) selects.
+async fn messages(
+    client: &Client,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<ChunkMessage>, LedgerError> {
     let rows = client
-        .query(
-            &format!(
-                "{MESSAGES}
-             WHERE c.upload_id = $1 AND c.chunk_no <> $2 AND c.state = 'stored'
-               AND c.announced_at IS NULL
-             ORDER BY c.chunk_no"
-            ),
-            &[&upload_id, &except],
-        )
+        .query(&format!("{MESSAGES} WHERE {filter}"), params)
         .await?;
     Ok(rows.iter().map(message_of).collect())
 }
@@ -121,22 +126,7 @@ pub async fn announce_again(client: &Client, partition: Partition) -> Result<u64
         .await?)
 }
 
-/// Whether a chunk row names this file.
-pub async fn is_recorded(
-    client: &Client,
-    upload_id: Uuid,
-    stored_path: &str,
-) -> Result<bool, LedgerError> {
-    let row = client
-        .query_opt(
-            "SELECT 1 FROM chunks WHERE upload_id = $1 AND stored_path = $2",
-            &[&upload_id, &stored_path],
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
-/// What the ledger says of a file a store holds, for the gateways' bucket sweep.
+/// What the ledger says of a file a store holds, for the gateways' orphan sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileUse {
     /// A chunk row names it and it is not marked removed: loading, or kept for a retry.

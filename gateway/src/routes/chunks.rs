@@ -35,16 +35,34 @@ use ingest_ledger::retries::{self, Retried};
 use ingest_ledger::uploads::{NewChunk, Recorded, Upload};
 use ingest_rows::dataset::Dataset;
 
-/// A stored chunk.
+/// A chunk the gateway holds, as its answers name it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ChunkStored {
-    #[schema(value_type = String, example = "Chunk stored")]
-    pub message: &'static str,
+pub struct HeldChunk {
     pub folder: Uuid,
     pub chunk: i32,
     pub bytes: u64,
     /// Hex SHA-256 of the bytes as stored (after any Content-Encoding is undone).
     pub sha256: String,
+}
+
+impl HeldChunk {
+    fn of(message: ChunkMessage) -> Self {
+        Self {
+            folder: message.upload_id,
+            chunk: message.chunk_no,
+            bytes: message.bytes,
+            sha256: message.sha256,
+        }
+    }
+}
+
+/// A stored chunk.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkStored {
+    #[schema(value_type = String, example = "Chunk stored")]
+    pub message: &'static str,
+    #[serde(flatten)]
+    pub held: HeldChunk,
     /// The same bytes were stored before under this number.
     pub duplicate: bool,
 }
@@ -111,10 +129,7 @@ pub async fn receive_chunk(
     metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
     let stored = ChunkStored {
         message: "Chunk stored",
-        folder: upload.upload_id,
-        chunk: message.chunk_no,
-        bytes: message.bytes,
-        sha256: message.sha256,
+        held: HeldChunk::of(message),
         duplicate,
     };
     Ok(json_response(StatusCode::OK, &stored))
@@ -366,10 +381,8 @@ async fn commit(
 pub struct ChunkQueued {
     #[schema(value_type = String, example = "Chunk queued to load again")]
     pub message: &'static str,
-    pub folder: Uuid,
-    pub chunk: i32,
-    pub bytes: u64,
-    pub sha256: String,
+    #[serde(flatten)]
+    pub held: HeldChunk,
 }
 
 /// Load a failed chunk again.
@@ -416,10 +429,7 @@ pub async fn retry(
     let message = announce(state, message).await?;
     let queued = ChunkQueued {
         message: "Chunk queued to load again",
-        folder: upload.upload_id,
-        chunk: message.chunk_no,
-        bytes: message.bytes,
-        sha256: message.sha256,
+        held: HeldChunk::of(message),
     };
     Ok(json_response(StatusCode::ACCEPTED, &queued))
 }

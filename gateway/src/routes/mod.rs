@@ -248,73 +248,105 @@ mod tests {
     fn each_endpoint_has_its_label_and_class() {
         use RouteClass::{Auth, Status, Upload};
         let folder = "7f1c";
-        assert_eq!(
-            route(Method::GET, "/health"),
-            (Route::Health, "health", None)
-        );
-        assert_eq!(
-            route(Method::GET, "/api/auth/verify"),
-            (Route::VerifyToken, "auth_verify", None)
-        );
-        assert_eq!(
-            route(Method::POST, "/api/auth/token"),
-            (Route::IssueToken, "auth_token", Some(Auth))
-        );
-        assert_eq!(
-            route(Method::GET, "/api/auth/token"),
-            (Route::TokenMethodNotAllowed, "auth_token", Some(Auth))
-        );
-        for path in ["/api/upload", "/api/upload/"] {
-            assert_eq!(
-                route(Method::POST, path),
-                (Route::CreateUpload, "upload_create", Some(Upload))
-            );
-        }
-        assert_eq!(
-            route(Method::POST, "/api/upload/7f1c"),
-            (Route::SendFile { folder }, "upload_multipart", Some(Upload))
-        );
-        assert_eq!(
-            route(Method::GET, "/api/upload/7f1c"),
-            (Route::Status { folder }, "upload_status", Some(Status))
-        );
-        assert_eq!(
-            route(Method::PUT, "/api/upload/7f1c/chunks/3"),
+        let chunk = "3";
+        let cases = [
+            (Method::GET, "/health", Route::Health, "health", None),
             (
-                Route::PutChunk { folder, chunk: "3" },
+                Method::GET,
+                "/api/auth/verify",
+                Route::VerifyToken,
+                "auth_verify",
+                None,
+            ),
+            (
+                Method::POST,
+                "/api/auth/token",
+                Route::IssueToken,
+                "auth_token",
+                Some(Auth),
+            ),
+            (
+                Method::GET,
+                "/api/auth/token",
+                Route::TokenMethodNotAllowed,
+                "auth_token",
+                Some(Auth),
+            ),
+            (
+                Method::POST,
+                "/api/upload",
+                Route::CreateUpload,
+                "upload_create",
+                Some(Upload),
+            ),
+            (
+                Method::POST,
+                "/api/upload/",
+                Route::CreateUpload,
+                "upload_create",
+                Some(Upload),
+            ),
+            (
+                Method::POST,
+                "/api/upload/7f1c",
+                Route::SendFile { folder },
+                "upload_multipart",
+                Some(Upload),
+            ),
+            (
+                Method::GET,
+                "/api/upload/7f1c",
+                Route::Status { folder },
+                "upload_status",
+                Some(Status),
+            ),
+            (
+                Method::PUT,
+                "/api/upload/7f1c/chunks/3",
+                Route::PutChunk { folder, chunk },
                 "upload_chunk",
-                Some(Upload)
-            )
-        );
-        assert_eq!(
-            route(Method::POST, "/api/upload/7f1c/chunks/3/retry"),
+                Some(Upload),
+            ),
             (
-                Route::RetryChunk { folder, chunk: "3" },
+                Method::POST,
+                "/api/upload/7f1c/chunks/3/retry",
+                Route::RetryChunk { folder, chunk },
                 "upload_chunk_retry",
-                Some(Upload)
-            )
-        );
-        assert_eq!(
-            route(Method::GET, "/api/uploads"),
-            (Route::ListUploads, "upload_list", Some(Status))
-        );
-        assert_eq!(route(Method::POST, "/api/uploads").0, Route::NotFound);
-        assert_eq!(
-            route(Method::GET, "/api/clients"),
-            (Route::ListClients, "clients_list", Some(Status))
-        );
-        assert_eq!(
-            route(Method::POST, "/api/clients"),
-            (Route::AddClient, "clients_add", Some(Auth))
-        );
-        assert_eq!(
-            route(Method::DELETE, "/api/clients/ops"),
+                Some(Upload),
+            ),
             (
+                Method::GET,
+                "/api/uploads",
+                Route::ListUploads,
+                "upload_list",
+                Some(Status),
+            ),
+            (
+                Method::GET,
+                "/api/clients",
+                Route::ListClients,
+                "clients_list",
+                Some(Status),
+            ),
+            (
+                Method::POST,
+                "/api/clients",
+                Route::AddClient,
+                "clients_add",
+                Some(Auth),
+            ),
+            (
+                Method::DELETE,
+                "/api/clients/ops",
                 Route::DisableClient { client_id: "ops" },
                 "clients_disable",
-                Some(Upload)
-            )
-        );
+                Some(Upload),
+            ),
+        ];
+        for (method, path, expected, label, class) in cases {
+            assert_eq!(route(method, path), (expected, label, class), "{path}");
+        }
+        assert_eq!(route(Method::POST, "/api/uploads").0, Route::NotFound);
         assert_eq!(
             route(Method::DELETE, "/api/clients/").0,
             Route::UnknownApi(Auth)

@@ -256,17 +256,18 @@ impl Level {
     pub fn busy_cores(&self) -> Option<f64> {
         self.gateway_cpu_secs.map(|cpu| cpu / self.gateway.secs)
     }
+
+    /// [`Self::busy_cores`] for the tables: `-` when the gateway's pid was not given.
+    fn busy_cores_text(&self) -> String {
+        self.busy_cores()
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
+    }
 }
 
 impl IntakeReport {
     /// Writes `<dir>/<timestamp>-intake.json` and returns its path.
     pub fn write_json(&self, dir: &Path) -> io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let stamp: String = self.timestamp.chars().filter(|c| *c != ':').collect();
-        let path = dir.join(format!("{stamp}-intake.json"));
-        let text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&path, text)?;
-        Ok(path)
+        super::report::write_json(self, dir, &self.timestamp, "intake")
     }
 
     /// Appends a row per level to `<dir>/README.md`, writing its header first if it is new.
@@ -301,9 +302,7 @@ impl IntakeReport {
                     self.chunks,
                     level.concurrency,
                     level.gateway.mb_per_sec,
-                    level
-                        .busy_cores()
-                        .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
+                    level.busy_cores_text(),
                     level.disk.mb_per_sec,
                     level.gateway.mb_per_sec / level.disk.mb_per_sec,
                 )
@@ -345,9 +344,7 @@ impl std::fmt::Display for IntakeReport {
                 "{:>11} {:>13.0} {:>14} {:>10.0} {:>13.2}",
                 level.concurrency,
                 level.gateway.mb_per_sec,
-                level
-                    .busy_cores()
-                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
+                level.busy_cores_text(),
                 level.disk.mb_per_sec,
                 level.gateway.mb_per_sec / level.disk.mb_per_sec,
             )?;

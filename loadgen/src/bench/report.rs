@@ -82,12 +82,8 @@ impl BenchReport {
 
     /// Writes `<dir>/<timestamp>-<rows>.json` and returns its path.
     pub fn write_json(&self, dir: &Path) -> io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let stamp: String = self.timestamp.chars().filter(|c| *c != ':').collect();
-        let path = dir.join(format!("{stamp}-{}-{}.json", self.scenario, self.rows));
-        let text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&path, text)?;
-        Ok(path)
+        let name = format!("{}-{}", self.scenario, self.rows);
+        write_json(self, dir, &self.timestamp, &name)
     }
 
     /// Appends this run's row to `<dir>/README.md`, writing the introduction first if the file
@@ -285,6 +281,21 @@ pub fn utc_timestamp(now: SystemTime) -> String {
         rest / 60 % 60,
         rest % 60
     )
+}
+
+/// Writes `value` as `<dir>/<timestamp without colons>-<name>.json` and returns its path.
+pub(crate) fn write_json(
+    value: &impl Serialize,
+    dir: &Path,
+    timestamp: &str,
+    name: &str,
+) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let stamp: String = timestamp.chars().filter(|c| *c != ':').collect();
+    let path = dir.join(format!("{stamp}-{name}.json"));
+    let text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 #[cfg(test)]
