@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, Mutex};
 use ingest_contract::chunk::ChunkMessage;
 use ingest_contract::streams::{partition_for, stream_name};
 use ingest_runtime::broker::{ensure_streams, BrokerAddress, Retention};
+use ingest_runtime::settings::SharedSettings;
 
 /// Why a chunk message was not confirmed.
 #[derive(Debug, thiserror::Error)]
@@ -54,15 +55,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(
-        broker: BrokerAddress,
-        prefix: String,
-        partitions: u16,
-        retention: Retention,
-        name: String,
-        pool: Pool,
-        timeout: Duration,
-    ) -> Arc<Self> {
+    /// A publisher to the broker, streams and partitions `shared` names; `name` is its
+    /// producers' name (deduplication), `timeout` how long one publish may wait for the broker.
+    pub fn new(shared: &SharedSettings, name: String, pool: Pool, timeout: Duration) -> Arc<Self> {
+        let partitions = shared.partitions;
         let slots = (0..partitions)
             .map(|_| {
                 Mutex::new(Slot {
@@ -72,11 +68,11 @@ impl Publisher {
             })
             .collect();
         Arc::new(Self {
-            broker,
+            broker: shared.rabbitmq_stream_url.clone(),
             environment: Mutex::new(None),
-            prefix,
+            prefix: shared.stream_prefix.clone(),
             partitions,
-            retention,
+            retention: shared.retention(),
             name,
             pool,
             timeout,

@@ -76,10 +76,7 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
         .clone()
         .unwrap_or_else(|| format!("gateway-{}", uuid::Uuid::new_v4().simple()));
     let publisher = Publisher::new(
-        settings.shared.rabbitmq_stream_url.clone(),
-        settings.shared.stream_prefix.clone(),
-        settings.shared.partitions,
-        settings.shared.retention(),
+        &settings.shared,
         name,
         pool.clone(),
         settings.publish_timeout,

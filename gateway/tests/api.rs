@@ -1,9 +1,7 @@
 //! The gateway's HTTP API over real HTTP, against the real PostgreSQL, Redis and RabbitMQ.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 #[tokio::test]
 async fn original_flow_stores_chunks_and_publishes_their_messages() {

@@ -1,11 +1,9 @@
 //! Compressed bodies, slow clients, graceful shutdown and the client-management commands.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -50,11 +50,10 @@
 //! Rows that pass the gateway and must be rejected by the engine are in
 //! `system-tests/tests/hostile_rows.rs`.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
 use futures_util::StreamExt;
 use gateway::auth::{Clock, Tokens};
@@ -63,7 +62,6 @@ use ingest_runtime::settings::Secret;
 use ingest_testkit::wait_for;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SIGNING_KEY: &str = "test-signing-key-0123456789";

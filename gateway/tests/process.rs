@@ -1,14 +1,12 @@
 //! The gateway as a real process: memory under many large concurrent uploads, and SIGKILL in
 //! the middle of an upload.
 
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
 use ingest_testkit::{random_name, wait_for, TestBucket, TestDb, TestStreams};
-use support::*;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
 
@@ -254,7 +252,7 @@ async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
         "the partial chunk to reach the disk",
         Duration::from_secs(10),
         || async {
-            let files = support::files_under(&dir);
+            let files = files_under(&dir);
             files
                 .iter()
                 .any(|f| std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false))
@@ -268,7 +266,7 @@ async fn sigkill_mid_upload_leaves_nothing_the_engine_could_pick_up() {
         "the client sees the connection die"
     );
     drop(tx);
-    let files = support::files_under(&dir);
+    let files = files_under(&dir);
     assert!(!files.is_empty());
     assert!(
         files

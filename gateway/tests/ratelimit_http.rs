@@ -2,14 +2,12 @@
 //! client IP, shared by gateways through Redis, and held by concurrent bursts on a busy machine
 //! whether Redis answers in time, late, or not at all.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use ingest_testkit::random_name;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A route that is rate limited by IP and then refused by auth: cheap, and touches nothing.
