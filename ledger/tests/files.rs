@@ -1,9 +1,7 @@
 //! What the ledger says of a stored file, for the gateways' bucket sweep. Against the real
 //! PostgreSQL.
 
-mod common;
-
-use common::{new_upload, record, stored_chunk};
+use crate::common::{new_upload, record, stored_chunk};
 use ingest_ledger::files::{self, FileUse};
 use ingest_ledger::uploads::Recorded;
 use ingest_ledger::ErrorPolicy;

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-mod common;
-
-use common::{new_upload, record, stored_chunk};
+use crate::common::{new_upload, record, stored_chunk};
 use ingest_ledger::uploads::Recorded;
 use ingest_ledger::{completion, pieces, ErrorPolicy};
 use ingest_rows::pieces::Piece;

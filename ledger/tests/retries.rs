@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-mod common;
-
-use common::{new_upload, record, stored_chunk};
+use crate::common::{new_upload, record, stored_chunk};
 use ingest_ledger::loads::{self, ChunkOutcome, Finished};
 use ingest_ledger::retries::{self, Retried};
 use ingest_ledger::uploads::{self, Recorded};

@@ -5,12 +5,10 @@
 //! gateway can do (full uploads, resume after a kill, 429 under a tiny limit, resume mismatch,
 //! wrong credentials, rejected rows, failed loads) is tested against it in `e2e.rs`.
 
-mod fake_gateway;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fake_gateway::{Behaviour, FakeGateway, CLIENT_ID, CLIENT_SECRET};
+use crate::fake_gateway::{Behaviour, FakeGateway, CLIENT_ID, CLIENT_SECRET};
 use ingest_runtime::settings::Secret;
 use loadgen::api::UploadState;
 use loadgen::client::{ApiError, Credentials};

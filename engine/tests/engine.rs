@@ -1,0 +1,6 @@
+//! The engine's own tests in one binary: each file is a module (a test is named `<file>::<test>`), so
+//! shared helpers compile once and the binary links once.
+
+mod cleanup;
+mod encoding;
+mod validation;

@@ -1,0 +1,8 @@
+//! loadgen's tests in one binary: each file is a module (a test is named `<file>::<test>`), so
+//! shared helpers compile once and the binary links once.
+
+mod fake_gateway;
+
+mod generate;
+mod split;
+mod upload;

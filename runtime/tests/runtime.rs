@@ -1,0 +1,6 @@
+//! The runtime's tests against the real services in one binary: each file is a module (a test is named `<file>::<test>`), so
+//! shared helpers compile once and the binary links once.
+
+mod migrations;
+mod probes;
+mod tls;
