@@ -28,19 +28,10 @@ use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::sweeps;
+use crate::sweeps::{self, SweepError};
 
 /// How many uploads one sweep transaction expires.
 const BATCH: i64 = 1000;
-
-/// Why a sweep stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ExpiryError {
-    #[error(transparent)]
-    Ledger(#[from] ingest_ledger::LedgerError),
-    #[error("database unavailable: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-}
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +92,7 @@ impl Expiry {
     }
 
     /// Expires every stale upload, a batch per transaction, and removes their unloaded files.
-    pub async fn sweep(&self) -> Result<Expired, ExpiryError> {
+    pub async fn sweep(&self) -> Result<Expired, SweepError> {
         let mut total = Expired::default();
         loop {
             let batch = self.expire_batch().await?;
@@ -115,7 +106,7 @@ impl Expiry {
         }
     }
 
-    async fn expire_batch(&self) -> Result<Expired, ExpiryError> {
+    async fn expire_batch(&self) -> Result<Expired, SweepError> {
         let mut db = self.pool.get().await?;
         crate::settle::settle_idle(&db, self.ttl).await?;
         let expired = ingest_ledger::completion::expire(&mut db, self.ttl, BATCH).await?;

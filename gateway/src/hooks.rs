@@ -28,7 +28,7 @@ use ingest_ledger::hooks::{self, Due};
 use ingest_runtime::settings::Secret;
 
 use crate::app::AppState;
-use crate::sweeps;
+use crate::sweeps::{self, SweepError};
 
 /// Attempts before a hook is given up (its last error stays in the ledger).
 pub const MAX_ATTEMPTS: i32 = 30;
@@ -59,15 +59,6 @@ pub fn spawn(state: &AppState) -> Option<AbortOnDropHandle<()>> {
     }))
 }
 
-/// Why a sweep stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    #[error(transparent)]
-    Ledger(#[from] ingest_ledger::LedgerError),
-    #[error("database unavailable: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-}
-
 struct Hooks {
     pool: Pool,
     secret: Secret,
@@ -78,7 +69,7 @@ struct Hooks {
 }
 
 impl Hooks {
-    async fn sweep(&self) -> Result<(), HookError> {
+    async fn sweep(&self) -> Result<(), SweepError> {
         let db = self.pool.get().await?;
         let due = hooks::claim_due(&db, LEASE, MAX_ATTEMPTS, BATCH).await?;
         let deliveries = due

@@ -17,7 +17,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::sweeps;
+use crate::sweeps::{self, SweepError};
 
 /// Settles idle uploads with nothing left to load.
 #[derive(Clone)]
@@ -37,7 +37,7 @@ impl Settle {
     }
 
     /// Settles every eligible upload; returns how many.
-    pub async fn sweep(&self) -> Result<u64, SettleError> {
+    pub async fn sweep(&self) -> Result<u64, SweepError> {
         let db = self.pool.get().await?;
         Ok(settle_idle(&db, self.idle).await?)
     }
@@ -55,15 +55,6 @@ impl Settle {
             }
         })
     }
-}
-
-/// Why a sweep stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum SettleError {
-    #[error(transparent)]
-    Ledger(#[from] ingest_ledger::LedgerError),
-    #[error("database unavailable: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
 }
 
 /// Ends every undeclared upload idle for `idle` whose received chunks are all loaded or failed
