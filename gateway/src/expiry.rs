@@ -138,7 +138,8 @@ impl Expiry {
 }
 
 /// Removes a stored chunk; true if it was there. A failure is logged; the ledger may already
-/// have let go of the file, and then the gateways' bucket sweep (`orphans.rs`) removes it later.
+/// have let go of the file, and then the gateways' orphan sweep (`orphans.rs`, directory or
+/// bucket) removes it later.
 pub(crate) async fn remove_chunk(chunks: &ChunkStore, relative: &str) -> bool {
     match chunks.remove(relative).await {
         Ok(removed) => removed,

@@ -1170,27 +1170,52 @@ async fn datasets_are_listed_with_their_columns() {
     assert_eq!(anonymous.status(), 401);
 }
 
-/// A chunk file no ledger row names (a gateway killed between storing and recording it) is
-/// removed by the periodic sweep once old; a recorded one of the same age stays.
+/// A chunk file no live ledger row names is removed by the periodic sweep once old: one never
+/// recorded (a gateway killed between storing and recording it), and one whose row says it was
+/// removed (a removal that failed after the ledger let go of the file). A recorded one of the
+/// same age stays.
 #[tokio::test]
-async fn the_orphan_sweep_removes_old_unrecorded_chunk_files_only() {
+async fn the_orphan_sweep_removes_old_chunk_files_no_live_row_names() {
     // Sweeps every 200 ms; a chunk file counts as left behind after 10 frame deadlines (2 s).
     let app = TestGateway::start(&["--body-frame-timeout-ms=200"]).await;
     let token = app.token().await;
     let folder = app.create_upload(&token).await;
-    let body = original_rows(0, 5, true);
-    let response = app.api(&token).put_raw(&folder, 0, body).await;
-    assert_eq!(response.status(), 200);
-    let recorded = app.stored_files();
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let api = app.api(&token);
+    assert_eq!(
+        api.put_raw(&folder, 0, original_rows(0, 5, true))
+            .await
+            .status(),
+        200
+    );
+    let kept = app.stored_files();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        api.put_raw(&folder, 1, original_rows(5, 5, false))
+            .await
+            .status(),
+        200
+    );
+    let let_go: Vec<_> = app
+        .stored_files()
+        .into_iter()
+        .filter(|p| !kept.contains(p))
+        .collect();
+    assert_eq!(let_go.len(), 1, "{let_go:?}");
+    let upload_id = uuid::Uuid::parse_str(&folder).unwrap();
+    let db = app.db.client().await.unwrap();
+    ingest_ledger::files::mark_removed(&db, upload_id, 1)
+        .await
+        .unwrap();
+
     let strays = [
         app.upload_dir.join(&folder).join("stray.csv"),
         app.upload_dir
             .join(uuid::Uuid::new_v4().to_string())
             .join("unknown-upload.csv"),
+        let_go[0].clone(),
     ];
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    for path in strays.iter().chain(&recorded) {
+    for path in strays.iter().chain(&kept) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         if !path.exists() {
             std::fs::write(path, HEADER).unwrap();
@@ -1202,5 +1227,5 @@ async fn the_orphan_sweep_removes_old_unrecorded_chunk_files_only() {
         strays.iter().all(|p| !p.exists()).then_some(())
     })
     .await;
-    assert_eq!(app.stored_files(), recorded, "the recorded chunk stays");
+    assert_eq!(app.stored_files(), kept, "the recorded chunk stays");
 }

@@ -3,7 +3,7 @@
 //! (`cargo test -p gateway --test gateway -- hostile::`). The gateways these tests start in
 //! process share this binary's Prometheus recorder, so no test here asserts a metric's value
 //! from one of them; `api::metrics_list_every_counter_at_zero_from_the_first_scrape` starts a
-//! gateway process of its own for that.
+//! gateway process of its own for that. `ratelimit.rs` is a binary of its own (see Cargo.toml).
 
 mod support;
 
@@ -11,5 +11,4 @@ mod api;
 mod encodings;
 mod hostile;
 mod process;
-mod ratelimit;
 mod ratelimit_http;

@@ -1,4 +1,4 @@
-//! What the ledger says of a stored file, for the gateways' bucket sweep. Against the real
+//! What the ledger says of a stored file, for the gateways' orphan sweeps. Against the real
 //! PostgreSQL.
 
 use crate::common::{new_upload, record, stored_chunk};

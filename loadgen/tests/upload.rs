@@ -3,7 +3,7 @@
 //! token that was valid), and a 409 conflict (the real gateway answers it only when a chunk
 //! number is re-sent with other bytes, which a correct client never does). Everything the real
 //! gateway can do (full uploads, resume after a kill, 429 under a tiny limit, resume mismatch,
-//! wrong credentials, rejected rows, failed loads) is tested against it in `e2e.rs`.
+//! wrong credentials, rejected rows, failed loads) is tested against it in `system-tests/tests/loadgen_e2e.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;

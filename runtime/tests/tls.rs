@@ -34,18 +34,20 @@ async fn sslmode_decides_whether_the_connection_is_encrypted() {
 }
 
 #[tokio::test]
-async fn verify_full_with_a_root_that_did_not_sign_the_server_certificate_fails_clearly() {
-    let err = encrypted(&with_params(&format!(
-        "sslmode=verify-full&sslrootcert={OTHER_ROOTS}"
-    )))
-    .await
-    .expect_err("the server's certificate is not signed by those roots");
-    let message = err.to_string();
-    assert!(
-        message.contains("certificate") && message.contains("UnknownIssuer"),
-        "{message}"
-    );
-    println!("{message}");
+async fn verify_full_and_verify_ca_with_a_root_that_did_not_sign_the_server_certificate_fail_clearly(
+) {
+    for mode in ["verify-full", "verify-ca"] {
+        let err = encrypted(&with_params(&format!(
+            "sslmode={mode}&sslrootcert={OTHER_ROOTS}"
+        )))
+        .await
+        .expect_err("the server's certificate is not signed by those roots");
+        let message = err.to_string();
+        assert!(
+            message.contains("certificate") && message.contains("UnknownIssuer"),
+            "{mode}: {message}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ trailing slash and without a body (asserts 200 and reads `folder`), then every `
 ./tests/data as a multipart `file` whose file name is the relative path (so the part's filename
 is `./tests/data/dummy_<uuid>.csv`), with `X-MD5-Hash`, each asserted 200. The original then
 slept 5 s and counted rows with its database driver; the Rust test that runs this script
-(engine/tests/real_clients.rs) counts the rows in PostgreSQL exactly instead.
+(system-tests/tests/real_clients.rs) counts the rows in PostgreSQL exactly instead.
 
 Settings come from the environment: INGEST_ORIGINAL_BASE (e.g. http://127.0.0.1:8080/api/),
 INGEST_CLIENT_ID, INGEST_CLIENT_SECRET. Prints the folder on the last line of stdout.
