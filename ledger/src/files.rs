@@ -81,10 +81,10 @@ pub async fn unannounced_of(
 }
 
 /// The chunk messages of the chunks `filter` (a WHERE clause on [`MESSAGES`], with any ORDER
-/// BY and LIMIT after it) selects.
+/// BY and LIMIT after it; fixed text, so no value is ever pasted into the SQL) selects.
 async fn messages(
     client: &Client,
-    filter: &str,
+    filter: &'static str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<ChunkMessage>, LedgerError> {
     let rows = client
