@@ -17,8 +17,7 @@
 //! process stopped mid-COPY would wait for that process to run again). The locks a load takes
 //! (ledger row, upload row, offset row) are held only from its last statements to its commit.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 use ingest_contract::chunk::ChunkMessage;
 use ingest_ledger::loads::{self, ChunkOutcome, Claimed, Finished};
 use ingest_ledger::{offsets, ChunkState};
-use ingest_runtime::chunk_store::{ChunkStore, ChunkStoreError, LocalChunk};
+use ingest_runtime::chunk_store::{BrokenOff, ChunkReader, ChunkStore, ChunkStoreError};
 
 use crate::cleanup::ChunkFiles;
 use crate::dataset::{quote_ident, Dataset, Layout, OnConflict};
@@ -42,7 +41,6 @@ use crate::validate::{
     self, ChunkError, ChunkReport, ErrorPolicy, Limits, Lineage, PieceStart, Target,
 };
 use ingest_rows::partitions::partition_starts;
-use ingest_rows::pieces::Piece;
 use ingest_rows::registry::Registry;
 use ingest_rows::rejects::{RejectedCopy, RejectedStream};
 
@@ -112,18 +110,10 @@ pub enum LoadError {
 /// The failure reason of a chunk whose file is gone.
 const MISSING: &str = "chunk file is missing";
 
-/// One load's local copy of its chunk file (see [`Loader::local_file`]); a copy fetched from a
-/// bucket is removed when the load is done.
-#[derive(Default)]
-pub(crate) struct LocalCopy {
-    relative: Option<String>,
-    local: Option<LocalChunk>,
-}
-
 /// Loads chunks for the partition processors of this process.
 pub struct Loader {
-    /// Where chunk files are (`INGEST_CHUNK_STORE`); its spool holds fetched copies and
-    /// rejected rows spilled to disk.
+    /// Where chunk files are (`INGEST_CHUNK_STORE`); its spool holds rejected rows spilled to
+    /// disk.
     pub chunks: Arc<ChunkStore>,
     pub archive_dir: Option<PathBuf>,
     pub limits: Limits,
@@ -151,10 +141,9 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
-        let mut copy = LocalCopy::default();
-        self.prepare_partitions(client, message, &mut copy).await?;
+        self.prepare_partitions(client, message).await?;
         if let Some(outcome) = self
-            .load_in_pieces(client, message, position, started, &mut copy)
+            .load_in_pieces(client, message, position, started)
             .await?
         {
             return Ok(outcome);
@@ -188,16 +177,13 @@ impl Loader {
                         .await;
                 }
             };
-            let Some(path) = self.local_file(&mut copy, &row.stored_path).await? else {
+            let Some(input) = self.open(&row.stored_path, None).await? else {
                 let failure = Failure::of_chunk(MISSING.into());
                 return self
                     .fail(client, message, position, row.attempt, failure)
                     .await;
             };
-            let (tx, parsed) = match self
-                .copy(client, &path, None, &target, message, policy)
-                .await
-            {
+            let (tx, parsed) = match self.copy(client, input, 1, &target, message, policy).await {
                 Ok((tx, parsed)) => (Some(tx), parsed),
                 Err(err) => match refused_rows(&err) {
                     Some(reason) => (None, Err(ChunkError::Refused(reason))),
@@ -208,7 +194,9 @@ impl Loader {
                 Ok(parsed) => parsed,
                 Err(err) => {
                     drop(tx);
-                    let reason = self.failure_reason(err, &path, &target, message).await;
+                    let reason = self
+                        .failure_reason(err, &row.stored_path, &target, message)
+                        .await?;
                     // The file stays: the chunk may be retried (`ingest_ledger::retries`) until
                     // the gateways' retention sweep removes it.
                     return self
@@ -294,7 +282,6 @@ impl Loader {
         &self,
         client: &Client,
         message: &ChunkMessage,
-        copy: &mut LocalCopy,
     ) -> Result<(), LoadError> {
         let Some(dataset) = self.registry.get(&message.dataset) else {
             return Ok(());
@@ -304,14 +291,14 @@ impl Loader {
         }
         // The message's path is only a hint here: a missing or odd file, or a store that does
         // not answer, is dealt with later, from the ledger's own path.
-        let Ok(Some(path)) = self.local_file(copy, &message.path).await else {
+        let Ok(Some(input)) = self.open(&message.path, None).await else {
             return Ok(());
         };
         let started = Instant::now();
         let scanned = Arc::clone(&dataset);
         let starts = tokio::task::spawn_blocking(move || {
             let layout = scanned.declared_layout();
-            std::fs::File::open(path).and_then(|file| partition_starts(file, &scanned, &layout))
+            partition_starts(std::io::BufReader::new(input), &scanned, &layout)
         })
         .await
         .map_err(|err| LoadError::Parser(err.to_string()))?;
@@ -327,17 +314,18 @@ impl Loader {
         Ok(())
     }
 
-    /// Streams the chunk through the parser into `COPY ... FROM STDIN (FORMAT binary)`, in a
-    /// transaction that begins with the first encoded buffer and is returned open (to commit
-    /// with the rest, or to roll back).
-    /// Only the bytes of `piece` when given. A dataset with `on_conflict = "skip"` is COPYed
+    /// Streams the chunk (or piece: `input`, whose first record is line `first_line` of the
+    /// chunk) through the parser into `COPY ... FROM STDIN (FORMAT binary)`, in a transaction
+    /// that begins with the first encoded buffer and is returned open (to commit with the
+    /// rest, or to roll back). A store whose body broke off mid-way is an error (the load is
+    /// retried), not a chunk failure. A dataset with `on_conflict = "skip"` is COPYed
     /// into a staging table of the transaction, then inserted skipping the rows whose unique key
     /// is taken ([`ChunkReport::rows_skipped`]).
     pub(crate) async fn copy<'c>(
         &self,
         client: &'c mut Client,
-        path: &Path,
-        piece: Option<Piece>,
+        input: ChunkReader,
+        first_line: i32,
         target: &ChunkTarget,
         message: &ChunkMessage,
         policy: ErrorPolicy,
@@ -345,11 +333,9 @@ impl Loader {
         let (sender, mut buffers) = mpsc::channel::<Bytes>(COPY_QUEUE);
         let dataset = &target.dataset;
         let staged = dataset.on_conflict == OnConflict::Skip;
+        let broken = input.broken_off();
         let parser = spawn_validation(
-            ChunkFile {
-                path: path.to_owned(),
-                piece,
-            },
+            ChunkInput::new(input, first_line),
             target,
             message,
             policy,
@@ -381,6 +367,9 @@ impl Loader {
         let mut parsed = parser
             .await
             .map_err(|err| LoadError::Parser(err.to_string()))?;
+        if parsed.is_err() {
+            broke_off(&broken)?;
+        }
         match (&mut parsed, copied) {
             (Ok((report, _)), Some(mut sink)) => {
                 sink.as_mut().finish().await?;
@@ -401,15 +390,17 @@ impl Loader {
     async fn failure_reason(
         &self,
         err: ChunkError,
-        path: &Path,
+        relative: &str,
         target: &ChunkTarget,
         message: &ChunkMessage,
-    ) -> Failure {
-        match err {
+    ) -> Result<Failure, LoadError> {
+        Ok(match err {
             ChunkError::RejectedChunk(first) => {
                 // Count and keep the chunk's bad rows, so loaded + rejected = data rows holds.
-                let counted =
-                    count_rows(path, target, message, &self.limits, self.chunks.spool()).await;
+                let counted = match self.open(relative, None).await? {
+                    Some(input) => self.count_rows(input, target, message).await?,
+                    None => None,
+                };
                 let (data_rows, rejected) = match counted {
                     Some(counted) => counted,
                     None => (0, self.only(&first, message)),
@@ -424,7 +415,30 @@ impl Loader {
                 Failure::of_chunk(MISSING.into())
             }
             other => Failure::of_chunk(other.to_string()),
+        })
+    }
+
+    /// Re-reads a rejected chunk with the reject-rows policy, only to count and collect its bad
+    /// rows; `None` when it cannot be read as such.
+    async fn count_rows(
+        &self,
+        input: ChunkReader,
+        target: &ChunkTarget,
+        message: &ChunkMessage,
+    ) -> Result<Option<(u64, Option<RejectedStream>)>, LoadError> {
+        let broken = input.broken_off();
+        let policy = ErrorPolicy::RejectRows;
+        let (limits, spool) = (&self.limits, self.chunks.spool());
+        let input = ChunkInput::new(input, 1);
+        let counted = spawn_validation(input, target, message, policy, limits, spool, |_| true)
+            .await
+            .map_err(|err| LoadError::Parser(err.to_string()))?;
+        if counted.is_err() {
+            broke_off(&broken)?;
         }
+        Ok(counted
+            .ok()
+            .map(|(report, rejects)| (report.data_rows, rejects)))
     }
 
     /// Marks the chunk failed (nothing of it loaded) in a transaction of its own.
@@ -486,23 +500,28 @@ impl Loader {
             .await;
     }
 
-    /// The chunk file `relative` as a local path, fetched from the store into `copy` once per
-    /// load; `None` when the store does not have it (or the name points outside the store).
-    /// A store that does not answer is an error: the load is retried, the chunk not failed.
-    pub(crate) async fn local_file(
+    /// The chunk `relative` (only `range` of it when given) to read as it arrives; `None`
+    /// when the store does not have it (or the name points outside the store). A store that
+    /// does not answer is an error: the load is retried, the chunk not failed.
+    pub(crate) async fn open(
         &self,
-        copy: &mut LocalCopy,
         relative: &str,
-    ) -> Result<Option<PathBuf>, LoadError> {
-        if copy.relative.as_deref() != Some(relative) {
-            copy.local = match self.chunks.fetch(relative).await {
-                Ok(local) => Some(local),
-                Err(err) if err.is_missing() || err.is_outside() => None,
-                Err(err) => return Err(LoadError::Store(err)),
-            };
-            copy.relative = Some(relative.to_owned());
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<ChunkReader>, LoadError> {
+        match self.chunks.reader(relative, range).await {
+            Ok(input) => Ok(Some(input)),
+            Err(err) if err.is_missing() || err.is_outside() => Ok(None),
+            Err(err) => Err(LoadError::Store(err)),
         }
-        Ok(copy.local.as_ref().map(|local| local.path.clone()))
+    }
+}
+
+/// The store's error if a body `broken` watched broke off: a parse that failed on it says
+/// nothing of the chunk.
+fn broke_off(broken: &BrokenOff) -> Result<(), LoadError> {
+    match broken.take() {
+        Some(err) => Err(LoadError::Store(err)),
+        None => Ok(()),
     }
 }
 
@@ -616,81 +635,58 @@ pub(crate) async fn commit_offset(
     Ok(())
 }
 
-/// Re-reads a rejected chunk with the reject-rows policy, only to count and collect its bad rows.
-async fn count_rows(
-    path: &Path,
-    target: &ChunkTarget,
-    message: &ChunkMessage,
-    limits: &Limits,
-    upload_dir: &Path,
-) -> Option<(u64, Option<RejectedStream>)> {
-    let file = ChunkFile {
-        path: path.to_owned(),
-        piece: None,
-    };
-    let policy = ErrorPolicy::RejectRows;
-    spawn_validation(file, target, message, policy, limits, upload_dir, |_| true)
-        .await
-        .ok()?
-        .ok()
-        .map(|(report, rejects)| (report.data_rows, rejects))
-}
-
 /// Runs [`validate_file`] on a blocking thread.
 fn spawn_validation(
-    file: ChunkFile,
+    input: ChunkInput,
     target: &ChunkTarget,
     message: &ChunkMessage,
     policy: ErrorPolicy,
     limits: &Limits,
-    spool: &Path,
+    spool: &std::path::Path,
     mut sink: impl FnMut(Bytes) -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<Result<(ChunkReport, Option<RejectedStream>), ChunkError>> {
     let (target, limits, spool) = (target.clone(), limits.clone(), spool.to_owned());
     let lineage = lineage(message);
     tokio::task::spawn_blocking(move || {
         let target = target.as_target();
-        validate_file(file, target, lineage, policy, &limits, &spool, &mut sink)
+        validate_file(input, target, lineage, policy, &limits, &spool, &mut sink)
     })
 }
 
-/// A chunk file, or one piece of it.
-struct ChunkFile {
-    path: PathBuf,
-    piece: Option<Piece>,
+/// A chunk, or one piece of it, to read.
+struct ChunkInput {
+    reader: ChunkReader,
+    start: PieceStart,
 }
 
-/// Validates the chunk file (or piece), sending the COPY buffers to `sink` and keeping the
+impl ChunkInput {
+    /// `reader`'s bytes, whose first record is line `first_line` of the chunk.
+    fn new(reader: ChunkReader, first_line: i32) -> Self {
+        Self {
+            reader,
+            start: PieceStart { first_line },
+        }
+    }
+}
+
+/// Validates the chunk (or piece) `input`, sending the COPY buffers to `sink` and keeping the
 /// rejected rows as a COPY stream of their own. Blocking.
 fn validate_file(
-    chunk: ChunkFile,
+    input: ChunkInput,
     target: Target,
     lineage: Lineage,
     policy: ErrorPolicy,
     limits: &Limits,
-    upload_dir: &Path,
+    upload_dir: &std::path::Path,
     sink: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<(ChunkReport, Option<RejectedStream>), ChunkError> {
-    let mut file = std::fs::File::open(&chunk.path)?;
-    let (len, start) = match chunk.piece {
-        Some(piece) => {
-            file.seek(SeekFrom::Start(piece.start))?;
-            (
-                piece.end - piece.start,
-                PieceStart {
-                    first_line: piece.first_line,
-                },
-            )
-        }
-        None => (u64::MAX, PieceStart { first_line: 1 }),
-    };
-    let input = std::io::BufReader::with_capacity(256 * 1024, file.take(len));
+    let reader = std::io::BufReader::with_capacity(256 * 1024, input.reader);
     let mut rejects = rejected::collector(upload_dir, lineage);
     let report = validate::load_piece_into(
-        input,
+        reader,
         target,
         lineage,
-        start,
+        input.start,
         policy,
         limits,
         sink,

@@ -35,7 +35,7 @@ use ingest_runtime::db::DbError;
 use crate::dataset::OnConflict;
 use crate::loader::{
     claim, record_metrics, record_outcome, refused_rows, skipped, still_owner, ChunkTarget,
-    LoadError, Loader, LocalCopy, Outcome, Position,
+    LoadError, Loader, Outcome, Position,
 };
 use crate::metrics::{self, Outcome as Counted};
 use crate::rejected;
@@ -78,10 +78,11 @@ impl PieceSessions {
     }
 }
 
-/// The chunk being loaded in pieces: its dataset, its file and the attempt that was claimed.
+/// The chunk being loaded in pieces: its dataset, its name in the store and the attempt that
+/// was claimed.
 struct Source<'a> {
     target: &'a ChunkTarget,
-    path: &'a std::path::Path,
+    relative: &'a str,
     attempt: i32,
 }
 
@@ -103,7 +104,6 @@ impl Loader {
         message: &ChunkMessage,
         position: &Position,
         started: Instant,
-        copy: &mut LocalCopy,
     ) -> Result<Option<Outcome>, LoadError> {
         let Some(row) = claim(&*client, message, position).await? else {
             return Ok(None); // Loaded or failed already: the whole-chunk path skips it.
@@ -117,19 +117,23 @@ impl Loader {
         {
             return Ok(None);
         }
-        let Some(path) = self.local_file(copy, &row.stored_path).await? else {
-            return Ok(None); // The whole-chunk path fails it: the file is missing.
-        };
         let attempt = row.attempt;
+        let relative = row.stored_path.as_str();
         let plan = self
-            .plan(client, message, attempt, &path, target.dataset.format.quote)
+            .plan(
+                client,
+                message,
+                attempt,
+                relative,
+                target.dataset.format.quote,
+            )
             .await?;
         if plan.is_empty() {
             return Ok(None);
         }
         let source = Source {
             target: &target,
-            path: &path,
+            relative,
             attempt,
         };
         let loads = plan
@@ -170,26 +174,34 @@ impl Loader {
         client: &mut Client,
         message: &ChunkMessage,
         attempt: i32,
-        path: &std::path::Path,
+        relative: &str,
         quote: u8,
     ) -> Result<Vec<Planned>, LoadError> {
         let existing = plans::plan(&*client, message.upload_id, message.chunk_no).await?;
         if !existing.is_empty() {
             return Ok(existing);
         }
-        let Ok(len) = tokio::fs::metadata(path).await.map(|m| m.len()) else {
-            return Ok(Vec::new()); // The whole-chunk path says what is wrong with the file.
+        let len = match self.chunks.size(relative).await {
+            Ok(len) => len,
+            // The whole-chunk path says what is wrong with the file.
+            Err(err) if err.is_missing() || err.is_outside() => return Ok(Vec::new()),
+            Err(err) => return Err(LoadError::Store(err)),
         };
         if len <= self.piece_bytes {
             return Ok(Vec::new());
         }
-        let (file, max) = (path.to_owned(), self.piece_bytes);
+        let Some(input) = self.open(relative, None).await? else {
+            return Ok(Vec::new());
+        };
+        let (broken, max) = (input.broken_off(), self.piece_bytes);
         let pieces = tokio::task::spawn_blocking(move || {
-            let input = std::io::BufReader::new(std::fs::File::open(file)?);
-            cut(input, len, max, quote)
+            cut(std::io::BufReader::new(input), len, max, quote)
         })
         .await
         .map_err(|err| LoadError::Parser(err.to_string()))?;
+        if let Some(err) = broken.take() {
+            return Err(LoadError::Store(err));
+        }
         let Ok(pieces) = pieces else {
             return Ok(Vec::new());
         };
@@ -232,13 +244,18 @@ impl Loader {
         source: &Source<'_>,
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
-        let (target, path) = (source.target, source.path);
+        let target = source.target;
+        let piece = planned.piece;
         // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let policy = ErrorPolicy::RejectRows;
-            let piece = Some(planned.piece);
+            let range = Some(piece.start..piece.end);
+            let Some(input) = self.open(source.relative, range).await? else {
+                let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+                return Ok(PieceOutcome::ChunkFailed(ChunkError::Io(missing)));
+            };
             let (tx, parsed) = match self
-                .copy(client, path, piece, target, message, policy)
+                .copy(client, input, piece.first_line, target, message, policy)
                 .await
             {
                 Ok(copied) => copied,

@@ -58,7 +58,6 @@ pub async fn run(
         tokio::fs::create_dir_all(archive).await?;
     }
     let chunks = settings.shared.chunk_store()?;
-    chunks.clear_fetched().await;
     tracing::info!(store = %chunks.describe(), "chunk store");
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),

@@ -4,23 +4,27 @@
 //!
 //! Either way a chunk is first written, checked and synced as a local file under
 //! `INGEST_UPLOAD_DIR` (the gateway's spool): a refused body never reaches the store, and a
-//! bucket receives only whole, checked chunks. The engine reads a chunk as a local file too:
-//! from a bucket it is streamed into its own spool first (the loader cuts big chunks into
-//! pieces by byte offsets, which wants a seekable file). The names are the ledger's
+//! bucket receives only whole, checked chunks. The engine reads a chunk as it arrives
+//! ([`ChunkStore::reader`]): the file itself, or the body of a GET (a ranged one for a piece of a
+//! big chunk), pulled as the validator reads it, so no object is ever held whole in the
+//! engine's memory or on its disk. The names are the ledger's
 //! (`<upload>/<nonce>.csv`, see `ingest_ledger::files`), a fresh nonce for every body, so two
 //! requests never write the same object: the "same chunk number, different bytes" rule (409)
 //! is the ledger's, by checksum.
 
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// Size of the parts a chunk is sent to a bucket in: S3's smallest (but for the last part).
 const PART_BYTES: usize = 5 << 20;
@@ -28,10 +32,6 @@ const PART_BYTES: usize = 5 << 20;
 /// connections a gateway spends on bucket uploads are bounded by this, however many chunks
 /// arrive together (the others wait their turn, already checked and synced in the spool).
 const UPLOADS_AT_ONCE: usize = 4;
-/// The spool directory of chunks fetched from a bucket to load.
-const FETCHED: &str = ".fetched";
-/// When a fetched copy is surely no running load's.
-const FETCHED_STALE: Duration = Duration::from_secs(600);
 /// How long one store request may keep being retried (connection refused, 5xx, timeouts)
 /// before the caller hears about it: a gateway then answers 503, an engine retries the load.
 const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -50,18 +50,26 @@ pub enum ChunkStoreError {
     Io(#[from] std::io::Error),
     #[error("chunk path {0:?} points outside the store")]
     Outside(String),
+    #[error("chunk {0:?} is not in the store")]
+    Missing(String),
+    #[error("chunk store {store}: the object's body broke off: {source}")]
+    BrokeOff {
+        store: String,
+        source: object_store::Error,
+    },
 }
 
 impl ChunkStoreError {
-    /// The store does not have the object (as opposed to not answering). A local file error
+    /// The store does not have the chunk (as opposed to not answering). A local file error
     /// (the spool) never is: it says nothing of the chunk.
     pub fn is_missing(&self) -> bool {
         matches!(
             self,
-            Self::Object {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }
+            Self::Missing(_)
+                | Self::Object {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }
         )
     }
 
@@ -176,30 +184,6 @@ impl ChunkStore {
         }
     }
 
-    /// Removes the fetched copies a killed run left in the spool: those untouched for
-    /// [`FETCHED_STALE`] (a copy is read within seconds of its download, so an older one is no
-    /// load's, even should two engines be given one spool by mistake).
-    pub async fn clear_fetched(&self) {
-        let Self::Bucket(bucket) = self else {
-            return;
-        };
-        let Ok(mut entries) = tokio::fs::read_dir(bucket.spool.join(FETCHED)).await else {
-            return;
-        };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let stale = entry
-                .metadata()
-                .await
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|modified| modified.elapsed().ok())
-                .is_some_and(|age| age > FETCHED_STALE);
-            if stale {
-                let _ = tokio::fs::remove_file(entry.path()).await;
-            }
-        }
-    }
-
     /// Stores the synced local file `local` as `relative`, which it consumes: renamed into
     /// place (and the directory synced) in a directory, sent in parts to a bucket and then
     /// removed. On an error nothing is stored and `local` is left to the caller. A bucket upload
@@ -240,17 +224,54 @@ impl ChunkStore {
         }
     }
 
-    /// A local file with the chunk's bytes, to read: the file itself in a directory, a copy
-    /// streamed into the spool from a bucket (removed when the [`LocalChunk`] is dropped).
-    /// A chunk that is not there is [`ChunkStoreError::is_missing`].
-    pub async fn fetch(&self, relative: &str) -> Result<LocalChunk, ChunkStoreError> {
+    /// The chunk's bytes (only those of `range` when given), to read on a blocking thread as
+    /// they arrive: the file itself in a directory, the body of a (ranged) GET from a bucket.
+    /// A chunk that is not there is [`ChunkStoreError::is_missing`]; a body that breaks off
+    /// mid-way is an I/O error of the reader, and [`ChunkReader::broken_off`] says which.
+    pub async fn reader(
+        &self,
+        relative: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ChunkReader, ChunkStoreError> {
         let relative = checked(relative)?;
         match self {
-            Self::Directory(dir) => Ok(LocalChunk {
-                path: dir.join(relative),
-                spooled: false,
-            }),
-            Self::Bucket(bucket) => bucket.download(relative).await,
+            Self::Directory(dir) => {
+                let mut file = match tokio::fs::File::open(dir.join(relative)).await {
+                    Ok(file) => file.into_std().await,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(ChunkStoreError::Missing(relative.to_owned()))
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                let len = match range {
+                    Some(range) => {
+                        file.seek(SeekFrom::Start(range.start))?;
+                        range.end - range.start
+                    }
+                    None => u64::MAX,
+                };
+                Ok(ChunkReader::new(Box::new(file.take(len))))
+            }
+            Self::Bucket(bucket) => bucket.stream(relative, range).await,
+        }
+    }
+
+    /// The chunk's size in bytes.
+    pub async fn size(&self, relative: &str) -> Result<u64, ChunkStoreError> {
+        let relative = checked(relative)?;
+        match self {
+            Self::Directory(dir) => match tokio::fs::metadata(dir.join(relative)).await {
+                Ok(meta) => Ok(meta.len()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    Err(ChunkStoreError::Missing(relative.to_owned()))
+                }
+                Err(err) => Err(err.into()),
+            },
+            Self::Bucket(bucket) => {
+                let location = bucket.location(relative);
+                let meta = bucket.store.head(&location).await;
+                Ok(meta.map_err(|err| bucket.error(err))?.size)
+            }
         }
     }
 
@@ -348,18 +369,53 @@ impl ChunkStore {
     }
 }
 
-/// A chunk as a local file; a spooled copy is removed on drop.
-#[derive(Debug)]
-pub struct LocalChunk {
-    pub path: PathBuf,
-    spooled: bool,
+/// A chunk's bytes as they arrive (see [`ChunkStore::reader`]); a blocking reader.
+pub struct ChunkReader {
+    input: Box<dyn Read + Send>,
+    broken: BrokenOff,
 }
 
-impl Drop for LocalChunk {
-    fn drop(&mut self) {
-        if self.spooled {
-            let _ = std::fs::remove_file(&self.path);
+/// Where a bucket body's reader leaves the store's error when the body breaks off.
+#[derive(Clone, Default)]
+pub struct BrokenOff(Arc<Mutex<Option<ChunkStoreError>>>);
+
+impl BrokenOff {
+    /// The store's error, if the body broke off: the store stopped answering mid-way (a load
+    /// to retry), not a chunk whose bytes are wrong (however the reader's caller wrapped the
+    /// I/O error it saw).
+    pub fn take(&self) -> Option<ChunkStoreError> {
+        self.0.lock().expect("broken-off lock").take()
+    }
+
+    fn set(&self, err: ChunkStoreError) {
+        *self.0.lock().expect("broken-off lock") = Some(err);
+    }
+}
+
+impl ChunkReader {
+    fn new(input: Box<dyn Read + Send>) -> Self {
+        Self {
+            input,
+            broken: BrokenOff::default(),
         }
+    }
+
+    /// What says, after reading, whether the body broke off (kept by the caller: the reader
+    /// itself goes to the blocking thread that reads it).
+    pub fn broken_off(&self) -> BrokenOff {
+        self.broken.clone()
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::fmt::Debug for ChunkReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkReader")
     }
 }
 
@@ -427,33 +483,38 @@ impl Bucket {
         }
     }
 
-    /// Streams the object into `<spool>/.fetched/<upload>-<nonce>.csv` (a name of its own per
-    /// fetch, so two loads of one chunk never share a copy).
-    async fn download(&self, relative: &str) -> Result<LocalChunk, ChunkStoreError> {
-        let dir = self.spool.join(FETCHED);
-        tokio::fs::create_dir_all(&dir).await?;
-        let name = format!(
-            "{}.{}",
-            relative.replace('/', "-"),
-            uuid::Uuid::new_v4().simple()
-        );
-        let local = LocalChunk {
-            path: dir.join(name),
-            spooled: true,
+    /// The object's body (only `range` of it when given) as a blocking reader that pulls it
+    /// from the store as it is read. Must be called on the runtime: the reader blocks on it.
+    async fn stream(
+        &self,
+        relative: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ChunkReader, ChunkStoreError> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
         };
         let got = self
             .store
-            .get(&self.location(relative))
+            .get_opts(&self.location(relative), options)
             .await
             .map_err(|err| self.error(err))?;
-        let mut file = tokio::fs::File::create(&local.path).await?;
-        let mut body = got.into_stream();
-        while let Some(bytes) = body.next().await {
-            file.write_all(&bytes.map_err(|err| self.error(err))?)
-                .await?;
-        }
-        file.flush().await?;
-        Ok(local)
+        let broken = BrokenOff::default();
+        let (bucket, noted) = (self.clone(), broken.clone());
+        let body = got.into_stream().map_err(move |source| {
+            let err = ChunkStoreError::BrokeOff {
+                store: bucket.url.clone(),
+                source,
+            };
+            let message = err.to_string();
+            noted.set(err);
+            std::io::Error::other(message)
+        });
+        let input = SyncIoBridge::new(StreamReader::new(body));
+        Ok(ChunkReader {
+            input: Box::new(input),
+            broken,
+        })
     }
 }
 

@@ -42,7 +42,8 @@ use tokio::task::block_in_place;
 use crate::support::Api;
 use check::*;
 use data::Expected;
-use services::{CuttableProxy, PrivatePostgres, PrivateRabbit, PrivateRedis};
+use ingest_testkit::proxy::CuttableProxy;
+use services::{PrivatePostgres, PrivateRabbit, PrivateRedis};
 use stack::Stack;
 
 /// Not a test: the gateway child process the fault tests start and SIGKILL (`faults/stack.rs`).
@@ -466,9 +467,7 @@ const ONE_ROW: &[u8] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     let started = Instant::now();
-    let target = ingest_testkit::s3_endpoint()
-        .trim_start_matches("http://")
-        .to_owned();
+    let target = ingest_testkit::s3_address();
     let proxy = CuttableProxy::start(target).await;
     let stack = Stack::shared(4).await.with_bucket(Some(proxy.url())).await;
     let (files, expected, chunks) = data(&stack);
@@ -578,6 +577,55 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
         started,
         &summary,
         &format!("{during} while the store was cut"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_body_broken_off_mid_load_is_retried_and_loaded_once() {
+    let started = Instant::now();
+    let target = ingest_testkit::s3_address();
+    // 1 MiB a second: the engine reads the chunk for seconds, so the cut lands mid-body.
+    let proxy = CuttableProxy::throttled(target, 1 << 20).await;
+    let stack = Stack::shared(4).await.with_bucket(Some(proxy.url())).await;
+    // One file sent as one chunk of about 2.4 MB (below the piece size: loaded whole).
+    let (files, expected) = data::write_files(&stack.work.join("broken-off"), 60_000, 1, 997);
+    let size = std::fs::metadata(&files[0]).unwrap().len();
+    let _gateway = stack.spawn_gateway("gateway").await;
+    let mut options = upload_options(&stack, &files, patient(), 1);
+    options.chunk_size = size + 1;
+    let upload = tokio::spawn(run_upload(options));
+    wait_progress(&stack, "the chunk to be stored", |p| p.received == 1).await;
+
+    // The engine reads the object twice: the partition pre-scan, then the load, whose body is
+    // cut half-way through (the encoded rows already flowing into the COPY).
+    let before = proxy.answered();
+    let _engine = stack.spawn_engine("engine");
+    ingest_testkit::wait_for("the load's read to be half-way", ingest_deadline(), || {
+        let half_way = proxy.answered() >= before + size + size / 2;
+        async move { half_way.then_some(()) }
+    })
+    .await;
+    proxy.cut();
+    let engine_log = stack.work.join("engine.log");
+    ingest_testkit::wait_for("the engine to retry", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&engine_log).unwrap_or_default();
+        let met = log.contains("load failed; retrying") && log.contains("body broke off");
+        async move { met.then_some(()) }
+    })
+    .await;
+    proxy.restore();
+    let summary = upload.await.unwrap().expect("the upload should finish");
+    assert_summary(&summary, expected);
+    let upload = summary.folder.parse().unwrap();
+    // Also: the upload's one chunk loaded, none failed.
+    assert_exactly_once(&stack, upload, expected, 1).await;
+    report(
+        "S3 body broken off mid-load",
+        expected,
+        1,
+        started,
+        &summary,
+        "cut half-way through the load's read",
     );
 }
 

@@ -25,6 +25,7 @@ use ingest_runtime::db;
 
 pub mod api;
 pub mod browser;
+pub mod proxy;
 pub mod rows;
 pub mod xlsx;
 
@@ -230,6 +231,11 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// `scripts/services` starts.
 pub fn s3_endpoint() -> String {
     std::env::var("INGEST_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".into())
+}
+
+/// [`s3_endpoint`]'s `host:port` (what a proxy in front of it connects to).
+pub fn s3_address() -> String {
+    s3_endpoint().trim_start_matches("http://").to_owned()
 }
 
 /// A bucket of the test's own on [`s3_endpoint`] (the test server takes any credentials).

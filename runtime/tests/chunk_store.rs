@@ -1,0 +1,132 @@
+//! The chunk store read as the engine reads it: whole or by byte range, from a directory and
+//! from a real S3 API server (`scripts/services`), and a bucket body that breaks off mid-way.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use ingest_runtime::chunk_store::{ChunkReader, ChunkStore};
+use ingest_testkit::proxy::CuttableProxy;
+use ingest_testkit::TestBucket;
+
+/// `len` bytes that differ from their neighbours, so a range read from the wrong place shows.
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Stores `bytes` in `store` under a new name of the ledger's shape, through `spool`.
+async fn stored(store: &ChunkStore, spool: &Path, bytes: &[u8]) -> String {
+    let name = format!(
+        "{}/{}.csv",
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let local = spool.join(uuid::Uuid::new_v4().simple().to_string());
+    std::fs::write(&local, bytes).unwrap();
+    if let ChunkStore::Directory(dir) = store {
+        std::fs::create_dir_all(dir.join(name.split('/').next().unwrap())).unwrap();
+    }
+    store.put_file(&local, &name).await.unwrap();
+    name
+}
+
+/// Everything `reader` gives, read on a blocking thread as the validator reads it.
+async fn read_all(mut reader: ChunkReader) -> std::io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map(|_| bytes)
+    })
+    .await
+    .unwrap()
+}
+
+fn bucket_store(bucket: &TestBucket, endpoint: &str, spool: &Path) -> ChunkStore {
+    let options = bucket.options(endpoint);
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ChunkStore::open_with(Some(&bucket.setting), spool, &options).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_reads_whole_and_by_range_from_a_directory_and_from_a_bucket() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = TestBucket::new(None).await;
+    let stores = [
+        ChunkStore::Directory(dir.path().to_owned()),
+        bucket_store(&bucket, &ingest_testkit::s3_endpoint(), spool.path()),
+    ];
+    // Over S3's 5 MiB part: the object is a multipart upload.
+    let bytes = content(12 * 1024 * 1024 + 17);
+    let len = bytes.len() as u64;
+    for store in &stores {
+        let what = store.describe();
+        let name = stored(store, spool.path(), &bytes).await;
+        assert_eq!(store.size(&name).await.unwrap(), len, "{what}");
+        let whole = read_all(store.reader(&name, None).await.unwrap()).await;
+        assert!(whole.unwrap() == bytes, "{what}: the whole chunk");
+        for range in [
+            0..1,
+            5..len - 3,
+            6 * 1024 * 1024..7 * 1024 * 1024,
+            len - 10..len,
+        ] {
+            let reader = store.reader(&name, Some(range.clone())).await.unwrap();
+            let read = read_all(reader).await.unwrap();
+            let (start, end) = (range.start as usize, range.end as usize);
+            assert!(read == bytes[start..end], "{what}: bytes {range:?}");
+        }
+        let gone = format!(
+            "{}/{}.csv",
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let missing = store.reader(&gone, None).await.unwrap_err();
+        assert!(missing.is_missing(), "{what}: {missing}");
+        assert!(store.size(&gone).await.unwrap_err().is_missing(), "{what}");
+        let outside = store.reader("../etc/passwd", None).await.unwrap_err();
+        assert!(outside.is_outside(), "{what}: {outside}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_body_that_breaks_off_mid_way_is_a_read_error_that_says_so() {
+    // 2 MiB a second: the 8 MiB body is still arriving when the proxy is cut.
+    let proxy = CuttableProxy::throttled(ingest_testkit::s3_address(), 2 << 20).await;
+    let spool = tempfile::tempdir().unwrap();
+    let bucket = TestBucket::new(None).await;
+    let bytes = content(8 * 1024 * 1024);
+    let name = stored(&bucket.store(), spool.path(), &bytes).await;
+
+    let store = bucket_store(&bucket, &proxy.url(), spool.path());
+    let reader = store.reader(&name, None).await.unwrap();
+    let broken = reader.broken_off();
+    let (started, mut begun) = tokio::sync::oneshot::channel();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let mut first = vec![0; 256 * 1024];
+        reader.read_exact(&mut first).unwrap();
+        started.send(()).unwrap();
+        let mut rest = Vec::new();
+        (reader.read_to_end(&mut rest), first.len() + rest.len())
+    });
+    tokio::time::timeout(Duration::from_secs(10), &mut begun)
+        .await
+        .expect("the body starts")
+        .unwrap();
+    assert!(broken.take().is_none(), "nothing broke off yet");
+    proxy.cut();
+    let (result, read) = reading.await.unwrap();
+    assert!(
+        result.is_err(),
+        "a body cut after {read} bytes reads as an error"
+    );
+    assert!(
+        read < bytes.len(),
+        "the cut came mid-way ({read} bytes read)"
+    );
+    let err = broken.take().expect("the reader says the body broke off");
+    assert!(
+        !err.is_missing(),
+        "a broken body is not a missing chunk: {err}"
+    );
+}
