@@ -12,15 +12,16 @@
 //! requests never write the same object: the "same chunk number, different bytes" rule (409)
 //! is the ledger's, by checksum.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey::Client};
 use object_store::path::Path as ObjectPath;
+use object_store::ClientConfigKey;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
@@ -35,6 +36,14 @@ const UPLOADS_AT_ONCE: usize = 4;
 /// How long one store request may keep being retried (connection refused, 5xx, timeouts)
 /// before the caller hears about it: a gateway then answers 503, an engine retries the load.
 const RETRY_FOR: Duration = Duration::from_secs(10);
+/// A load reads an object's body only as fast as its COPY takes the rows (minutes, with
+/// PostgreSQL busy or a 64 MiB chunk loaded whole), so a GET gets no deadline of its own
+/// (the client's default of 30 s would break every long load, again on each retry): only
+/// this one between two pieces of the body, so a store that stops sending is still noticed
+/// (as is a load that stops reading for as long: it is retried).
+const BODY_READ_TIMEOUT: &str = "60s";
+/// What stands for "no deadline" on a whole GET: longer than any load.
+const GET_TIMEOUT: &str = "6h";
 
 /// Why a store operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,12 @@ pub enum ChunkStoreError {
     BrokeOff {
         store: String,
         source: object_store::Error,
+    },
+    #[error("chunk store {store}: the chunk ended after {read} of its {expected} bytes")]
+    EndedEarly {
+        store: String,
+        read: u64,
+        expected: u64,
     },
 }
 
@@ -92,6 +107,8 @@ pub enum ChunkStore {
 #[derive(Debug, Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
+    /// The same bucket, for the GETs loads read (see [`BODY_READ_TIMEOUT`]).
+    reads: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
     spool: PathBuf,
@@ -148,17 +165,21 @@ impl ChunkStore {
                     let key = key.parse().map_err(|err| invalid(format!("{err}")))?;
                     builder = builder.with_config(key, *value);
                 }
-                let store = builder
-                    .with_url(setting)
-                    .with_retry(RetryConfig {
-                        retry_timeout: RETRY_FOR,
-                        max_retries: 4,
-                        ..RetryConfig::default()
-                    })
+                let builder = builder.with_url(setting).with_retry(RetryConfig {
+                    retry_timeout: RETRY_FOR,
+                    max_retries: 4,
+                    ..RetryConfig::default()
+                });
+                let reads = builder
+                    .clone()
+                    .with_config(Client(ClientConfigKey::Timeout), GET_TIMEOUT)
+                    .with_config(Client(ClientConfigKey::ReadTimeout), BODY_READ_TIMEOUT)
                     .build()
                     .map_err(|err| invalid(err.to_string()))?;
+                let store = builder.build().map_err(|err| invalid(err.to_string()))?;
                 Ok(Self::Bucket(Bucket {
                     store: Arc::new(store),
+                    reads: Arc::new(reads),
                     prefix: ObjectPath::from(url.path().trim_matches('/')),
                     url: setting.to_owned(),
                     spool: upload_dir.to_owned(),
@@ -176,7 +197,8 @@ impl ChunkStore {
         }
     }
 
-    /// Where this process keeps its local files: chunks being received, chunks being loaded.
+    /// Where this process keeps its local files: chunks being received, rejected rows spilled
+    /// to disk.
     pub fn spool(&self) -> &Path {
         match self {
             Self::Directory(dir) => dir,
@@ -226,8 +248,10 @@ impl ChunkStore {
 
     /// The chunk's bytes (only those of `range` when given), to read on a blocking thread as
     /// they arrive: the file itself in a directory, the body of a (ranged) GET from a bucket.
-    /// A chunk that is not there is [`ChunkStoreError::is_missing`]; a body that breaks off
-    /// mid-way is an I/O error of the reader, and [`ChunkReader::broken_off`] says which.
+    /// A chunk that is not there is [`ChunkStoreError::is_missing`]. A read that fails or ends
+    /// early is an I/O error of the reader, and [`ChunkReader::broken_off`] says it was the
+    /// store's (the chunk was checked whole when it was stored: such an error says nothing of
+    /// its bytes).
     pub async fn reader(
         &self,
         relative: &str,
@@ -248,9 +272,10 @@ impl ChunkStore {
                         file.seek(SeekFrom::Start(range.start))?;
                         range.end - range.start
                     }
-                    None => u64::MAX,
+                    None => file.metadata()?.len(),
                 };
-                Ok(ChunkReader::new(Box::new(file.take(len))))
+                let input = Box::new(file.take(len));
+                Ok(ChunkReader::new(input, len, dir.display().to_string()))
             }
             Self::Bucket(bucket) => bucket.stream(relative, range).await,
         }
@@ -372,35 +397,44 @@ impl ChunkStore {
 /// A chunk's bytes as they arrive (see [`ChunkStore::reader`]); a blocking reader.
 pub struct ChunkReader {
     input: Box<dyn Read + Send>,
+    /// The bytes the chunk (or range) has: fewer before the end is a read that broke off.
+    expected: u64,
+    read: u64,
+    /// The store, for errors.
+    store: String,
     broken: BrokenOff,
 }
 
-/// Where a bucket body's reader leaves the store's error when the body breaks off.
+/// Where a reader leaves the store's error when a read of the chunk failed or ended early.
 #[derive(Clone, Default)]
 pub struct BrokenOff(Arc<Mutex<Option<ChunkStoreError>>>);
 
 impl BrokenOff {
-    /// The store's error, if the body broke off: the store stopped answering mid-way (a load
+    /// The store's error, if a read broke off: the store stopped answering mid-way (a load
     /// to retry), not a chunk whose bytes are wrong (however the reader's caller wrapped the
     /// I/O error it saw).
     pub fn take(&self) -> Option<ChunkStoreError> {
         self.0.lock().expect("broken-off lock").take()
     }
 
+    /// Keeps the first error (the cause; what follows it is its echo).
     fn set(&self, err: ChunkStoreError) {
-        *self.0.lock().expect("broken-off lock") = Some(err);
+        self.0.lock().expect("broken-off lock").get_or_insert(err);
     }
 }
 
 impl ChunkReader {
-    fn new(input: Box<dyn Read + Send>) -> Self {
+    fn new(input: Box<dyn Read + Send>, expected: u64, store: String) -> Self {
         Self {
             input,
+            expected,
+            read: 0,
+            store,
             broken: BrokenOff::default(),
         }
     }
 
-    /// What says, after reading, whether the body broke off (kept by the caller: the reader
+    /// What says, after reading, whether a read broke off (kept by the caller: the reader
     /// itself goes to the blocking thread that reads it).
     pub fn broken_off(&self) -> BrokenOff {
         self.broken.clone()
@@ -409,7 +443,28 @@ impl ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.input.read(buf)
+        match self.input.read(buf) {
+            Ok(0) if self.read < self.expected && !buf.is_empty() => {
+                let err = ChunkStoreError::EndedEarly {
+                    store: self.store.clone(),
+                    read: self.read,
+                    expected: self.expected,
+                };
+                let message = err.to_string();
+                self.broken.set(err);
+                Err(std::io::Error::new(ErrorKind::UnexpectedEof, message))
+            }
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => Err(err),
+            Err(err) => {
+                let echo = std::io::Error::new(err.kind(), err.to_string());
+                self.broken.set(ChunkStoreError::Io(echo));
+                Err(err)
+            }
+        }
     }
 }
 
@@ -491,14 +546,18 @@ impl Bucket {
         range: Option<Range<u64>>,
     ) -> Result<ChunkReader, ChunkStoreError> {
         let options = GetOptions {
-            range: range.map(GetRange::Bounded),
+            range: range.clone().map(GetRange::Bounded),
             ..GetOptions::default()
         };
         let got = self
-            .store
+            .reads
             .get_opts(&self.location(relative), options)
             .await
             .map_err(|err| self.error(err))?;
+        let expected = match &range {
+            Some(range) => range.end - range.start,
+            None => got.meta.size,
+        };
         let broken = BrokenOff::default();
         let (bucket, noted) = (self.clone(), broken.clone());
         let body = got.into_stream().map_err(move |source| {
@@ -512,8 +571,8 @@ impl Bucket {
         });
         let input = SyncIoBridge::new(StreamReader::new(body));
         Ok(ChunkReader {
-            input: Box::new(input),
             broken,
+            ..ChunkReader::new(Box::new(input), expected, self.url.clone())
         })
     }
 }

@@ -130,3 +130,47 @@ async fn a_bucket_body_that_breaks_off_mid_way_is_a_read_error_that_says_so() {
         "a broken body is not a missing chunk: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_ends_early_is_a_read_error_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::Directory(dir.path().to_owned());
+    let name = stored(&store, dir.path(), &content(1024 * 1024)).await;
+    let reader = store.reader(&name, None).await.unwrap();
+    let broken = reader.broken_off();
+    // Cut short after it was opened: the reader knows the size it had.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(&name))
+        .unwrap();
+    file.set_len(1000).unwrap();
+    let err = read_all(reader).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    let why = broken.take().expect("the reader says the read broke off");
+    assert!(
+        why.to_string()
+            .contains("ended after 1000 of its 1048576 bytes"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_body_read_for_longer_than_the_http_clients_30_s_default_arrives_whole() {
+    // 512 KiB a second: 16 MiB take 32 s, as a slow COPY reads a big chunk (the object store
+    // client's default deadline on a whole request is 30 s).
+    let proxy = CuttableProxy::throttled(ingest_testkit::s3_address(), 512 << 10).await;
+    let spool = tempfile::tempdir().unwrap();
+    let bucket = TestBucket::new(None).await;
+    let bytes = content(16 * 1024 * 1024);
+    let name = stored(&bucket.store(), spool.path(), &bytes).await;
+    let store = bucket_store(&bucket, &proxy.url(), spool.path());
+    let reader = store.reader(&name, None).await.unwrap();
+    let broken = reader.broken_off();
+    let started = std::time::Instant::now();
+    let read = read_all(reader).await;
+    let took = started.elapsed();
+    assert!(took > Duration::from_secs(30), "the read took {took:?}");
+    let why = broken.take().map(|err| err.to_string());
+    assert!(read.is_ok(), "{:?}: {why:?}", read.err());
+    assert!(read.unwrap() == bytes, "the whole body, intact");
+}
