@@ -37,12 +37,8 @@ const TABLE: &str = "CREATE TABLE copy_bench (
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let rows: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let rows: usize = ingest_testkit::next_arg(&mut args, 1_000_000)?;
+    let rounds: usize = ingest_testkit::next_arg(&mut args, 5)?;
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ingest_copy_bench".into());
     ingest_runtime::db::prepare(&url).await?; // Creates the database when missing.

@@ -16,12 +16,8 @@ use ingest_testkit::rows::original_files;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let rows: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(7);
+    let rows: usize = ingest_testkit::next_arg(&mut args, 1_000_000)?;
+    let rounds: usize = ingest_testkit::next_arg(&mut args, 7)?;
 
     let files = original_files(rows as u64);
     let total_bytes: usize = files.iter().map(Vec::len).sum();

@@ -31,17 +31,9 @@ struct EngineArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let rows: u64 = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
-    let per_chunk: u64 = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(150_000);
-    let copy_connections: u16 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let rows: u64 = ingest_testkit::next_arg(&mut args, 1_000_000)?;
+    let per_chunk: u64 = ingest_testkit::next_arg(&mut args, 150_000)?;
+    let copy_connections: u16 = ingest_testkit::next_arg(&mut args, 3)?;
 
     let test_db = testkit::TestDb::new().await?;
     let client = test_db.client().await?;

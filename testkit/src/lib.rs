@@ -233,6 +233,19 @@ pub fn s3_endpoint() -> String {
     std::env::var("INGEST_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".into())
 }
 
+/// The next positional argument of an example, parsed, or `default` when there is none.
+pub fn next_arg<T>(args: &mut impl Iterator<Item = String>, default: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
+
 /// [`s3_endpoint`]'s `host:port` (what a proxy in front of it connects to).
 pub fn s3_address() -> String {
     s3_endpoint().trim_start_matches("http://").to_owned()
