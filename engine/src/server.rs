@@ -58,6 +58,7 @@ pub async fn run(
         tokio::fs::create_dir_all(archive).await?;
     }
     let chunks = settings.shared.chunk_store()?;
+    chunks.clear_old_copies().await;
     tracing::info!(store = %chunks.describe(), "chunk store");
     let shared = Arc::new(Shared {
         sessions: sessions.clone(),

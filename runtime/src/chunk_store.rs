@@ -206,6 +206,14 @@ impl ChunkStore {
         }
     }
 
+    /// Removes `<spool>/.fetched`, where engines before 2026-12-07 copied bucket objects to load
+    /// them (a killed load left its copy there); nothing writes there any more.
+    pub async fn clear_old_copies(&self) {
+        if let Self::Bucket(bucket) = self {
+            let _ = tokio::fs::remove_dir_all(bucket.spool.join(".fetched")).await;
+        }
+    }
+
     /// Stores the synced local file `local` as `relative`, which it consumes: renamed into
     /// place (and the directory synced) in a directory, sent in parts to a bucket and then
     /// removed. On an error nothing is stored and `local` is left to the caller. A bucket upload

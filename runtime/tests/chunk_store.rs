@@ -174,3 +174,18 @@ async fn a_bucket_body_read_for_longer_than_the_http_clients_30_s_default_arrive
     assert!(read.is_ok(), "{:?}: {why:?}", read.err());
     assert!(read.unwrap() == bytes, "the whole body, intact");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_older_engines_left_in_the_spool_are_cleared_and_nothing_else() {
+    let spool = tempfile::tempdir().unwrap();
+    let bucket = TestBucket::new(None).await;
+    let store = bucket_store(&bucket, &ingest_testkit::s3_endpoint(), spool.path());
+    let old = spool.path().join(".fetched");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("upload-chunk.csv.0123"), "a killed load's copy").unwrap();
+    let receiving = spool.path().join("an-upload");
+    std::fs::create_dir_all(&receiving).unwrap();
+    store.clear_old_copies().await;
+    assert!(!old.exists(), "the old copies are gone");
+    assert!(receiving.exists(), "the rest of the spool stays");
+}

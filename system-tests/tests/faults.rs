@@ -509,6 +509,24 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
     );
     let spooled = ingest_testkit::files_under(&stack.upload_dir);
     assert!(spooled.is_empty(), "nothing left in the spool: {spooled:?}");
+
+    // A chunk number stored once is never overwritten in the bucket: the same bytes again are
+    // the same chunk (200), other bytes a 409, and the bucket keeps the first object alone.
+    let folder = api.create(serde_json::json!({})).await;
+    assert_eq!(api.put(&folder, 0, ONE_ROW.to_vec()).await, 200);
+    let of_folder = || async {
+        let chunks = bucket.chunks().await;
+        chunks
+            .into_iter()
+            .filter(|c| c.starts_with(&folder))
+            .collect::<Vec<_>>()
+    };
+    let first = of_folder().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(api.put(&folder, 0, ONE_ROW.to_vec()).await, 200);
+    let other = ONE_ROW.to_vec().repeat(2);
+    assert_eq!(api.put(&folder, 0, other).await, 409);
+    assert_eq!(of_folder().await, first, "the first object alone");
     db.execute("DELETE FROM uploads", &[]).await.unwrap();
 
     // Every chunk stored, then the store cut before any engine loads: the engine retries (it
