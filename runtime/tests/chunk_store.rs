@@ -88,17 +88,40 @@ async fn a_chunk_reads_whole_and_by_range_from_a_directory_and_from_a_bucket() {
     }
 }
 
+/// An object of `len` bytes in a new bucket, and a reader of it through a proxy that sends its
+/// body at `rate` bytes a second.
+struct Throttled {
+    proxy: CuttableProxy,
+    bytes: Vec<u8>,
+    reader: ChunkReader,
+    _spool: tempfile::TempDir,
+}
+
+async fn throttled(len: usize, rate: u64) -> Throttled {
+    let proxy = CuttableProxy::throttled(ingest_testkit::s3_address(), rate).await;
+    let spool = tempfile::tempdir().unwrap();
+    let bucket = TestBucket::new(None).await;
+    let bytes = content(len);
+    let name = stored(&bucket.store(), spool.path(), &bytes).await;
+    let store = bucket_store(&bucket, &proxy.url(), spool.path());
+    let reader = store.reader(&name, None).await.unwrap();
+    Throttled {
+        proxy,
+        bytes,
+        reader,
+        _spool: spool,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_body_that_breaks_off_mid_way_is_a_read_error_that_says_so() {
     // 2 MiB a second: the 8 MiB body is still arriving when the proxy is cut.
-    let proxy = CuttableProxy::throttled(ingest_testkit::s3_address(), 2 << 20).await;
-    let spool = tempfile::tempdir().unwrap();
-    let bucket = TestBucket::new(None).await;
-    let bytes = content(8 * 1024 * 1024);
-    let name = stored(&bucket.store(), spool.path(), &bytes).await;
-
-    let store = bucket_store(&bucket, &proxy.url(), spool.path());
-    let reader = store.reader(&name, None).await.unwrap();
+    let Throttled {
+        proxy,
+        bytes,
+        reader,
+        _spool,
+    } = throttled(8 * 1024 * 1024, 2 << 20).await;
     let broken = reader.broken_off();
     let (started, mut begun) = tokio::sync::oneshot::channel();
     let reading = tokio::task::spawn_blocking(move || {
@@ -158,13 +181,13 @@ async fn a_chunk_that_ends_early_is_a_read_error_that_says_so() {
 async fn a_bucket_body_read_for_longer_than_the_http_clients_30_s_default_arrives_whole() {
     // 512 KiB a second: 16 MiB take 32 s, as a slow COPY reads a big chunk (the object store
     // client's default deadline on a whole request is 30 s).
-    let proxy = CuttableProxy::throttled(ingest_testkit::s3_address(), 512 << 10).await;
-    let spool = tempfile::tempdir().unwrap();
-    let bucket = TestBucket::new(None).await;
-    let bytes = content(16 * 1024 * 1024);
-    let name = stored(&bucket.store(), spool.path(), &bytes).await;
-    let store = bucket_store(&bucket, &proxy.url(), spool.path());
-    let reader = store.reader(&name, None).await.unwrap();
+    // Held, not dropped: the proxy (and its throttle) must outlive the read.
+    let Throttled {
+        bytes,
+        reader,
+        proxy: _proxy,
+        _spool,
+    } = throttled(16 * 1024 * 1024, 512 << 10).await;
     let broken = reader.broken_off();
     let started = std::time::Instant::now();
     let read = read_all(reader).await;
