@@ -141,13 +141,15 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
-        self.prepare_partitions(client, message).await?;
+        // A chunk loaded in pieces reads the months of each piece just before its COPY (see
+        // `pieces`): a whole-chunk read first would keep every COPY slot idle meanwhile.
         if let Some(outcome) = self
             .load_in_pieces(client, message, position, started)
             .await?
         {
             return Ok(outcome);
         }
+        self.prepare_partitions(client, message).await?;
         let _slot = self
             .copy_slots
             .acquire()
@@ -215,6 +217,7 @@ impl Loader {
             }
             if !missing.is_empty() {
                 drop(tx); // Rolls back; the partitions are created outside it.
+                metrics::partition_reload();
                 self.partitions
                     .create(client, &target.dataset, &missing)
                     .await?;
@@ -294,10 +297,26 @@ impl Loader {
         let Ok(Some(input)) = self.open(&message.path, None).await else {
             return Ok(());
         };
+        let layout = dataset.declared_layout();
+        self.make_partitions(client, &dataset, layout, input).await
+    }
+
+    /// Creates the partitions the records of `input` (read in `layout`) need and do not have
+    /// yet. Only a hint: a record it cannot read, or a read that breaks off, is left to the
+    /// load, whose validator finds any month missed here (and rolls back, creates, loads again).
+    pub(crate) async fn make_partitions(
+        &self,
+        client: &Client,
+        dataset: &Arc<Dataset>,
+        layout: Layout,
+        input: ChunkReader,
+    ) -> Result<(), LoadError> {
+        if dataset.partition.is_none() {
+            return Ok(());
+        }
         let started = Instant::now();
-        let scanned = Arc::clone(&dataset);
+        let scanned = Arc::clone(dataset);
         let starts = tokio::task::spawn_blocking(move || {
-            let layout = scanned.declared_layout();
             partition_starts(std::io::BufReader::new(input), &scanned, &layout)
         })
         .await
@@ -306,10 +325,10 @@ impl Loader {
         let Ok(starts) = starts else {
             return Ok(());
         };
-        let missing = self.partitions.missing(&dataset, &starts);
+        let missing = self.partitions.missing(dataset, &starts);
         // Too many: the load fails the chunk once the validator has confirmed them.
         if !missing.is_empty() && partitions::too_many(&missing).is_none() {
-            self.partitions.create(client, &dataset, &missing).await?;
+            self.partitions.create(client, dataset, &missing).await?;
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ const CHUNK_LATENCY: &str = "ingest_chunk_latency_seconds";
 const PARTITIONS_OWNED: &str = "ingest_partitions_owned";
 const MONTHS_SCAN: &str = "ingest_months_scan_seconds";
 const PARTITION_DDL: &str = "ingest_partition_ddl_seconds";
+const PARTITION_RELOADS: &str = "ingest_partition_reloads_total";
 
 /// Every family the engine exports through the recorder.
 pub const FAMILIES: &[Family] = &[
@@ -93,6 +94,13 @@ pub const FAMILIES: &[Family] = &[
         kind: Kind::Histogram,
         help: "Time of one partition's creation (its own transaction: lock wait, moving rows \
                out of the default partition, attach).",
+        labels: &[],
+    },
+    Family {
+        name: PARTITION_RELOADS,
+        kind: Kind::Counter,
+        help: "COPYs of a chunk or piece rolled back and run again because their rows needed a \
+               partition that did not exist yet: a month or day the read before the COPY missed.",
         labels: &[],
     },
 ];
@@ -214,6 +222,11 @@ pub fn months_scan_duration(took: Duration) {
 /// Records how long one partition's DDL transaction took.
 pub fn partition_ddl_duration(took: Duration) {
     histogram!(PARTITION_DDL).record(took.as_secs_f64());
+}
+
+/// Counts a COPY rolled back to create a partition the read before it missed.
+pub fn partition_reload() {
+    counter!(PARTITION_RELOADS).increment(1);
 }
 
 /// A partition processor started (`true`) or stopped (`false`).

@@ -5,7 +5,8 @@
 //! ([`ingest_rows::pieces::cut`]) and the plan is written to `chunk_pieces` before any piece
 //! loads (under the chunk row's lock, once: whoever loads the chunk later, a retry or a peer
 //! after a takeover, reads the same plan). Each piece then loads like a small chunk, on its own
-//! session and COPY slot: its rows, its rejected rows and its move from `stored` to `loaded` in
+//! session and COPY slot, its months made just before its COPY (a read of its own bytes, while
+//! the other slots COPY theirs): its rows, its rejected rows and its move from `stored` to `loaded` in
 //! `chunk_pieces` (`UPDATE ... WHERE state = 'stored'`) commit together or not at all, so every
 //! piece is loaded exactly once whoever races for it. When every piece is loaded, one transaction
 //! moves the chunk's own ledger row to `loaded` with the pieces' counts, commits the stream
@@ -246,6 +247,15 @@ impl Loader {
     ) -> Result<PieceOutcome, LoadError> {
         let target = source.target;
         let piece = planned.piece;
+        // The months of this piece, made before its COPY (while the other slots COPY theirs).
+        if let Some(input) = self
+            .open(source.relative, Some(piece.start..piece.end))
+            .await?
+        {
+            let layout = target.layout.clone();
+            self.make_partitions(client, &target.dataset, layout, input)
+                .await?;
+        }
         // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let policy = ErrorPolicy::RejectRows;
@@ -276,6 +286,7 @@ impl Loader {
             }
             if !missing.is_empty() {
                 drop(tx);
+                metrics::partition_reload();
                 self.partitions
                     .create(client, &target.dataset, &missing)
                     .await?;
