@@ -141,7 +141,7 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
-        // A chunk loaded in pieces reads the months of each piece just before its COPY (see
+        // A chunk loaded in pieces reads the months of each piece ahead of its COPY (see
         // `pieces`): a whole-chunk read first would keep every COPY slot idle meanwhile.
         if let Some(outcome) = self
             .load_in_pieces(client, message, position, started)

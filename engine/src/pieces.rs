@@ -5,8 +5,8 @@
 //! ([`ingest_rows::pieces::cut`]) and the plan is written to `chunk_pieces` before any piece
 //! loads (under the chunk row's lock, once: whoever loads the chunk later, a retry or a peer
 //! after a takeover, reads the same plan). Each piece then loads like a small chunk, on its own
-//! session and COPY slot, its months made just before its COPY (a read of its own bytes, while
-//! the other slots COPY theirs): its rows, its rejected rows and its move from `stored` to `loaded` in
+//! session and COPY slot, its months made before its COPY (a read of its own bytes, the pieces'
+//! reads one after another ahead of the COPYs, see [`MonthsLane`]): its rows, its rejected rows and its move from `stored` to `loaded` in
 //! `chunk_pieces` (`UPDATE ... WHERE state = 'stored'`) commit together or not at all, so every
 //! piece is loaded exactly once whoever races for it. When every piece is loaded, one transaction
 //! moves the chunk's own ledger row to `loaded` with the pieces' counts, commits the stream
@@ -87,6 +87,14 @@ struct Source<'a> {
     attempt: i32,
 }
 
+/// Where the pieces of a chunk read their months and make the partitions they need: one piece
+/// at a time (in plan order, as the pieces ask), on the chunk's own session, outside the COPY
+/// slots, so the reads run ahead of the COPYs on one core instead of holding slots idle.
+struct MonthsLane<'a> {
+    client: &'a Client,
+    turn: tokio::sync::Mutex<()>,
+}
+
 /// What became of one piece.
 enum PieceOutcome {
     Loaded(ChunkReport),
@@ -137,10 +145,14 @@ impl Loader {
             relative,
             attempt,
         };
+        let months = MonthsLane {
+            client: &*client,
+            turn: tokio::sync::Mutex::new(()),
+        };
         let loads = plan
             .iter()
             .filter(|planned| !planned.loaded)
-            .map(|planned| self.load_piece(message, position, &source, planned));
+            .map(|planned| self.load_piece(message, position, &source, &months, planned));
         let mut report = ChunkReport::default();
         let mut failed = None;
         for outcome in futures_util::future::join_all(loads).await {
@@ -216,14 +228,27 @@ impl Loader {
         Ok(plan)
     }
 
-    /// Loads one piece on a session and COPY slot of its own.
+    /// Loads one piece on a session and COPY slot of its own, once its months are made.
     async fn load_piece(
         &self,
         message: &ChunkMessage,
         position: &Position,
         source: &Source<'_>,
+        months: &MonthsLane<'_>,
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
+        let piece = planned.piece;
+        {
+            let _turn = months.turn.lock().await;
+            if let Some(input) = self
+                .open(source.relative, Some(piece.start..piece.end))
+                .await?
+            {
+                let (dataset, layout) = (&source.target.dataset, source.target.layout.clone());
+                self.make_partitions(months.client, dataset, layout, input)
+                    .await?;
+            }
+        }
         let _slot = self
             .copy_slots
             .acquire()
@@ -247,15 +272,6 @@ impl Loader {
     ) -> Result<PieceOutcome, LoadError> {
         let target = source.target;
         let piece = planned.piece;
-        // The months of this piece, made before its COPY (while the other slots COPY theirs).
-        if let Some(input) = self
-            .open(source.relative, Some(piece.start..piece.end))
-            .await?
-        {
-            let layout = target.layout.clone();
-            self.make_partitions(client, &target.dataset, layout, input)
-                .await?;
-        }
         // A month the first look missed means: roll back, create its partition, load again.
         for _attempt in 0..3 {
             let policy = ErrorPolicy::RejectRows;
