@@ -278,9 +278,10 @@ impl Loader {
 
     /// Creates every partition the chunk's rows need before its transaction starts, from a
     /// read of the chunk's partition column ([`ingest_rows::partitions`]): a new month or day
-    /// then never costs a rolled-back COPY and a second load. The message alone is read (no
-    /// ledger query): a chunk without a header is scanned in declared order, so a reordered
-    /// upload's headerless chunks may miss here and take the validator's path.
+    /// then never costs a rolled-back COPY and a second load. Read in the dataset's declared
+    /// order: a whole-loaded chunk without a header of an upload whose header reorders the
+    /// columns is missed here and takes the validator's path (a reload, counted); pieces are
+    /// read in the upload's own layout (`pieces`).
     async fn prepare_partitions(
         &self,
         client: &Client,

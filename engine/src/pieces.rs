@@ -6,8 +6,8 @@
 //! loads (under the chunk row's lock, once: whoever loads the chunk later, a retry or a peer
 //! after a takeover, reads the same plan). Each piece then loads like a small chunk, on its own
 //! session and COPY slot, its months made before its COPY (a read of its own bytes, the pieces'
-//! reads one after another ahead of the COPYs, see [`MonthsLane`]): its rows, its rejected rows and its move from `stored` to `loaded` in
-//! `chunk_pieces` (`UPDATE ... WHERE state = 'stored'`) commit together or not at all, so every
+//! reads one after another ahead of the COPYs, see [`MonthsLane`]): its rows, its rejected rows
+//! and its move from `stored` to `loaded` in `chunk_pieces` (`UPDATE ... WHERE state = 'stored'`) commit together or not at all, so every
 //! piece is loaded exactly once whoever races for it. When every piece is loaded, one transaction
 //! moves the chunk's own ledger row to `loaded` with the pieces' counts, commits the stream
 //! offset and deletes the plan: the upload's accounting sees the chunk once, whole.
@@ -238,13 +238,14 @@ impl Loader {
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
         let piece = planned.piece;
-        {
+        let dataset = &source.target.dataset;
+        if dataset.partition.is_some() {
             let _turn = months.turn.lock().await;
-            if let Some(input) = self
-                .open(source.relative, Some(piece.start..piece.end))
-                .await?
-            {
-                let (dataset, layout) = (&source.target.dataset, source.target.layout.clone());
+            // Only a hint, like the whole chunk's pre-scan: a store error here is left to the
+            // piece's own read; an error making a partition is the load's (retried).
+            let range = Some(piece.start..piece.end);
+            if let Ok(Some(input)) = self.open(source.relative, range).await {
+                let layout = source.target.layout.clone();
                 self.make_partitions(months.client, dataset, layout, input)
                     .await?;
             }

@@ -689,7 +689,7 @@ async fn new_months_are_made_before_the_copy_whole_or_in_pieces() {
         "the big chunk was not loaded in pieces: {scans:?} scans"
     );
 
-    // Columns reordered by the header: the headerless chunk's month (2026-05) is missed by
+    // Columns reordered by the header: the headerless chunk's months (2026-01..05) are missed by
     // the read before the COPY and made after one rolled-back COPY.
     let reordered = api.create(serde_json::json!({})).await;
     let head = rows_over_months(2024, 1, 3, REORDERED, true);
