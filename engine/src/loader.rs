@@ -149,7 +149,7 @@ impl Loader {
         {
             return Ok(outcome);
         }
-        self.prepare_partitions(client, message).await?;
+        self.prepare_partitions(client, message, position).await?;
         let _slot = self
             .copy_slots
             .acquire()
@@ -277,29 +277,30 @@ impl Loader {
     }
 
     /// Creates every partition the chunk's rows need before its transaction starts, from a
-    /// read of the chunk's partition column ([`ingest_rows::partitions`]): a new month or day
-    /// then never costs a rolled-back COPY and a second load. Read in the dataset's declared
-    /// order: a whole-loaded chunk without a header of an upload whose header reorders the
-    /// columns is missed here and takes the validator's path (a reload, counted); pieces are
-    /// read in the upload's own layout (`pieces`).
+    /// read of the chunk's partition column ([`ingest_rows::partitions`]) in the upload's own
+    /// layout (its header's column order, for headerless chunks too): a new month or day then
+    /// never costs a rolled-back COPY and a second load. Only a hint: a chunk already loaded,
+    /// waiting for its header, gone or unreadable is left to the load.
     async fn prepare_partitions(
         &self,
         client: &Client,
         message: &ChunkMessage,
+        position: &Position,
     ) -> Result<(), LoadError> {
-        let Some(dataset) = self.registry.get(&message.dataset) else {
+        let Some(row) = claim(client, message, position).await? else {
             return Ok(());
         };
-        if dataset.partition.is_none() {
+        let Ok(Some(target)) = self.target(&row, message.chunk_no) else {
+            return Ok(());
+        };
+        if target.dataset.partition.is_none() {
             return Ok(());
         }
-        // The message's path is only a hint here: a missing or odd file, or a store that does
-        // not answer, is dealt with later, from the ledger's own path.
-        let Ok(Some(input)) = self.open(&message.path, None).await else {
+        let Ok(Some(input)) = self.open(&row.stored_path, None).await else {
             return Ok(());
         };
-        let layout = dataset.declared_layout();
-        self.make_partitions(client, &dataset, layout, input).await
+        self.make_partitions(client, &target.dataset, target.layout, input)
+            .await
     }
 
     /// Creates the partitions the records of `input` (read in `layout`) need and do not have
