@@ -7,8 +7,9 @@
 //! after a takeover, reads the same plan). Each piece then loads like a small chunk, on its own
 //! session and COPY slot, its months made before its COPY (a read of its own bytes, the pieces'
 //! reads one after another ahead of the COPYs, see [`MonthsLane`]): its rows, its rejected rows
-//! and its move from `stored` to `loaded` in `chunk_pieces` (`UPDATE ... WHERE state = 'stored'`) commit together or not at all, so every
-//! piece is loaded exactly once whoever races for it. When every piece is loaded, one transaction
+//! and its move from `stored` to `loaded` in `chunk_pieces` (`UPDATE ... WHERE state =
+//! 'stored'`) commit together or not at all, so every piece is loaded exactly once whoever races
+//! for it. When every piece is loaded, one transaction
 //! moves the chunk's own ledger row to `loaded` with the pieces' counts, commits the stream
 //! offset and deletes the plan: the upload's accounting sees the chunk once, whole.
 //!
