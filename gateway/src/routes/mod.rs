@@ -14,9 +14,9 @@
 //! - [`operations`]: what `/health`, `/ready` and `/metrics` look at (answered by
 //!   `ingest_runtime::probes`), never rate limited.
 //!
-//! Adding an endpoint: a variant here, its line in [`Route::parse`], [`Route::label`] and
-//! [`Route::class`] (the compiler lists every match that misses it), and its handler in the
-//! resource's module, called from [`crate::app`]'s dispatch.
+//! Adding an endpoint: a variant here, its line in [`Route::parse`] and its row (label, scope,
+//! rate-limit class) in `Route::rules` (the compiler lists every match that misses it), and
+//! its handler in the resource's module, called from [`crate::app`]'s dispatch.
 
 pub mod auth;
 pub mod chunks;
@@ -150,89 +150,63 @@ impl<'p> Route<'p> {
 
     /// A low-cardinality name for metrics (never ids).
     pub fn label(&self) -> &'static str {
-        match self {
-            Self::Health => "health",
-            Self::Ready => "ready",
-            Self::Metrics => "metrics",
-            Self::Docs => "docs",
-            Self::Console => "console",
-            Self::VerifyToken => "auth_verify",
-            Self::IssueToken | Self::TokenMethodNotAllowed => "auth_token",
-            Self::CreateUpload => "upload_create",
-            Self::ListUploads => "upload_list",
-            Self::SendFile { .. } => "upload_multipart",
-            Self::Status { .. } => "upload_status",
-            Self::Withdraw { .. } => "upload_delete",
-            Self::Rejected { .. } => "upload_rejected",
-            Self::Complete { .. } => "upload_complete",
-            Self::PutChunk { .. } => "upload_chunk",
-            Self::RetryChunk { .. } => "upload_chunk_retry",
-            Self::ListDatasets => "datasets_list",
-            Self::ListClients => "clients_list",
-            Self::AddClient => "clients_add",
-            Self::DisableClient { .. } => "clients_disable",
-            Self::UnknownApi(_) | Self::NotFound => "other",
-        }
+        self.rules().label
     }
 
     /// The scope a caller needs, `None` for what needs no API client (or only to be one).
     pub fn scope(&self) -> Option<Scope> {
-        match self {
-            Self::ListClients | Self::AddClient | Self::DisableClient { .. } => Some(Scope::Admin),
-            Self::CreateUpload
-            | Self::ListUploads
-            | Self::SendFile { .. }
-            | Self::Status { .. }
-            | Self::Withdraw { .. }
-            | Self::Complete { .. }
-            | Self::Rejected { .. }
-            | Self::PutChunk { .. }
-            | Self::RetryChunk { .. }
-            | Self::ListDatasets => Some(Scope::Upload),
-            Self::Health
-            | Self::Ready
-            | Self::Metrics
-            | Self::Docs
-            | Self::Console
-            | Self::VerifyToken
-            | Self::IssueToken
-            | Self::TokenMethodNotAllowed
-            | Self::UnknownApi(_)
-            | Self::NotFound => None,
-        }
+        self.rules().scope
     }
 
     /// The rate-limit class, `None` for what is never limited: probes and scrapers must always
     /// get through, and nginx's verify subrequest guards an upload that is limited when it
     /// arrives (nginx turns any answer but 2xx/401/403 into 500).
     pub fn class(&self) -> Option<RouteClass> {
-        match self {
-            Self::Health
-            | Self::Ready
-            | Self::Metrics
-            | Self::Docs
-            | Self::Console
-            | Self::VerifyToken
-            | Self::NotFound => None,
+        self.rules().class
+    }
+
+    /// Each route's label, scope and rate-limit class, side by side: one row per route.
+    fn rules(&self) -> Rules {
+        use RouteClass::{Auth, Status, Upload};
+        let (admin, uploader) = (Some(Scope::Admin), Some(Scope::Upload));
+        let (label, scope, class) = match self {
+            Self::Health => ("health", None, None),
+            Self::Ready => ("ready", None, None),
+            Self::Metrics => ("metrics", None, None),
+            Self::Docs => ("docs", None, None),
+            Self::Console => ("console", None, None),
+            Self::VerifyToken => ("auth_verify", None, None),
+            Self::IssueToken | Self::TokenMethodNotAllowed => ("auth_token", None, Some(Auth)),
+            Self::CreateUpload => ("upload_create", uploader, Some(Upload)),
+            Self::ListUploads => ("upload_list", uploader, Some(Status)),
+            Self::SendFile { .. } => ("upload_multipart", uploader, Some(Upload)),
+            Self::Status { .. } => ("upload_status", uploader, Some(Status)),
+            Self::Withdraw { .. } => ("upload_delete", uploader, Some(Upload)),
+            Self::Rejected { .. } => ("upload_rejected", uploader, Some(Status)),
+            Self::Complete { .. } => ("upload_complete", uploader, Some(Upload)),
+            Self::PutChunk { .. } => ("upload_chunk", uploader, Some(Upload)),
+            Self::RetryChunk { .. } => ("upload_chunk_retry", uploader, Some(Upload)),
+            Self::ListDatasets => ("datasets_list", uploader, Some(Status)),
+            Self::ListClients => ("clients_list", admin, Some(Status)),
             // Adding a client hashes its secret (argon2, deliberately slow), as a token does.
-            Self::IssueToken | Self::TokenMethodNotAllowed | Self::AddClient => {
-                Some(RouteClass::Auth)
-            }
-            Self::DisableClient { .. } => Some(RouteClass::Upload),
-            Self::CreateUpload
-            | Self::SendFile { .. }
-            | Self::Complete { .. }
-            | Self::Withdraw { .. }
-            | Self::PutChunk { .. }
-            | Self::RetryChunk { .. } => Some(RouteClass::Upload),
-            Self::Status { .. }
-            | Self::ListUploads
-            | Self::Rejected { .. }
-            | Self::ListClients
-            | Self::ListDatasets => Some(RouteClass::Status),
-            Self::UnknownApi(class) => Some(*class),
+            Self::AddClient => ("clients_add", admin, Some(Auth)),
+            Self::DisableClient { .. } => ("clients_disable", admin, Some(Upload)),
+            Self::UnknownApi(class) => ("other", None, Some(*class)),
+            Self::NotFound => ("other", None, None),
+        };
+        Rules {
+            label,
+            scope,
+            class,
         }
     }
+}
+
+/// A route's row in [`Route::rules`].
+struct Rules {
+    label: &'static str,
+    scope: Option<Scope>,
+    class: Option<RouteClass>,
 }
 
 #[cfg(test)]
