@@ -13,35 +13,9 @@ ALTER TABLE uploads ADD COLUMN header text[];
 ALTER TABLE chunks ADD COLUMN rows_skipped bigint NOT NULL DEFAULT 0;
 ALTER TABLE uploads ADD COLUMN rows_skipped bigint NOT NULL DEFAULT 0;
 
--- Creates partition `name` of `parent` for `key` values in [first, next) unless it exists, as
--- ensure_transactions_partition (0006) does for `transactions`: made on its own and attached
--- (running COPYs into other partitions do not wait), rows of that range already in
--- `<parent>_default` moved into it, one caller at a time per parent across all engines. The
--- bounds are text so a timestamptz key gets explicit UTC bounds, whatever the session's zone.
-CREATE FUNCTION ensure_partition(parent text, name text, key text, first text, next text)
-RETURNS boolean
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF to_regclass(format('%I', name)) IS NOT NULL THEN
-        RETURN true;
-    END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('ingest: partitions of ' || parent));
-    IF to_regclass(format('%I', name)) IS NOT NULL THEN
-        RETURN true; -- Made by another engine while this one waited.
-    END IF;
-    EXECUTE format(
-        'CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)',
-        name, parent);
-    EXECUTE format(
-        'WITH moved AS (DELETE FROM %I WHERE %I >= %L AND %I < %L RETURNING *)
-         INSERT INTO %I SELECT * FROM moved',
-        parent || '_default', key, first, key, next, name);
-    EXECUTE format(
-        'ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
-        parent, name, first, next);
-    RETURN true;
-END;
-$$;
+-- ensure_partition(parent, name, key, first, next), the one function that makes a partition of
+-- any dataset's table, was first defined here; 0014 replaces it whole (CREATE OR REPLACE) and is
+-- its only definition now. Databases migrated before end with 0014's version all the same.
 
 -- The table an upload's rows go to, fixed when it is created: undoing an upload deletes from
 -- it even if its dataset's definition was removed or renamed since.

@@ -1,6 +1,12 @@
+-- Creates partition `name` of `parent` for `key` values in [first, next) unless it exists, as
+-- ensure_transactions_partition (0006) does for `transactions`: made on its own and attached
+-- (running COPYs into other partitions do not wait), rows of that range already in
+-- `<parent>_default` moved into it, one caller at a time per parent across all engines. The
+-- bounds are text so a timestamptz key gets explicit UTC bounds, whatever the session's zone.
+--
 -- A relation named like a partition that is not one (another dataset's table, say) must not
--- pass for the partition: ensure_partition (0013) would answer true and the rows of that range
--- would stay in the default partition for good. Now it refuses, saying what is in the way.
+-- pass for the partition (0013's first version answered true, and the rows of that range
+-- stayed in the default partition for good): it refuses, saying what is in the way.
 CREATE OR REPLACE FUNCTION ensure_partition(parent text, name text, key text, first text, next text)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
