@@ -2,7 +2,7 @@
 //!
 //! Reading is lenient on purpose: fields the client does not need may be missing or added by
 //! newer gateways without breaking older clients, and an unknown upload state is kept as
-//! [`UploadState::Unknown`] instead of failing the poll.
+//! [`ReportedState::Unknown`] instead of failing the poll.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,48 +49,59 @@ pub struct Complete {
     pub chunks: u64,
 }
 
-/// Where an upload is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadState {
-    /// Chunks are still coming in.
-    Receiving,
-    /// All chunks are in; the engine is loading them.
-    Processing,
-    /// Every chunk was loaded (rows may have been rejected).
-    Done,
-    /// The upload cannot finish; `error` says why.
-    Failed,
-    /// Its client aborted it.
-    Aborted,
-    /// Its client undid its import.
-    Undone,
-    /// A state this client does not know.
-    #[serde(other)]
+pub use ingest_ledger::UploadState;
+
+/// An upload's state as a gateway reports it: one of the ledger's [`UploadState`]s, or one this
+/// client does not know (a newer gateway's), kept instead of failing the poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedState {
+    Known(UploadState),
     Unknown,
 }
 
-impl UploadState {
+impl ReportedState {
     /// Whether the state can no longer change.
     pub fn is_settled(self) -> bool {
-        matches!(
-            self,
-            Self::Done | Self::Failed | Self::Aborted | Self::Undone
-        )
+        matches!(self, Self::Known(state) if !state.is_open())
+    }
+
+    /// Still taking chunks, as far as this client can tell (an unknown state may be).
+    pub fn may_receive(self) -> bool {
+        matches!(self, Self::Known(UploadState::Receiving) | Self::Unknown)
     }
 }
 
-impl std::fmt::Display for UploadState {
+impl From<UploadState> for ReportedState {
+    fn from(state: UploadState) -> Self {
+        Self::Known(state)
+    }
+}
+
+impl PartialEq<UploadState> for ReportedState {
+    fn eq(&self, other: &UploadState) -> bool {
+        *self == Self::Known(*other)
+    }
+}
+
+impl std::fmt::Display for ReportedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Receiving => "receiving",
-            Self::Processing => "processing",
-            Self::Done => "done",
-            Self::Failed => "failed",
-            Self::Aborted => "aborted",
-            Self::Undone => "undone",
-            Self::Unknown => "unknown",
-        })
+        match self {
+            Self::Known(state) => state.fmt(f),
+            Self::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReportedState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(UploadState::parse(&text).map_or(Self::Unknown, Self::Known))
+    }
+}
+
+impl Serialize for ReportedState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -98,7 +109,7 @@ impl std::fmt::Display for UploadState {
 #[derive(Debug, Clone, Deserialize)]
 pub struct UploadStatus {
     pub folder: String,
-    pub state: UploadState,
+    pub state: ReportedState,
     #[serde(default)]
     pub chunks_received: u64,
     #[serde(default)]
@@ -173,7 +184,7 @@ mod tests {
         let status: UploadStatus =
             serde_json::from_str(r#"{"folder":"f","state":"archived","extra":true}"#)
                 .expect("missing and extra fields should be tolerated");
-        assert_eq!(status.state, UploadState::Unknown);
+        assert_eq!(status.state, ReportedState::Unknown);
         assert!(!status.state.is_settled());
         assert!(status.received_chunks.is_empty());
         assert_eq!(status.expected_chunks, None);
@@ -186,8 +197,8 @@ mod tests {
                 .expect("a failed status should parse");
         assert!(failed.state.is_settled());
         assert_eq!(failed.error.as_deref(), Some("chunk 3 lost"));
-        assert!(UploadState::Done.is_settled());
-        assert!(!UploadState::Receiving.is_settled());
+        assert!(ReportedState::from(UploadState::Done).is_settled());
+        assert!(!ReportedState::from(UploadState::Receiving).is_settled());
     }
 
     #[test]

@@ -232,13 +232,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub engine_pid: Option<u32>,
 
-    /// Free text naming the configuration, stored with the results (e.g. `copy-connections=3`).
-    #[arg(long, env = "INGEST_BENCH_LABEL")]
-    pub label: Option<String>,
-
-    /// Where the JSON results and the Markdown table go.
-    #[arg(long, default_value = "bench/results")]
-    pub results_dir: PathBuf,
+    #[command(flatten)]
+    pub results: ResultsArgs,
 }
 
 impl BenchArgs {
@@ -266,8 +261,35 @@ impl BenchArgs {
             upload,
             gateway_pid: self.gateway_pid,
             engine_pid: self.engine_pid,
-            label: self.label.filter(|l| !l.trim().is_empty()),
+            label: self.results.label(),
         }
+    }
+}
+
+/// What a benchmark's results are labelled and where they go (`loadgen bench`, `loadgen intake`).
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Free text naming the configuration, stored with the results (e.g. `copy-connections=3`).
+    #[arg(long, env = "INGEST_BENCH_LABEL")]
+    label: Option<String>,
+
+    /// Where the JSON results and the Markdown table go [default: `bench/results`, and
+    /// `bench/results/intake` for `loadgen intake`].
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+}
+
+impl ResultsArgs {
+    /// The label, unless it is blank.
+    pub fn label(&self) -> Option<String> {
+        self.label.clone().filter(|l| !l.trim().is_empty())
+    }
+
+    /// The results directory given, or `default`.
+    pub fn dir(&self, default: &str) -> PathBuf {
+        self.results_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(default))
     }
 }
 
@@ -298,13 +320,8 @@ pub struct IntakeArgs {
     #[arg(long)]
     pub gateway_pid: Option<u32>,
 
-    /// Free text naming the configuration, stored with the results.
-    #[arg(long, env = "INGEST_BENCH_LABEL")]
-    pub label: Option<String>,
-
-    /// Where the JSON results and the Markdown table go.
-    #[arg(long, default_value = "bench/results/intake")]
-    pub results_dir: PathBuf,
+    #[command(flatten)]
+    pub results: ResultsArgs,
 }
 
 impl IntakeArgs {
@@ -321,7 +338,7 @@ impl IntakeArgs {
                 .map(|&c| usize::from(c.max(1)))
                 .collect(),
             disk_dir: self.disk_dir,
-            label: self.label.filter(|l| !l.trim().is_empty()),
+            label: self.results.label(),
             gateway_pid: self.gateway_pid,
         }
     }
@@ -440,40 +457,31 @@ mod tests {
         assert_eq!(opts.poll_interval, Duration::from_millis(200));
     }
 
+    /// `loadgen <flags>` with a client's credentials: the subcommand's flags.
+    fn parse(flags: &[&str]) -> Command {
+        let credentials = ["--client-id", "me", "--client-secret", "s3cret"];
+        let argv = std::iter::once("loadgen").chain(flags.iter().copied());
+        Cli::try_parse_from(argv.chain(credentials))
+            .expect("valid flags should parse")
+            .command
+    }
+
     #[test]
     fn intake_flags_become_options() {
-        let cli = Cli::try_parse_from([
-            "loadgen",
-            "intake",
-            "--client-id",
-            "me",
-            "--client-secret",
-            "s3cret",
-            "--disk-dir",
-            "/tmp/up",
-        ])
-        .expect("valid flags should parse");
-        let Command::Intake(args) = cli.command else {
+        let Command::Intake(args) = parse(&["intake", "--disk-dir", "/tmp/up"]) else {
             panic!("expected the intake subcommand");
         };
+        let results = args.results.dir("bench/results/intake");
+        assert_eq!(results, PathBuf::from("bench/results/intake"));
         let opts = args.into_options();
         assert_eq!(opts.levels, vec![1, 4, 16]);
         assert_eq!((opts.chunk_size, opts.chunks), (8 << 20, 48));
         assert_eq!(opts.disk_dir, PathBuf::from("/tmp/up"));
-        let cli = Cli::try_parse_from([
-            "loadgen",
-            "intake",
-            "--client-id",
-            "me",
-            "--client-secret",
-            "s3cret",
-            "--concurrency",
-            "2,8",
-        ])
-        .expect("valid flags should parse");
-        let Command::Intake(args) = cli.command else {
+        let flags = ["intake", "--concurrency", "2,8", "--results-dir", "/tmp/r"];
+        let Command::Intake(args) = parse(&flags) else {
             panic!("expected the intake subcommand");
         };
+        assert_eq!(args.results.dir("unused"), PathBuf::from("/tmp/r"));
         assert_eq!(args.into_options().levels, vec![2, 8]);
     }
 
@@ -498,22 +506,18 @@ mod tests {
 
     #[test]
     fn bench_flags_become_options() {
-        let cli = Cli::try_parse_from([
-            "loadgen",
+        let flags = [
             "bench",
             "--rows",
             "5000",
-            "--client-id",
-            "me",
-            "--client-secret",
-            "s3cret",
             "--concurrency",
             "4",
             "--engine-pid",
             "42",
-        ])
-        .expect("valid flags should parse");
-        let Command::Bench(args) = cli.command else {
+            "--label",
+            " ",
+        ];
+        let Command::Bench(args) = parse(&flags) else {
             panic!("expected the bench subcommand");
         };
         let opts = args.into_options(ProgressMode::Off);
@@ -529,21 +533,10 @@ mod tests {
         assert_eq!(opts.upload.chunk_size, 8 << 20);
         assert_eq!(opts.upload.poll_interval, Duration::from_millis(20));
         assert_eq!((opts.gateway_pid, opts.engine_pid), (None, Some(42)));
+        assert_eq!(opts.label, None, "a blank label is none");
 
-        let cli = Cli::try_parse_from([
-            "loadgen",
-            "bench",
-            "--client-id",
-            "me",
-            "--client-secret",
-            "s3cret",
-            "--scenario",
-            "original-client",
-            "--months",
-            "15",
-        ])
-        .expect("valid flags should parse");
-        let Command::Bench(args) = cli.command else {
+        let flags = ["bench", "--scenario", "original-client", "--months", "15"];
+        let Command::Bench(args) = parse(&flags) else {
             panic!("expected the bench subcommand");
         };
         let opts = args.into_options(ProgressMode::Off);

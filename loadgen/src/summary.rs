@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::api::{RejectedRow, UploadState};
+use crate::api::{RejectedRow, ReportedState, UploadState};
 use crate::progress::thousands;
 
 /// How many rejected rows the printed summary shows.
@@ -30,7 +30,7 @@ pub struct UploadSummary {
     /// The upload's id at the gateway (give it to `--resume`).
     pub folder: String,
     /// The final state: `Done` or `Failed`.
-    pub state: UploadState,
+    pub state: ReportedState,
     /// Chunks in the whole upload.
     pub chunks: u64,
     /// Bytes in the whole upload.
@@ -134,7 +134,7 @@ mod tests {
     fn summary(latencies_ms: &[u64]) -> UploadSummary {
         UploadSummary {
             folder: "f".into(),
-            state: UploadState::Done,
+            state: UploadState::Done.into(),
             chunks: latencies_ms.len() as u64,
             bytes: 0,
             chunks_sent: latencies_ms.len() as u64,

@@ -19,7 +19,7 @@ use futures_util::{stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::api::{CreateUpload, UploadState, UploadStatus};
+use crate::api::{CreateUpload, ReportedState, UploadStatus};
 use crate::client::{ApiClient, ApiError, Credentials};
 use crate::progress::{Counters, Progress, ProgressMode, Totals};
 use crate::retry::RetryPolicy;
@@ -98,7 +98,7 @@ pub enum UploadError {
     #[error("upload {folder} is still {state} after {waited:?}; check it later with --resume")]
     WaitTimeout {
         folder: String,
-        state: UploadState,
+        state: ReportedState,
         waited: Duration,
     },
     #[error("an upload task died: {0}")]
@@ -215,7 +215,7 @@ async fn open(
     check_folder(folder)?;
     let status = client.status(folder).await?;
     let pending = pending_after(&status, plan)?;
-    let receiving = matches!(status.state, UploadState::Receiving | UploadState::Unknown);
+    let receiving = status.state.may_receive();
     Ok(Opened {
         folder: folder.clone(),
         // Past receiving the gateway takes no more chunks: all there is left is to wait.

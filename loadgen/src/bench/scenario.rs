@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::data::{self, Dataset};
 use super::{BenchError, BenchOptions};
-use crate::api::UploadState;
+use crate::api::ReportedState;
 use crate::original::run_original;
 use crate::split::plan_files;
 use crate::upload::run_upload;
@@ -115,7 +115,7 @@ pub struct PipelineRun {
     pub elapsed: Duration,
     pub ending: Ending,
     /// The state the last status poll showed.
-    pub state: UploadState,
+    pub state: ReportedState,
 }
 
 /// Runs the pipeline the way `scenario` says and times it (see the module docs).
