@@ -141,44 +141,30 @@ impl Loader {
         position: &Position,
     ) -> Result<Outcome, LoadError> {
         let started = Instant::now();
+        let (mut row, mut target) = match self.claim_target(client, message, position).await? {
+            Ok(claimed) => claimed,
+            Err(settled) => return Ok(settled),
+        };
         // A chunk loaded in pieces reads the months of each piece ahead of its COPY (see
         // `pieces`): a whole-chunk read first would keep every COPY slot idle meanwhile.
         if let Some(outcome) = self
-            .load_in_pieces(client, message, position, started)
+            .load_in_pieces(client, message, position, started, &row, &target)
             .await?
         {
             return Ok(outcome);
         }
-        self.prepare_partitions(client, message, position).await?;
+        self.prepare_partitions(client, &row, &target).await?;
         let _slot = self
             .copy_slots
             .acquire()
             .await
             .expect("the COPY semaphore is never closed");
-        // A month the first look missed means: roll back, create its partition, load again.
+        // The claim above may be stale by now (the slot can take a while): `record_outcome`
+        // decides at the end, so a chunk settled meanwhile costs a rolled-back COPY, no more.
+        // A month the first look missed means: roll back, create its partition, claim and
+        // load again.
         for _attempt in 0..3 {
-            let Some(row) = claim(&*client, message, position).await? else {
-                commit_offset(&*client, position).await?;
-                metrics::chunk(Counted::Skipped);
-                return Ok(Outcome::Skipped);
-            };
             let policy = row.on_error;
-            let target = match self.target(&row, message.chunk_no) {
-                Ok(Some(target)) => target,
-                Ok(None) => {
-                    // Parked: published again once chunk 0 says how it is read.
-                    commit_offset(&*client, position).await?;
-                    metrics::chunk(Counted::Skipped);
-                    tracing::info!(upload_id = %message.upload_id, chunk = message.chunk_no, "chunk waits for its upload's chunk 0 (the header)");
-                    return Ok(Outcome::Skipped);
-                }
-                Err(reason) => {
-                    let failure = Failure::of_chunk(reason);
-                    return self
-                        .fail(client, message, position, row.attempt, failure)
-                        .await;
-                }
-            };
             let Some(input) = self.open(&row.stored_path, None).await? else {
                 let failure = Failure::of_chunk(MISSING.into());
                 return self
@@ -208,7 +194,7 @@ impl Loader {
             };
             let tx = tx.expect("parsed rows come with their transaction");
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
-            if let Some(reason) = partitions::too_many(&missing) {
+            if let Some(reason) = partitions::too_many(0, &missing) {
                 drop(tx);
                 let failure = Failure::of_chunk(reason);
                 return self
@@ -221,6 +207,10 @@ impl Loader {
                 self.partitions
                     .create(client, &target.dataset, &missing)
                     .await?;
+                (row, target) = match self.claim_target(client, message, position).await? {
+                    Ok(claimed) => claimed,
+                    Err(settled) => return Ok(settled),
+                };
                 continue;
             }
             let rejected = report.rows_rejected;
@@ -248,6 +238,39 @@ impl Loader {
         Err(LoadError::Parser(
             "partitions kept changing under the chunk".into(),
         ))
+    }
+
+    /// The chunk's ledger row (if it still waits to be loaded, under our lease) and how it is
+    /// read; otherwise how the chunk is settled for this engine: skipped (loaded or failed
+    /// already, or parked until its upload's chunk 0 arrives) or failed with the reason.
+    async fn claim_target(
+        &self,
+        client: &mut Client,
+        message: &ChunkMessage,
+        position: &Position,
+    ) -> Result<Result<(Claimed, ChunkTarget), Outcome>, LoadError> {
+        let Some(row) = claim(&*client, message, position).await? else {
+            commit_offset(&*client, position).await?;
+            metrics::chunk(Counted::Skipped);
+            return Ok(Err(Outcome::Skipped));
+        };
+        match self.target(&row, message.chunk_no) {
+            Ok(Some(target)) => Ok(Ok((row, target))),
+            Ok(None) => {
+                // Parked: published again once chunk 0 says how it is read.
+                commit_offset(&*client, position).await?;
+                metrics::chunk(Counted::Skipped);
+                tracing::info!(upload_id = %message.upload_id, chunk = message.chunk_no, "chunk waits for its upload's chunk 0 (the header)");
+                Ok(Err(Outcome::Skipped))
+            }
+            Err(reason) => {
+                let failure = Failure::of_chunk(reason);
+                let settled = self
+                    .fail(client, message, position, row.attempt, failure)
+                    .await?;
+                Ok(Err(settled))
+            }
+        }
     }
 
     /// The chunk's dataset and layout, or why it cannot be loaded at all; `None` while it
@@ -284,37 +307,36 @@ impl Loader {
     async fn prepare_partitions(
         &self,
         client: &Client,
-        message: &ChunkMessage,
-        position: &Position,
+        row: &Claimed,
+        target: &ChunkTarget,
     ) -> Result<(), LoadError> {
-        let Some(row) = claim(client, message, position).await? else {
-            return Ok(());
-        };
-        let Ok(Some(target)) = self.target(&row, message.chunk_no) else {
-            return Ok(());
-        };
         if target.dataset.partition.is_none() {
             return Ok(());
         }
         let Ok(Some(input)) = self.open(&row.stored_path, None).await else {
             return Ok(());
         };
-        self.make_partitions(client, &target.dataset, target.layout, input)
-            .await
+        let layout = target.layout.clone();
+        self.make_partitions(client, &target.dataset, layout, input, 0)
+            .await?;
+        Ok(())
     }
 
     /// Creates the partitions the records of `input` (read in `layout`) need and do not have
-    /// yet. Only a hint: a record it cannot read, or a read that breaks off, is left to the
-    /// load, whose validator finds any month missed here (and rolls back, creates, loads again).
+    /// yet, unless that would take the chunk past [`partitions::MAX_NEW_PER_CHUNK`] (`made`: what
+    /// earlier pieces of it made); returns how many it made. Only a hint: a record it cannot
+    /// read, or a read that breaks off, is left to the load, whose validator finds any month
+    /// missed here (and rolls back, creates, loads again) and fails a chunk that needs too many.
     pub(crate) async fn make_partitions(
         &self,
         client: &Client,
         dataset: &Arc<Dataset>,
         layout: Layout,
         input: ChunkReader,
-    ) -> Result<(), LoadError> {
+        made: usize,
+    ) -> Result<usize, LoadError> {
         if dataset.partition.is_none() {
-            return Ok(());
+            return Ok(0);
         }
         let started = Instant::now();
         let scanned = Arc::clone(dataset);
@@ -325,14 +347,15 @@ impl Loader {
         .map_err(|err| LoadError::Parser(err.to_string()))?;
         metrics::months_scan_duration(started.elapsed());
         let Ok(starts) = starts else {
-            return Ok(());
+            return Ok(0);
         };
         let missing = self.partitions.missing(dataset, &starts);
         // Too many: the load fails the chunk once the validator has confirmed them.
-        if !missing.is_empty() && partitions::too_many(&missing).is_none() {
-            self.partitions.create(client, dataset, &missing).await?;
+        if missing.is_empty() || partitions::too_many(made, &missing).is_some() {
+            return Ok(0);
         }
-        Ok(())
+        self.partitions.create(client, dataset, &missing).await?;
+        Ok(missing.len())
     }
 
     /// Streams the chunk (or piece: `input`, whose first record is line `first_line` of the

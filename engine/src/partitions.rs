@@ -8,7 +8,7 @@
 //! rolls back, creates the partition and loads the chunk again.
 //!
 //! Each partition is made in a short transaction of its own, one at a time per table across all
-//! engines (an advisory lock in `ensure_partition`, migration 0013): the table is created
+//! engines (an advisory lock in `ensure_partition`, migration 0014): the table is created
 //! apart and then attached, which needs only SHARE UPDATE EXCLUSIVE on the parent table, so
 //! running COPYs into other months neither hold it up nor wait for it. Rows of that month
 //! already in the default partition are moved into the new partition in the same transaction.
@@ -37,12 +37,13 @@ pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// (dates scattered over centuries) than data, and each is a table; the chunk fails instead.
 pub const MAX_NEW_PER_CHUNK: usize = 366;
 
-/// Why a chunk needing `missing` new partitions is refused, if it is.
-pub fn too_many(missing: &[Day]) -> Option<String> {
-    (missing.len() > MAX_NEW_PER_CHUNK).then(|| {
+/// Why a chunk is refused if, after making `made` partitions already (earlier pieces of it), it
+/// needs `missing` more.
+pub fn too_many(made: usize, missing: &[Day]) -> Option<String> {
+    let needed = made + missing.len();
+    (needed > MAX_NEW_PER_CHUNK).then(|| {
         format!(
-            "the rows need {} new partitions, more than the {MAX_NEW_PER_CHUNK} one chunk may make",
-            missing.len()
+            "the rows need {needed} new partitions, more than the {MAX_NEW_PER_CHUNK} one chunk may make"
         )
     })
 }
@@ -172,11 +173,14 @@ mod tests {
         let days: Vec<Day> = (0..=MAX_NEW_PER_CHUNK as u32)
             .map(|d| (2024, 1, d))
             .collect();
-        assert_eq!(too_many(&days[..MAX_NEW_PER_CHUNK]), None);
+        assert_eq!(too_many(0, &days[..MAX_NEW_PER_CHUNK]), None);
         assert_eq!(
-            too_many(&days).as_deref(),
+            too_many(0, &days).as_deref(),
             Some("the rows need 367 new partitions, more than the 366 one chunk may make")
         );
+        // Pieces of one chunk share the allowance.
+        assert_eq!(too_many(300, &days[..66]), None);
+        assert!(too_many(300, &days[..67]).is_some());
     }
 
     #[test]

@@ -20,15 +20,18 @@
 //!   (by the lineage columns; a scan of the table, on this rare path only), so "a failed chunk
 //!   loaded nothing" still holds;
 //! - the "more than 10% invalid UTF-8" test applies per piece;
+//! - the cap on the partitions one chunk may make counts what all its pieces make in one load
+//!   (pieces loaded before a restart are not counted again), and a chunk past it fails whole;
 //! - chunks of `reject-chunk` uploads are never cut: one bad row must keep all of them out.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio_postgres::Client;
 
 use ingest_contract::chunk::ChunkMessage;
-use ingest_ledger::loads::ChunkOutcome;
+use ingest_ledger::loads::{ChunkOutcome, Claimed};
 use ingest_ledger::pieces::{self as plans, PlannedPiece as Planned};
 use ingest_ledger::ChunkState;
 use ingest_rows::pieces::cut;
@@ -86,6 +89,9 @@ struct Source<'a> {
     target: &'a ChunkTarget,
     relative: &'a str,
     attempt: i32,
+    /// Partitions this load of the chunk made so far, by any piece: a chunk may make at most
+    /// [`crate::partitions::MAX_NEW_PER_CHUNK`], however it is cut.
+    made: AtomicUsize,
 }
 
 /// Where the pieces of a chunk read their months and make the partitions they need: one piece
@@ -106,21 +112,17 @@ enum PieceOutcome {
 }
 
 impl Loader {
-    /// Loads the chunk in pieces if it has a plan or is big enough to get one; `None` when it
-    /// is to be loaded whole.
+    /// Loads the chunk (`row`, `target`: the claim [`Loader::load`] made) in pieces if it has
+    /// a plan or is big enough to get one; `None` when it is to be loaded whole.
     pub(crate) async fn load_in_pieces(
         &self,
         client: &mut Client,
         message: &ChunkMessage,
         position: &Position,
         started: Instant,
+        row: &Claimed,
+        target: &ChunkTarget,
     ) -> Result<Option<Outcome>, LoadError> {
-        let Some(row) = claim(&*client, message, position).await? else {
-            return Ok(None); // Loaded or failed already: the whole-chunk path skips it.
-        };
-        let Ok(Some(target)) = self.target(&row, message.chunk_no) else {
-            return Ok(None); // The whole-chunk path parks it or fails it with the reason.
-        };
         // All or none of the rows (reject-chunk), or a staged insert that counts the skipped
         // rows of the whole chunk (on_conflict = "skip"): loaded whole.
         if row.on_error != ErrorPolicy::RejectRows || target.dataset.on_conflict == OnConflict::Skip
@@ -142,9 +144,10 @@ impl Loader {
             return Ok(None);
         }
         let source = Source {
-            target: &target,
+            target,
             relative,
             attempt,
+            made: AtomicUsize::new(0),
         };
         let months = MonthsLane {
             client: &*client,
@@ -247,8 +250,11 @@ impl Loader {
             let range = Some(piece.start..piece.end);
             if let Ok(Some(input)) = self.open(source.relative, range).await {
                 let layout = source.target.layout.clone();
-                self.make_partitions(months.client, dataset, layout, input)
+                let made = source.made.load(Ordering::Relaxed);
+                let now = self
+                    .make_partitions(months.client, dataset, layout, input, made)
                     .await?;
+                source.made.fetch_add(now, Ordering::Relaxed);
             }
         }
         let _slot = self
@@ -299,7 +305,8 @@ impl Loader {
                 Err(err) => return Ok(PieceOutcome::ChunkFailed(err)),
             };
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
-            if let Some(reason) = crate::partitions::too_many(&missing) {
+            let made = source.made.load(Ordering::Relaxed);
+            if let Some(reason) = crate::partitions::too_many(made, &missing) {
                 return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason)));
             }
             if !missing.is_empty() {
@@ -308,6 +315,7 @@ impl Loader {
                 self.partitions
                     .create(client, &target.dataset, &missing)
                     .await?;
+                source.made.fetch_add(missing.len(), Ordering::Relaxed);
                 continue;
             }
             still_owner(&tx, position).await?;

@@ -614,8 +614,9 @@ async fn every_engine_metric_is_listed_at_zero_on_the_first_scrape() {
     );
 }
 
-/// `months` months of `per_month` rows each from January of `year`, in `order` (the dataset's
-/// column names), one row every eight hours; with the header line when `header`.
+/// `months` months of `per_month` rows each from January of `year` (on into the next years past
+/// 12), in `order` (the dataset's column names), one row every eight hours; with the header
+/// line when `header`.
 fn rows_over_months(
     year: i32,
     months: u32,
@@ -628,7 +629,8 @@ fn rows_over_months(
         out.push_str(&order.join(","));
         out.push_str("\r\n");
     }
-    for month in 1..=months {
+    for months_on in 0..months {
+        let (year, month) = (year + (months_on / 12) as i32, months_on % 12 + 1);
         for n in 0..per_month {
             let (day, hour) = (1 + n / 3 % 28, n % 3 * 8);
             let cell = |name: &str| match name {
@@ -645,6 +647,20 @@ fn rows_over_months(
     out.into_bytes()
 }
 
+/// An engine child loading chunks over 64 KiB in pieces, once its metrics answer.
+async fn engine_cutting_at_64_kib(env: &TestEnv) -> (EngineChild, SocketAddr) {
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let engine = spawn_engine(env, addr, &["--piece-bytes=65536"]);
+    wait_for("engine metrics", Duration::from_secs(30), || async {
+        let response = reqwest::get(format!("http://{addr}/metrics")).await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    (engine, addr)
+}
+
 /// Every partition a chunk needs is made before its COPY, whole or in pieces: chunks over many
 /// new months load with no COPY rolled back (`ingest_partition_reloads_total` stays 0), also
 /// a headerless chunk of an upload whose header reorders the columns (read in the upload's
@@ -657,20 +673,11 @@ async fn new_months_are_made_before_the_copy_whole_or_in_pieces() {
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
     let api = connect(&gateway).await;
-    let engine_addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap();
-    let _engine = spawn_engine(&env, engine_addr, &["--piece-bytes=65536"]);
+    let (_engine, engine_addr) = engine_cutting_at_64_kib(&env).await;
     let reloads = || async {
-        let text = reqwest::get(format!("http://{engine_addr}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = get_text(&format!("http://{engine_addr}/metrics")).await;
         sample(&text, "ingest_partition_reloads_total", &[])
     };
-    wait_for("engine metrics", Duration::from_secs(30), &reloads).await;
 
     // About 470 kB over 8 months of 2024 (cut into pieces), then 3 months of 2025 (whole).
     let many = api.create(serde_json::json!({})).await;
@@ -721,5 +728,74 @@ async fn new_months_are_made_before_the_copy_whole_or_in_pieces() {
         months, expected,
         "every row in its month's partition, none in the default"
     );
+    gateway.stop().await;
+}
+
+/// A chunk whose dates need more new partitions than one chunk may make (366) fails, with the
+/// reason, and makes at most that many: loaded whole (none made), and cut into pieces that each
+/// need fewer (the pieces share the allowance; each piece on its own, as before, let this chunk
+/// make 400 and load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
+    const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let api = connect(&gateway).await;
+    let (_engine, _addr) = engine_cutting_at_64_kib(&env).await;
+    let client = env.db.client().await.unwrap();
+    let partitions = || async {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'transactions'::regclass",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let before = partitions().await;
+    let refused = "new partitions, more than the 366 one chunk may make";
+
+    // 400 months from 1990, a row each (16 kB): loaded whole.
+    let whole = api.create(serde_json::json!({})).await;
+    let rows = rows_over_months(1990, 400, 1, DECLARED, true);
+    assert!(rows.len() < 65536, "{} bytes", rows.len());
+    assert_eq!(api.put(&whole, 0, rows).await, 200);
+    api.complete(&whole, 1).await;
+    assert_eq!(finished(&env, &whole).await, ("failed".into(), 0, 0));
+    assert_eq!(
+        partitions().await,
+        before,
+        "a refused whole chunk makes none"
+    );
+
+    // The same 400 months, 6 rows each (97 kB): two pieces of about 270 and 130 months.
+    let cut = api.create(serde_json::json!({})).await;
+    let rows = rows_over_months(1990, 400, 6, DECLARED, true);
+    assert!(rows.len() > 65536, "{} bytes", rows.len());
+    assert_eq!(api.put(&cut, 0, rows).await, 200);
+    api.complete(&cut, 1).await;
+    let (state, loaded, _) = finished(&env, &cut).await;
+    assert_eq!((state.as_str(), loaded), ("failed", 0));
+    let made = partitions().await - before;
+    assert!(made <= 366, "the pieces made {made} partitions");
+
+    for folder in [&whole, &cut] {
+        let id = uuid::Uuid::parse_str(folder).unwrap();
+        let row = client
+            .query_one(
+                "SELECT c.error, (SELECT count(*) FROM transactions t WHERE t.upload_id = $1)
+                 FROM chunks c WHERE c.upload_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let error: Option<String> = row.get(0);
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains(refused)),
+            "chunk error: {error:?}"
+        );
+        assert_eq!(row.get::<_, i64>(1), 0, "no row of a failed chunk stays");
+    }
     gateway.stop().await;
 }
