@@ -600,6 +600,27 @@ async fn s3_store_cut_during_upload_is_a_clean_503_and_during_load_a_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_body_broken_off_mid_load_is_retried_and_loaded_once() {
+    s3_body_interrupted_mid_load(Interruption::Cut).await;
+}
+
+/// The store stops answering mid-body (as a SIGSTOPped server does), connections left open: the
+/// load's read gives up after 60 s without a byte (object_store's read timeout, set for loads
+/// in `ingest_runtime::chunk_store`), and the load is retried, not left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_body_stalled_mid_load_times_out_and_is_retried_and_loaded_once() {
+    s3_body_interrupted_mid_load(Interruption::Stall).await;
+}
+
+/// What happens to the store's answers half-way through the load's read.
+#[derive(Clone, Copy, PartialEq)]
+enum Interruption {
+    /// Every connection dropped.
+    Cut,
+    /// No byte moves, connections open.
+    Stall,
+}
+
+async fn s3_body_interrupted_mid_load(how: Interruption) {
     let started = Instant::now();
     let target = ingest_testkit::s3_address();
     // 1 MiB a second: the engine reads the chunk for seconds, so the cut lands mid-body.
@@ -615,7 +636,7 @@ async fn s3_body_broken_off_mid_load_is_retried_and_loaded_once() {
     wait_progress(&stack, "the chunk to be stored", |p| p.received == 1).await;
 
     // The engine reads the object twice: the partition pre-scan, then the load, whose body is
-    // cut half-way through (the encoded rows already flowing into the COPY).
+    // interrupted half-way through (the encoded rows already flowing into the COPY).
     let before = proxy.answered();
     let _engine = stack.spawn_engine("engine");
     ingest_testkit::wait_for("the load's read to be half-way", ingest_deadline(), || {
@@ -623,28 +644,50 @@ async fn s3_body_broken_off_mid_load_is_retried_and_loaded_once() {
         async move { half_way.then_some(()) }
     })
     .await;
-    proxy.cut();
+    let (patience, what) = match how {
+        Interruption::Cut => {
+            proxy.cut();
+            (
+                Duration::from_secs(30),
+                "cut half-way through the load's read",
+            )
+        }
+        Interruption::Stall => {
+            proxy.freeze();
+            (
+                Duration::from_secs(120),
+                "stalled half-way through the load's read",
+            )
+        }
+    };
+    let interrupted = Instant::now();
     let engine_log = stack.work.join("engine.log");
-    ingest_testkit::wait_for("the engine to retry", Duration::from_secs(30), || {
+    ingest_testkit::wait_for("the engine to retry", patience, || {
         let log = std::fs::read_to_string(&engine_log).unwrap_or_default();
         let met = log.contains("load failed; retrying") && log.contains("body broke off");
         async move { met.then_some(()) }
     })
     .await;
+    if how == Interruption::Stall {
+        // Not sooner: what ended the wait is the 60 s read timeout, nothing shorter.
+        let waited = interrupted.elapsed();
+        assert!(
+            waited >= Duration::from_secs(55),
+            "gave up after {waited:?} without a byte, before the read timeout"
+        );
+    }
     proxy.restore();
+    proxy.thaw();
     let summary = upload.await.unwrap().expect("the upload should finish");
     assert_summary(&summary, expected);
     let upload = summary.folder.parse().unwrap();
     // Also: the upload's one chunk loaded, none failed.
     assert_exactly_once(&stack, upload, expected, 1).await;
-    report(
-        "S3 body broken off mid-load",
-        expected,
-        1,
-        started,
-        &summary,
-        "cut half-way through the load's read",
-    );
+    let name = match how {
+        Interruption::Cut => "S3 body broken off mid-load",
+        Interruption::Stall => "S3 body stalled mid-load",
+    };
+    report(name, expected, 1, started, &summary, what);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

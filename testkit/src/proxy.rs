@@ -11,9 +11,12 @@ use tokio::sync::watch;
 
 /// A TCP proxy in front of `target` that a test can cut: while down it drops every connection
 /// it carries and closes new ones at once, as a store or network outage looks to a client.
+/// A throttled one can also be frozen: connections stay open but no answer moves, as a
+/// stopped (SIGSTOP) server looks.
 pub struct CuttableProxy {
     pub port: u16,
     up: watch::Sender<bool>,
+    flowing: watch::Sender<bool>,
     accepting: tokio::task::JoinHandle<()>,
     answered: Arc<AtomicU64>,
 }
@@ -36,6 +39,7 @@ impl CuttableProxy {
             .expect("a local port for the proxy");
         let port = listener.local_addr().expect("the proxy's port").port();
         let (up, watching) = watch::channel(true);
+        let (flowing, flow) = watch::channel(true);
         let target = Arc::new(target);
         let answered = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&answered);
@@ -45,13 +49,13 @@ impl CuttableProxy {
                     continue; // Dropped: the client sees the connection closed.
                 }
                 let (target, mut watching) = (Arc::clone(&target), watching.clone());
-                let counted = Arc::clone(&counted);
+                let (counted, flow) = (Arc::clone(&counted), flow.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target.as_str()).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = carry(client, server, rate, &counted) => {}
+                        _ = carry(client, server, rate, &counted, flow) => {}
                         _ = watching.wait_for(|up| !*up) => {}
                     }
                 });
@@ -60,6 +64,7 @@ impl CuttableProxy {
         Self {
             port,
             up,
+            flowing,
             accepting,
             answered,
         }
@@ -83,6 +88,16 @@ impl CuttableProxy {
     pub fn restore(&self) {
         self.up.send_replace(true);
     }
+
+    /// Holds every answer where it is, connections left open, until [`Self::thaw`] (throttled
+    /// proxies only).
+    pub fn freeze(&self) {
+        self.flowing.send_replace(false);
+    }
+
+    pub fn thaw(&self) {
+        self.flowing.send_replace(true);
+    }
 }
 
 impl Drop for CuttableProxy {
@@ -92,12 +107,13 @@ impl Drop for CuttableProxy {
 }
 
 /// Carries one connection both ways until either side closes it; the server's bytes at about
-/// `rate` bytes a second when given.
+/// `rate` bytes a second when given, and only while `flow` says so.
 async fn carry(
     mut client: TcpStream,
     mut server: TcpStream,
     rate: Option<u64>,
     answered: &AtomicU64,
+    mut flow: watch::Receiver<bool>,
 ) {
     let Some(rate) = rate else {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -110,6 +126,9 @@ async fn carry(
         // Small slices, each followed by its share of the second.
         let mut slice = vec![0; 16 * 1024];
         loop {
+            if flow.wait_for(|flowing| *flowing).await.is_err() {
+                return;
+            }
             let n = match server_read.read(&mut slice).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
