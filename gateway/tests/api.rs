@@ -1229,3 +1229,30 @@ async fn the_orphan_sweep_removes_old_chunk_files_no_live_row_names() {
     .await;
     assert_eq!(app.stored_files(), kept, "the recorded chunk stays");
 }
+
+/// A request that fails inside (here the ledger's table is gone) answers 500 with the generic
+/// `internal` body: nothing of the cause (SQL, table names) reaches the client; it is logged.
+#[tokio::test]
+async fn internal_errors_answer_a_generic_500_that_leaks_nothing() {
+    let app = TestGateway::start(&[]).await;
+    let token = app.token().await;
+    let folder = app.create_upload(&token).await;
+    let db = app.db.client().await.expect("connect");
+    db.batch_execute("ALTER TABLE uploads RENAME TO uploads_gone")
+        .await
+        .expect("rename the table");
+
+    let created = app.api(&token).create_raw(serde_json::Value::Null).await;
+    let status = app
+        .api(&token)
+        .get_raw(&format!("/api/upload/{folder}"))
+        .await;
+    for response in [created, status] {
+        assert_eq!(response.status(), 500);
+        let body: serde_json::Value = response.json().await.expect("a JSON error body");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "internal", "message": "internal error"}})
+        );
+    }
+}
