@@ -27,6 +27,19 @@ impl GatewayProcess {
         prefix: &str,
         bucket: Option<&TestBucket>,
     ) -> Self {
+        let signing = Some("test-signing-key-0123456789");
+        Self::start(db, upload_dir, prefix, bucket, signing, Stdio::inherit()).await
+    }
+
+    /// A gateway signing with `signing` (`None`: no key configured at all), its log to `log`.
+    async fn start(
+        db: &TestDb,
+        upload_dir: &std::path::Path,
+        prefix: &str,
+        bucket: Option<&TestBucket>,
+        signing: Option<&str>,
+        log: Stdio,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -39,14 +52,16 @@ impl GatewayProcess {
                 format!("--upload-dir={}", upload_dir.display()),
                 format!("--stream-prefix={prefix}"),
                 "--partitions=2".into(),
-                "--jwt-secret=test-signing-key-0123456789".into(),
                 format!("--bootstrap-client={CLIENT_ID}:{CLIENT_SECRET}"),
                 format!("--ratelimit-prefix={}:", random_name("rl")),
             ])
+            .args(signing.map(|key| format!("--jwt-secret={key}")))
+            .env_remove("INGEST_JWT_SECRET")
             .args(bucket.map(|b| format!("--chunk-store={}", b.setting)))
             .envs(bucket.map(TestBucket::env).unwrap_or_default())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
@@ -96,6 +111,29 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// With no signing key configured the gateway still starts (a development setup), signing with
+/// the public development key, and says so at start in its log; with a key it says nothing.
+#[tokio::test]
+async fn the_public_development_key_is_announced_at_start_and_only_when_used() {
+    let db = TestDb::new().await.unwrap();
+    let dir = std::env::temp_dir().join(random_name("ingest-devkey-"));
+    let streams = TestStreams::new("devkey-", 2);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (signing, announced) in [(None, true), (Some("test-signing-key-0123456789"), false)] {
+        let log_path = dir.join(format!("gateway-{announced}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let gateway =
+            GatewayProcess::start(&db, &dir, &streams.prefix, None, signing, log.into()).await;
+        // Answering its health check, it has started: the warning comes before it listens.
+        drop(gateway);
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let warned = text.contains("PUBLIC DEVELOPMENT KEY")
+            && text.contains("ingest-development-secret-change-me");
+        assert_eq!(warned, announced, "signing key {signing:?}, log:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn token_and_folder(http: &reqwest::Client, url: &str) -> (String, String) {
