@@ -99,12 +99,6 @@ impl<'de> Deserialize<'de> for ReportedState {
     }
 }
 
-impl Serialize for ReportedState {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 /// `GET /api/upload/{folder}` answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UploadStatus {
