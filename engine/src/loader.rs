@@ -153,7 +153,9 @@ impl Loader {
         {
             return Ok(outcome);
         }
-        self.prepare_partitions(client, &row, &target).await?;
+        let allowance = partitions::Allowance::default();
+        self.prepare_partitions(client, &row, &target, &allowance)
+            .await?;
         let _slot = self
             .copy_slots
             .acquire()
@@ -194,7 +196,7 @@ impl Loader {
             };
             let tx = tx.expect("parsed rows come with their transaction");
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
-            if let Some(reason) = partitions::too_many(0, &missing) {
+            if let Err(reason) = allowance.reserve(&missing) {
                 drop(tx);
                 let failure = Failure::of_chunk(reason);
                 return self
@@ -309,6 +311,7 @@ impl Loader {
         client: &Client,
         row: &Claimed,
         target: &ChunkTarget,
+        allowance: &partitions::Allowance,
     ) -> Result<(), LoadError> {
         if target.dataset.partition.is_none() {
             return Ok(());
@@ -317,14 +320,13 @@ impl Loader {
             return Ok(());
         };
         let layout = target.layout.clone();
-        self.make_partitions(client, &target.dataset, layout, input, 0)
-            .await?;
-        Ok(())
+        self.make_partitions(client, &target.dataset, layout, input, allowance)
+            .await
     }
 
     /// Creates the partitions the records of `input` (read in `layout`) need and do not have
-    /// yet, unless that would take the chunk past [`partitions::MAX_NEW_PER_CHUNK`] (`made`: what
-    /// earlier pieces of it made); returns how many it made. Only a hint: a record it cannot
+    /// yet, unless the chunk's `allowance` has no room for them
+    /// ([`partitions::MAX_NEW_PER_CHUNK`]). Only a hint: a record it cannot
     /// read, or a read that breaks off, is left to the load, whose validator finds any month
     /// missed here (and rolls back, creates, loads again) and fails a chunk that needs too many.
     pub(crate) async fn make_partitions(
@@ -333,10 +335,10 @@ impl Loader {
         dataset: &Arc<Dataset>,
         layout: Layout,
         input: ChunkReader,
-        made: usize,
-    ) -> Result<usize, LoadError> {
+        allowance: &partitions::Allowance,
+    ) -> Result<(), LoadError> {
         if dataset.partition.is_none() {
-            return Ok(0);
+            return Ok(());
         }
         let started = Instant::now();
         let scanned = Arc::clone(dataset);
@@ -347,15 +349,15 @@ impl Loader {
         .map_err(|err| LoadError::Parser(err.to_string()))?;
         metrics::months_scan_duration(started.elapsed());
         let Ok(starts) = starts else {
-            return Ok(0);
+            return Ok(());
         };
         let missing = self.partitions.missing(dataset, &starts);
         // Too many: the load fails the chunk once the validator has confirmed them.
-        if missing.is_empty() || partitions::too_many(made, &missing).is_some() {
-            return Ok(0);
+        if missing.is_empty() || allowance.reserve(&missing).is_err() {
+            return Ok(());
         }
         self.partitions.create(client, dataset, &missing).await?;
-        Ok(missing.len())
+        Ok(())
     }
 
     /// Streams the chunk (or piece: `input`, whose first record is line `first_line` of the

@@ -18,6 +18,7 @@
 //! [`crate::lease`]).
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,15 +38,41 @@ pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// (dates scattered over centuries) than data, and each is a table; the chunk fails instead.
 pub const MAX_NEW_PER_CHUNK: usize = 366;
 
-/// Why a chunk is refused if, after making `made` partitions already (earlier pieces of it), it
-/// needs `missing` more.
-pub fn too_many(made: usize, missing: &[Day]) -> Option<String> {
+/// Why a chunk is refused if, after making `made` partitions already, it needs `missing` more.
+fn too_many(made: usize, missing: &[Day]) -> Option<String> {
     let needed = made + missing.len();
     (needed > MAX_NEW_PER_CHUNK).then(|| {
         format!(
             "the rows need {needed} new partitions, more than the {MAX_NEW_PER_CHUNK} one chunk may make"
         )
     })
+}
+
+/// The partitions one load of a chunk may still make, shared by its look ahead, its reloads
+/// and all its pieces. Room is reserved before a partition is made, in one atomic step, so
+/// pieces that find months at the same time cannot together pass [`MAX_NEW_PER_CHUNK`].
+#[derive(Debug, Default)]
+pub struct Allowance {
+    reserved: AtomicUsize,
+}
+
+impl Allowance {
+    /// Reserves room for the `missing` partitions, or says why the chunk is refused. Room
+    /// stays taken if making them then fails: that load is retried with a new allowance.
+    pub fn reserve(&self, missing: &[Day]) -> Result<(), String> {
+        let mut refused = None;
+        let reserved = self
+            .reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |made| {
+                refused = too_many(made, missing);
+                refused.is_none().then_some(made + missing.len())
+            });
+        match (reserved, refused) {
+            (Ok(_), _) => Ok(()),
+            (Err(_), Some(reason)) => Err(reason),
+            (Err(made), None) => unreachable!("refused at {made} without a reason"),
+        }
+    }
 }
 
 /// The partitions (table, first day) known to exist.
@@ -173,14 +200,45 @@ mod tests {
         let days: Vec<Day> = (0..=MAX_NEW_PER_CHUNK as u32)
             .map(|d| (2024, 1, d))
             .collect();
-        assert_eq!(too_many(0, &days[..MAX_NEW_PER_CHUNK]), None);
         assert_eq!(
-            too_many(0, &days).as_deref(),
-            Some("the rows need 367 new partitions, more than the 366 one chunk may make")
+            Allowance::default().reserve(&days[..MAX_NEW_PER_CHUNK]),
+            Ok(())
         );
-        // Pieces of one chunk share the allowance.
-        assert_eq!(too_many(300, &days[..66]), None);
-        assert!(too_many(300, &days[..67]).is_some());
+        assert_eq!(
+            Allowance::default().reserve(&days),
+            Err("the rows need 367 new partitions, more than the 366 one chunk may make".into())
+        );
+        // Pieces of one chunk share the allowance; a refusal takes nothing.
+        let shared = Allowance::default();
+        assert_eq!(shared.reserve(&days[..300]), Ok(()));
+        assert!(shared.reserve(&days[..67]).is_err());
+        assert_eq!(shared.reserve(&days[..66]), Ok(()));
+        assert!(shared.reserve(&days[..1]).is_err());
+    }
+
+    #[test]
+    fn pieces_reserving_at_once_never_pass_the_cap_together() {
+        let days: Vec<Day> = (0..100).map(|d| (2024, 1, d)).collect();
+        for _round in 0..1000 {
+            let shared = Allowance::default();
+            let start = std::sync::Barrier::new(8);
+            let granted = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            shared.reserve(&days).is_ok()
+                        })
+                    })
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|racer| racer.join().expect("racer panicked"))
+                    .filter(|&granted| granted)
+                    .count()
+            });
+            assert_eq!(granted, 3, "366 leaves room for three sets of 100");
+        }
     }
 
     #[test]

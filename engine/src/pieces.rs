@@ -24,7 +24,6 @@
 //!   (pieces loaded before a restart are not counted again), and a chunk past it fails whole;
 //! - chunks of `reject-chunk` uploads are never cut: one bad row must keep all of them out.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -43,6 +42,7 @@ use crate::loader::{
     LoadError, Loader, Outcome, Position,
 };
 use crate::metrics::{self, Outcome as Counted};
+use crate::partitions::Allowance;
 use crate::rejected;
 use crate::session::Sessions;
 use crate::validate::{ChunkError, ChunkReport, ErrorPolicy};
@@ -89,9 +89,9 @@ struct Source<'a> {
     target: &'a ChunkTarget,
     relative: &'a str,
     attempt: i32,
-    /// Partitions this load of the chunk made so far, by any piece: a chunk may make at most
-    /// [`crate::partitions::MAX_NEW_PER_CHUNK`], however it is cut.
-    made: AtomicUsize,
+    /// What this load of the chunk may still make, by any piece: a chunk may make at most
+    /// [`crate::partitions::MAX_NEW_PER_CHUNK`] partitions, however it is cut.
+    allowance: Allowance,
 }
 
 /// Where the pieces of a chunk read their months and make the partitions they need: one piece
@@ -147,7 +147,7 @@ impl Loader {
             target,
             relative,
             attempt,
-            made: AtomicUsize::new(0),
+            allowance: Allowance::default(),
         };
         let months = MonthsLane {
             client: &*client,
@@ -250,11 +250,8 @@ impl Loader {
             let range = Some(piece.start..piece.end);
             if let Ok(Some(input)) = self.open(source.relative, range).await {
                 let layout = source.target.layout.clone();
-                let made = source.made.load(Ordering::Relaxed);
-                let now = self
-                    .make_partitions(months.client, dataset, layout, input, made)
+                self.make_partitions(months.client, dataset, layout, input, &source.allowance)
                     .await?;
-                source.made.fetch_add(now, Ordering::Relaxed);
             }
         }
         let _slot = self
@@ -305,8 +302,7 @@ impl Loader {
                 Err(err) => return Ok(PieceOutcome::ChunkFailed(err)),
             };
             let missing = self.partitions.missing(&target.dataset, &report.partitions);
-            let made = source.made.load(Ordering::Relaxed);
-            if let Some(reason) = crate::partitions::too_many(made, &missing) {
+            if let Err(reason) = source.allowance.reserve(&missing) {
                 return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason)));
             }
             if !missing.is_empty() {
@@ -315,7 +311,6 @@ impl Loader {
                 self.partitions
                     .create(client, &target.dataset, &missing)
                     .await?;
-                source.made.fetch_add(missing.len(), Ordering::Relaxed);
                 continue;
             }
             still_owner(&tx, position).await?;
