@@ -237,6 +237,11 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// Where `loadgen bench` writes its results.
+    pub fn results_dir(&self) -> PathBuf {
+        self.results.dir(BENCH_RESULTS)
+    }
+
     /// The library's options for these flags.
     pub fn into_options(self, progress: ProgressMode) -> BenchOptions {
         let url = self.gateway.url.clone();
@@ -266,6 +271,11 @@ impl BenchArgs {
     }
 }
 
+/// Where `loadgen bench` and `loadgen plot` read and write results unless told otherwise.
+pub const BENCH_RESULTS: &str = "bench/results";
+/// Where `loadgen intake` writes its results unless told otherwise.
+pub const INTAKE_RESULTS: &str = "bench/results/intake";
+
 /// What a benchmark's results are labelled and where they go (`loadgen bench`, `loadgen intake`).
 #[derive(Debug, Args)]
 pub struct ResultsArgs {
@@ -286,7 +296,7 @@ impl ResultsArgs {
     }
 
     /// The results directory given, or `default`.
-    pub fn dir(&self, default: &str) -> PathBuf {
+    fn dir(&self, default: &str) -> PathBuf {
         self.results_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(default))
@@ -325,6 +335,11 @@ pub struct IntakeArgs {
 }
 
 impl IntakeArgs {
+    /// Where `loadgen intake` writes its results.
+    pub fn results_dir(&self) -> PathBuf {
+        self.results.dir(INTAKE_RESULTS)
+    }
+
     /// The library's options for these flags.
     pub fn into_options(self) -> IntakeOptions {
         let url = self.gateway.url.clone();
@@ -348,7 +363,7 @@ impl IntakeArgs {
 #[derive(Debug, Args)]
 pub struct PlotArgs {
     /// Directory of the benchmark's JSON results.
-    #[arg(long, default_value = "bench/results")]
+    #[arg(long, default_value = BENCH_RESULTS)]
     pub results_dir: PathBuf,
 
     /// The SVG to write.
@@ -471,8 +486,7 @@ mod tests {
         let Command::Intake(args) = parse(&["intake", "--disk-dir", "/tmp/up"]) else {
             panic!("expected the intake subcommand");
         };
-        let results = args.results.dir("bench/results/intake");
-        assert_eq!(results, PathBuf::from("bench/results/intake"));
+        assert_eq!(args.results_dir(), PathBuf::from("bench/results/intake"));
         let opts = args.into_options();
         assert_eq!(opts.levels, vec![1, 4, 16]);
         assert_eq!((opts.chunk_size, opts.chunks), (8 << 20, 48));
@@ -481,7 +495,7 @@ mod tests {
         let Command::Intake(args) = parse(&flags) else {
             panic!("expected the intake subcommand");
         };
-        assert_eq!(args.results.dir("unused"), PathBuf::from("/tmp/r"));
+        assert_eq!(args.results_dir(), PathBuf::from("/tmp/r"));
         assert_eq!(args.into_options().levels, vec![2, 8]);
     }
 

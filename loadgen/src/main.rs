@@ -68,7 +68,7 @@ fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let results_dir = args.results.dir("bench/results");
+    let results_dir = args.results_dir();
     let opts = args.into_options(ProgressMode::for_stdout());
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     let report = runtime.block_on(loadgen::bench::run_bench(opts))?;
@@ -93,7 +93,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn intake(args: IntakeArgs) -> anyhow::Result<ExitCode> {
-    let results_dir = args.results.dir("bench/results/intake");
+    let results_dir = args.results_dir();
     let opts = args.into_options();
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     let report = runtime.block_on(loadgen::bench::intake::run_intake(opts))?;
