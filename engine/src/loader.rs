@@ -154,13 +154,9 @@ impl Loader {
             return Ok(outcome);
         }
         let allowance = partitions::Allowance::default();
-        self.prepare_partitions(client, &row, &target, &allowance)
+        self.prepare_partitions(client, &row.stored_path, None, &target, &allowance)
             .await?;
-        let _slot = self
-            .copy_slots
-            .acquire()
-            .await
-            .expect("the COPY semaphore is never closed");
+        let _slot = self.copy_slot().await;
         // The claim above may be stale by now (the slot can take a while): `record_outcome`
         // decides at the end, so a chunk settled meanwhile costs a rolled-back COPY, no more.
         // A month the first look missed means: roll back, create its partition, claim and
@@ -301,47 +297,31 @@ impl Loader {
         Ok(Some(ChunkTarget { dataset, layout }))
     }
 
-    /// Creates every partition the chunk's rows need before its transaction starts, from a
-    /// read of the chunk's partition column ([`ingest_rows::partitions`]) in the upload's own
-    /// layout (its header's column order, for headerless chunks too): a new month or day then
-    /// never costs a rolled-back COPY and a second load. Only a hint: a chunk already loaded,
-    /// waiting for its header, gone or unreadable is left to the load.
-    async fn prepare_partitions(
+    /// Creates every partition the rows of the chunk (or of its `range` of bytes, a piece)
+    /// need before their transaction starts, unless the chunk's `allowance` has no room for
+    /// them ([`partitions::MAX_NEW_PER_CHUNK`]), from a read of the partition column
+    /// ([`ingest_rows::partitions`]) in the upload's own layout (its header's column order, for
+    /// headerless chunks too): a new month or day then never costs a rolled-back COPY and a
+    /// second load. Only a hint: a chunk gone or unreadable, a record it cannot read or a read
+    /// that breaks off is left to the load, whose validator finds any month missed here (and
+    /// rolls back, creates, loads again) and fails a chunk that needs too many.
+    pub(crate) async fn prepare_partitions(
         &self,
         client: &Client,
-        row: &Claimed,
+        relative: &str,
+        range: Option<std::ops::Range<u64>>,
         target: &ChunkTarget,
         allowance: &partitions::Allowance,
     ) -> Result<(), LoadError> {
-        if target.dataset.partition.is_none() {
-            return Ok(());
-        }
-        let Ok(Some(input)) = self.open(&row.stored_path, None).await else {
-            return Ok(());
-        };
-        let layout = target.layout.clone();
-        self.make_partitions(client, &target.dataset, layout, input, allowance)
-            .await
-    }
-
-    /// Creates the partitions the records of `input` (read in `layout`) need and do not have
-    /// yet, unless the chunk's `allowance` has no room for them
-    /// ([`partitions::MAX_NEW_PER_CHUNK`]). Only a hint: a record it cannot
-    /// read, or a read that breaks off, is left to the load, whose validator finds any month
-    /// missed here (and rolls back, creates, loads again) and fails a chunk that needs too many.
-    pub(crate) async fn make_partitions(
-        &self,
-        client: &Client,
-        dataset: &Arc<Dataset>,
-        layout: Layout,
-        input: ChunkReader,
-        allowance: &partitions::Allowance,
-    ) -> Result<(), LoadError> {
+        let dataset = &target.dataset;
         if dataset.partition.is_none() {
             return Ok(());
         }
+        let Ok(Some(input)) = self.open(relative, range).await else {
+            return Ok(());
+        };
         let started = Instant::now();
-        let scanned = Arc::clone(dataset);
+        let (scanned, layout) = (Arc::clone(dataset), target.layout.clone());
         let starts = tokio::task::spawn_blocking(move || {
             partition_starts(std::io::BufReader::new(input), &scanned, &layout)
         })
@@ -358,6 +338,14 @@ impl Loader {
         }
         self.partitions.create(client, dataset, &missing).await?;
         Ok(())
+    }
+
+    /// One of the `INGEST_COPY_CONNECTIONS` COPY slots, held while a COPY runs.
+    pub(crate) async fn copy_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.copy_slots
+            .acquire()
+            .await
+            .expect("the COPY semaphore is never closed")
     }
 
     /// Streams the chunk (or piece: `input`, whose first record is line `first_line` of the

@@ -242,23 +242,13 @@ impl Loader {
         planned: &Planned,
     ) -> Result<PieceOutcome, LoadError> {
         let piece = planned.piece;
-        let dataset = &source.target.dataset;
-        if dataset.partition.is_some() {
-            let _turn = months.turn.lock().await;
-            // Only a hint, like the whole chunk's pre-scan: a store error here is left to the
-            // piece's own read; an error making a partition is the load's (retried).
-            let range = Some(piece.start..piece.end);
-            if let Ok(Some(input)) = self.open(source.relative, range).await {
-                let layout = source.target.layout.clone();
-                self.make_partitions(months.client, dataset, layout, input, &source.allowance)
-                    .await?;
-            }
-        }
-        let _slot = self
-            .copy_slots
-            .acquire()
-            .await
-            .expect("the COPY semaphore is never closed");
+        let turn = months.turn.lock().await;
+        let range = Some(piece.start..piece.end);
+        let (relative, target) = (source.relative, source.target);
+        self.prepare_partitions(months.client, relative, range, target, &source.allowance)
+            .await?;
+        drop(turn);
+        let _slot = self.copy_slot().await;
         let mut client = self.piece_sessions.take().await?;
         let outcome = self
             .copy_piece(&mut client, message, position, source, planned)
