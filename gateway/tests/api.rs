@@ -314,6 +314,35 @@ async fn complete_declares_the_count_and_status_reports_it() {
         app.put_chunk(&token, &folder, 2, b"x\n").await.status(),
         400
     );
+
+    // Fewer than were received: refused, with the reason. Then a file numbered in arrival
+    // order past the declared count is refused too (it would never be waited for).
+    let other = app.create_upload(&token).await;
+    let rows: [&'static [u8]; 2] = [
+        b"01/01/2023 00:00:00,a,1,Deposit\n",
+        b"01/01/2023 00:00:01,a,1,Deposit\n",
+    ];
+    for (n, row) in (0..).zip(rows) {
+        assert_eq!(app.put_chunk(&token, &other, n, row).await.status(), 200);
+    }
+    let declare = |n: i32| {
+        app.http
+            .post(format!("{}/api/upload/{other}/complete", app.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"chunks": n}))
+            .send()
+    };
+    let fewer = declare(1).await.unwrap();
+    assert_eq!(fewer.status(), 409);
+    let reason = fewer.text().await.unwrap();
+    assert!(reason.contains("chunk 1 was received already"), "{reason}");
+    assert_eq!(declare(2).await.unwrap().status(), 200);
+    let extra = app
+        .multipart(&token, &other, "c.csv", original_rows(0, 3, true), None)
+        .await;
+    assert_eq!(extra.status(), 409);
+    let status = app.status(&token, &other).await;
+    assert_eq!(status["received_chunks"], serde_json::json!([0, 1]));
 }
 
 #[tokio::test]

@@ -30,20 +30,22 @@ impl ChunkFile {
     }
 }
 
-/// Records that the broker confirmed the chunk's message.
+/// Records that the broker confirmed the chunk's message (the first confirm's time stays);
+/// returns whether the chunk is still recorded: a request whose publish failed may have taken
+/// it back meanwhile ([`crate::uploads::forget_chunk`]).
 pub async fn mark_announced(
     client: &Client,
     upload_id: Uuid,
     chunk_no: i32,
-) -> Result<(), LedgerError> {
-    client
+) -> Result<bool, LedgerError> {
+    let marked = client
         .execute(
-            "UPDATE chunks SET announced_at = now()
-             WHERE upload_id = $1 AND chunk_no = $2 AND announced_at IS NULL",
+            "UPDATE chunks SET announced_at = coalesce(announced_at, now())
+             WHERE upload_id = $1 AND chunk_no = $2",
             &[&upload_id, &chunk_no],
         )
         .await?;
-    Ok(())
+    Ok(marked == 1)
 }
 
 /// Stored chunks whose message was never confirmed, received more than `older_than` ago, oldest

@@ -193,6 +193,9 @@ pub enum Recorded {
     HeaderDiffers(Vec<String>),
     /// The upload ended (or expired) meanwhile and takes no more chunks.
     Closed(UploadState),
+    /// The chunk's number is not below the upload's declared count (given): checked under
+    /// the upload's lock, so a chunk racing the declaration cannot slip past it.
+    Beyond(i32),
 }
 
 /// Records a stored chunk. `chunk_no` None numbers it in arrival order (multipart uploads).
@@ -210,7 +213,7 @@ pub async fn record_chunk(
     let current = tx
         .query_one(
             &format!(
-                "SELECT state, {SETTLED}, {RETRYABLE}, header FROM uploads
+                "SELECT state, {SETTLED}, {RETRYABLE}, header, expected_chunks FROM uploads
                  WHERE upload_id = $1 FOR UPDATE"
             ),
             &[&upload.upload_id],
@@ -221,9 +224,21 @@ pub async fn record_chunk(
         current.get::<_, bool>(1),
         current.get::<_, bool>(2),
     );
+    let (header, expected) = (
+        current.get::<_, Option<Vec<String>>>(3),
+        current.get::<_, Option<i32>>(4),
+    );
+    // Every chunk of an upload is read with one header: new bytes for a failed chunk too.
+    let differs = header
+        .as_ref()
+        .filter(|header| stored.has_header && **header != stored.header)
+        .map(|header| Recorded::HeaderDiffers(header.clone()));
     if !state.is_open() && !settled {
         // An upload ended by failed chunks takes new bytes for one of them, and nothing else.
         if let (true, Some(n)) = (retryable, chunk_no) {
+            if let Some(differs) = differs {
+                return Ok(differs);
+            }
             if let Some(replaced) = replace(&tx, upload, n, &stored).await? {
                 tx.commit().await?;
                 return Ok(Recorded::Replaced(replaced));
@@ -242,15 +257,18 @@ pub async fn record_chunk(
             .await?
             .get(0),
     };
+    if let Some(expected) = expected.filter(|&expected| chunk_no >= expected) {
+        return Ok(Recorded::Beyond(expected)); // Rolls the arrival counter back too.
+    }
+    if let Some(differs) = differs {
+        return Ok(differs);
+    }
     // The first chunk that can say how every chunk of the upload is read sets it: one with a
     // header, the file's start (chunk 0), or any when files have no header. A headerless chunk
     // before that waits (the engine parks it); once the header is set, the waiting chunks are
     // marked unannounced so they are published again (by the request that set it, else by the
     // announce sweep) and loaded with it.
-    match current.get::<_, Option<Vec<String>>>(3) {
-        Some(header) if stored.has_header && header != stored.header => {
-            return Ok(Recorded::HeaderDiffers(header));
-        }
+    match header {
         Some(_) => {}
         None if !stored.has_header && stored.header_expected && chunk_no != 0 => {}
         None => {
@@ -362,8 +380,10 @@ async fn replace(
     retries::replace(tx, upload.upload_id, chunk_no, &upload.dataset, stored).await
 }
 
-/// Takes back a chunk whose message the broker did not confirm, unless the engine already
-/// loaded it (then the publish did happen). Returns whether it was taken back.
+/// Takes back a chunk whose message the broker did not confirm, unless the publish may have
+/// happened after all: the engine loaded the chunk or some of its pieces (a confirm lost or
+/// late; its rows must not be loaded again under a new record), or another request or the
+/// announce sweep had it confirmed. Returns whether it was taken back.
 pub async fn forget_chunk(
     client: &mut Client,
     message: &ChunkMessage,
@@ -375,10 +395,27 @@ pub async fn forget_chunk(
         &[&message.upload_id],
     )
     .await?;
+    // Then the chunk's: a piece commits holding it share-locked, so this waits for pieces in
+    // flight, and the next statement (a new snapshot) sees what they committed.
+    let (upload_id, chunk_no) = (&message.upload_id, &message.chunk_no);
+    let unannounced = tx
+        .query_opt(
+            "SELECT 1 FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'
+               AND announced_at IS NULL
+             FOR UPDATE",
+            &[upload_id, chunk_no],
+        )
+        .await?;
+    if unannounced.is_none() {
+        return Ok(false);
+    }
     let deleted = tx
         .execute(
-            "DELETE FROM chunks WHERE upload_id = $1 AND chunk_no = $2 AND state = 'stored'",
-            &[&message.upload_id, &message.chunk_no],
+            "DELETE FROM chunks c WHERE upload_id = $1 AND chunk_no = $2
+               AND NOT EXISTS (SELECT 1 FROM chunk_pieces p
+                               WHERE p.upload_id = c.upload_id AND p.chunk_no = c.chunk_no
+                                 AND p.state = 'loaded')",
+            &[upload_id, chunk_no],
         )
         .await?;
     if deleted == 1 {
@@ -396,14 +433,42 @@ pub async fn forget_chunk(
     Ok(deleted == 1)
 }
 
-/// Declares the upload's chunk count; it ends at once if they are all loaded already. `None`
-/// when the upload is closed or declared a different count before.
+/// What declaring an upload's number of chunks did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// Declared (now or before, the same number): the upload's state.
+    Now(UploadState),
+    /// Another number was declared before, or the upload takes no more chunks.
+    Refused,
+    /// Chunk `highest` was received already: an upload of fewer chunks would end without it.
+    Fewer { highest: i32 },
+}
+
+/// Declares the upload's number of chunks (`chunks`); the upload is done at once if they are
+/// all loaded already.
 pub async fn declare_chunks(
     client: &mut Client,
     upload_id: Uuid,
     chunks: i32,
-) -> Result<Option<UploadState>, LedgerError> {
+) -> Result<Declared, LedgerError> {
     let tx = client.transaction().await?;
+    // The upload's row first, as `record_chunk` does: a chunk recorded meanwhile is counted
+    // below, and one recorded after sees the number.
+    tx.execute(
+        "SELECT 1 FROM uploads WHERE upload_id = $1 FOR UPDATE",
+        &[&upload_id],
+    )
+    .await?;
+    let highest: Option<i32> = tx
+        .query_one(
+            "SELECT max(chunk_no) FROM chunks WHERE upload_id = $1",
+            &[&upload_id],
+        )
+        .await?
+        .get(0);
+    if let Some(highest) = highest.filter(|&highest| highest >= chunks) {
+        return Ok(Declared::Fewer { highest });
+    }
     // A settled upload may still declare its count (the done rule then ends it the same way).
     let declared = tx
         .execute(
@@ -417,7 +482,7 @@ pub async fn declare_chunks(
         )
         .await?;
     if declared == 0 {
-        return Ok(None);
+        return Ok(Declared::Refused);
     }
     let state = match end_if_done(&tx, upload_id).await? {
         Some(ended) => ended,
@@ -433,7 +498,7 @@ pub async fn declare_chunks(
         }
     };
     tx.commit().await?;
-    Ok(Some(state))
+    Ok(Declared::Now(state))
 }
 
 /// The upload's state, counters, received chunk numbers and first rejected rows.

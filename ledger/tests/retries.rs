@@ -139,6 +139,13 @@ async fn a_failed_chunk_is_retried_then_replaced_and_a_stale_load_records_nothin
         record(&mut client, &found, 1, stored_chunk("u/b2.csv", 'b')).await,
         Recorded::Closed(_)
     ));
+    // New bytes are read with the upload's header too: another column order is refused.
+    let mut reordered = stored_chunk("u/d.csv", 'd');
+    reordered.header.swap(0, 1);
+    assert!(matches!(
+        record(&mut client, &found, 1, reordered).await,
+        Recorded::HeaderDiffers(_)
+    ));
     let Recorded::Replaced(replaced) =
         record(&mut client, &found, 1, stored_chunk("u/c.csv", 'c')).await
     else {

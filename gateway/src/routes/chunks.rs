@@ -169,6 +169,7 @@ pub struct FileForm {
         (status = 200, description = "Stored and queued", body = FileUploaded),
         (status = 400, description = "Bad checksum, extension or content", body = ErrorBody),
         (status = 404, description = "No such upload of this client", body = ErrorBody),
+        (status = 409, description = "The upload takes no more files: it ended, or has all its declared chunks", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 415, description = "Not CSV", body = ErrorBody),
         (status = 422, description = "No `file` field", body = ErrorBody),
@@ -349,6 +350,15 @@ async fn commit(
             forget_file().await;
             return Err(crate::routes::uploads::closed(state));
         }
+        Ok(Recorded::Beyond(expected)) => {
+            forget_file().await;
+            return Err(match chunk_no {
+                Some(n) => beyond(n, expected),
+                None => ApiError::Conflict(format!(
+                    "the upload declared {expected} chunks and has received them all"
+                )),
+            });
+        }
         Err(err) => {
             forget_file().await;
             return Err(err);
@@ -367,7 +377,12 @@ async fn commit(
             "{err}; nothing was stored, retry later"
         )));
     }
-    state.uploads.mark_announced(&message).await;
+    if !state.uploads.mark_announced(&message).await {
+        // Sent twice at once, and the other request's publish failed: it took the chunk back.
+        return Err(ApiError::Unavailable(
+            "the same chunk sent at the same time could not be queued; send it again".into(),
+        ));
+    }
     if !duplicate && (has_header || message.chunk_no == 0) {
         // This chunk may have set the upload's header: chunks that came before it waited for
         // it (the engine parked them); publish them again now rather than at the next sweep.
@@ -580,12 +595,17 @@ fn accepting(upload: &Upload, chunk_no: Option<i32>) -> Result<(), ApiError> {
     }
     if let (Some(n), Some(expected)) = (chunk_no, upload.expected_chunks) {
         if n >= expected {
-            return Err(ApiError::BadRequest(format!(
-                "chunk {n} is beyond the declared {expected} chunks (numbered from 0)"
-            )));
+            return Err(beyond(n, expected));
         }
     }
     Ok(())
+}
+
+/// Chunk `n` of an upload that declared `expected` chunks, when `n` is not below it.
+fn beyond(n: i32, expected: i32) -> ApiError {
+    ApiError::BadRequest(format!(
+        "chunk {n} is beyond the declared {expected} chunks (numbered from 0)"
+    ))
 }
 
 fn upload_dir(state: &AppState, upload: &Upload) -> std::path::PathBuf {

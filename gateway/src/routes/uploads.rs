@@ -251,7 +251,7 @@ pub struct Declared {
     request_body = DeclareChunks,
     responses(
         (status = 200, description = "Declared", body = Declared),
-        (status = 409, description = "A different count was declared", body = ErrorBody)))]
+        (status = 409, description = "A different count was declared, or a chunk numbered at or above it was received", body = ErrorBody)))]
 pub async fn complete(
     state: &AppState,
     upload: &Upload,
@@ -496,19 +496,22 @@ impl Uploads {
         Ok(uploads::forget_chunk(&mut db, message).await?)
     }
 
-    /// Records that the broker confirmed the chunk's message. Chunks a killed gateway never
-    /// announced are published again by [`crate::orphans`]; if this update fails, that sweep
-    /// publishes the chunk once more, which the engine's ledger makes harmless.
-    pub async fn mark_announced(&self, message: &ChunkMessage) {
+    /// Records that the broker confirmed the chunk's message; returns whether the chunk is
+    /// still recorded (a concurrent request whose publish failed may have taken it back), and
+    /// `true` when that is not known. Chunks a killed gateway never announced are published
+    /// again by [`crate::orphans`]; if this update fails, that sweep publishes the chunk once
+    /// more, which the engine's ledger makes harmless.
+    pub async fn mark_announced(&self, message: &ChunkMessage) -> bool {
         let marked = async {
             let db = self.pool.get().await?;
-            ingest_ledger::files::mark_announced(&db, message.upload_id, message.chunk_no).await?;
-            Ok::<_, ApiError>(())
+            let (upload_id, chunk_no) = (message.upload_id, message.chunk_no);
+            Ok::<_, ApiError>(ingest_ledger::files::mark_announced(&db, upload_id, chunk_no).await?)
         }
         .await;
-        if let Err(err) = marked {
+        marked.unwrap_or_else(|err| {
             tracing::debug!(error = %err, "could not mark a chunk announced");
-        }
+            true
+        })
     }
 
     /// Publishes the upload's chunks that wait to be announced again, after `message`'s chunk
@@ -547,9 +550,15 @@ impl Uploads {
         }
         let mut db = self.pool.get().await?;
         match uploads::declare_chunks(&mut db, upload.upload_id, chunks).await? {
-            Some(state) => Ok(state),
-            None if upload.expected_chunks == Some(chunks) => Ok(upload.state),
-            None => Err(ApiError::Conflict(format!(
+            uploads::Declared::Now(state) => Ok(state),
+            uploads::Declared::Fewer { highest } => Err(ApiError::Conflict(format!(
+                "chunk {highest} was received already: the upload has at least {} chunks",
+                highest + 1
+            ))),
+            uploads::Declared::Refused if upload.expected_chunks == Some(chunks) => {
+                Ok(upload.state)
+            }
+            uploads::Declared::Refused => Err(ApiError::Conflict(format!(
                 "upload already declared {} chunks",
                 upload
                     .expected_chunks
