@@ -735,12 +735,22 @@ fn validate_file(
 /// constraint the rows break (class 23: a unique key taken, a NULL in a NOT NULL column). The
 /// chunk then fails with the reason (and may be retried by its client) instead of being
 /// retried forever, holding up its stream partition.
+///
+/// Not a refusal: a row routed to the default partition while another engine attached that
+/// month's partition breaks the default's new bound (23514 naming no constraint, where a
+/// dataset's CHECK names its own); loaded again, the row goes to the new partition.
 pub(crate) fn refused_rows(err: &LoadError) -> Option<String> {
     let LoadError::Db(db) = err else {
         return None;
     };
     let code = db.code()?.code();
     if !(code.starts_with("22") || code.starts_with("23")) {
+        return None;
+    }
+    let partition_bound = db
+        .as_db_error()
+        .is_some_and(|refusal| refusal.code().code() == "23514" && refusal.constraint().is_none());
+    if partition_bound {
         return None;
     }
     let why = match db.as_db_error() {
@@ -814,4 +824,51 @@ pub(crate) fn record_metrics(message: &ChunkMessage, report: &ChunkReport, start
         took_ms = started.elapsed().as_millis() as u64,
         "chunk loaded"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingest_testkit::TestDb;
+
+    /// The load error of `sql` run on a fresh database after `setup`.
+    async fn error_of(setup: &str, sql: &str) -> LoadError {
+        let db = TestDb::new().await.expect("a test database");
+        let client = db.client().await.expect("a session");
+        client.batch_execute(setup).await.expect("setup");
+        LoadError::Db(client.batch_execute(sql).await.expect_err("refused"))
+    }
+
+    #[tokio::test]
+    async fn a_row_past_the_default_partitions_new_bound_is_loaded_again() {
+        let err = error_of(
+            "CREATE TABLE p (d date) PARTITION BY RANGE (d);
+             CREATE TABLE p_default PARTITION OF p DEFAULT;
+             CREATE TABLE p_2024 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');",
+            "INSERT INTO p_default VALUES ('2024-05-01')",
+        )
+        .await;
+        let LoadError::Db(db) = &err else {
+            unreachable!("made as a database error")
+        };
+        let message = db.as_db_error().map(|e| e.message().to_owned());
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("partition constraint")),
+            "{message:?}"
+        );
+        assert_eq!(refused_rows(&err), None);
+    }
+
+    #[tokio::test]
+    async fn a_row_breaking_a_check_is_refused_for_good() {
+        let err = error_of(
+            "CREATE TABLE c (x int CONSTRAINT positive CHECK (x > 0))",
+            "INSERT INTO c VALUES (-1)",
+        )
+        .await;
+        let refused = refused_rows(&err).expect("a refusal");
+        assert!(refused.contains("positive"), "{refused}");
+    }
 }
