@@ -191,14 +191,21 @@ impl Loader {
                 }
             };
             let tx = tx.expect("parsed rows come with their transaction");
-            let missing = self.partitions.missing(&target.dataset, &report.partitions);
-            if let Err(reason) = allowance.reserve(&missing) {
-                drop(tx);
-                let failure = Failure::of_chunk(reason);
-                return self
-                    .fail(client, message, position, row.attempt, failure)
-                    .await;
-            }
+            let (dataset, months) = (&target.dataset, &report.partitions);
+            let reserved = self
+                .partitions
+                .reserve_missing(&tx, dataset, months, &allowance)
+                .await?;
+            let missing = match reserved {
+                Ok(missing) => missing,
+                Err(reason) => {
+                    drop(tx);
+                    let failure = Failure::of_chunk(reason);
+                    return self
+                        .fail(client, message, position, row.attempt, failure)
+                        .await;
+                }
+            };
             if !missing.is_empty() {
                 drop(tx); // Rolls back; the partitions are created outside it.
                 metrics::partition_reload();
@@ -331,9 +338,15 @@ impl Loader {
         let Ok(starts) = starts else {
             return Ok(());
         };
-        let missing = self.partitions.missing(dataset, &starts);
+        let reserved = self
+            .partitions
+            .reserve_missing(client, dataset, &starts, allowance)
+            .await?;
         // Too many: the load fails the chunk once the validator has confirmed them.
-        if missing.is_empty() || allowance.reserve(&missing).is_err() {
+        let Ok(missing) = reserved else {
+            return Ok(());
+        };
+        if missing.is_empty() {
             return Ok(());
         }
         self.partitions.create(client, dataset, &missing).await?;

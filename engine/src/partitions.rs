@@ -25,7 +25,7 @@ use std::time::Duration;
 use ingest_rows::dataset::{ColumnKind, Dataset, Day, PartitionBy};
 use ingest_rows::registry::Registry;
 use ingest_rows::values::days_in_month;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::metrics;
 
@@ -89,22 +89,7 @@ impl Partitions {
     pub async fn load(client: &Client, registry: &Registry) -> Result<Self, tokio_postgres::Error> {
         let mut known = HashSet::new();
         for dataset in registry.iter() {
-            let Some(partitioning) = dataset.partition else {
-                continue;
-            };
-            let rows = client
-                .query(
-                    "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                     WHERE i.inhparent = $1::text::regclass",
-                    &[&ingest_rows::dataset::quote_ident(&dataset.table)],
-                )
-                .await?;
-            known.extend(rows.iter().filter_map(|row| {
-                let start = partitioning
-                    .by
-                    .parse_table_name(row.get(0), &dataset.table)?;
-                Some((dataset.table.clone(), start))
-            }));
+            known.extend(existing(client, dataset).await?);
         }
         Ok(Self {
             known: Mutex::new(known),
@@ -112,8 +97,32 @@ impl Partitions {
         })
     }
 
-    /// The partitions of `starts` that `dataset`'s table does not have yet.
-    pub fn missing(&self, dataset: &Dataset, starts: &BTreeSet<Day>) -> Vec<Day> {
+    /// The partitions of `starts` that `dataset`'s table lacks, with room reserved for them in
+    /// the chunk's `allowance`, or why the chunk is refused. Before refusing, the catalog is read
+    /// again: partitions other engines made since this one started are not new.
+    pub async fn reserve_missing(
+        &self,
+        client: &impl GenericClient,
+        dataset: &Dataset,
+        starts: &BTreeSet<Day>,
+        allowance: &Allowance,
+    ) -> Result<Result<Vec<Day>, String>, tokio_postgres::Error> {
+        let missing = self.missing(dataset, starts);
+        if allowance.reserve(&missing).is_ok() {
+            return Ok(Ok(missing));
+        }
+        let made_elsewhere = existing(client, dataset).await?;
+        self.known
+            .lock()
+            .expect("partition cache lock should not be poisoned")
+            .extend(made_elsewhere);
+        let missing = self.missing(dataset, starts);
+        Ok(allowance.reserve(&missing).map(|()| missing))
+    }
+
+    /// The partitions of `starts` that `dataset`'s table does not have yet, as far as this
+    /// process knows.
+    fn missing(&self, dataset: &Dataset, starts: &BTreeSet<Day>) -> Vec<Day> {
         let known = self
             .known
             .lock()
@@ -169,6 +178,32 @@ impl Partitions {
         }
         Ok(())
     }
+}
+
+/// The partitions `dataset`'s table has, by (table, first day), read from the catalog.
+async fn existing(
+    client: &impl GenericClient,
+    dataset: &Dataset,
+) -> Result<Vec<(String, Day)>, tokio_postgres::Error> {
+    let Some(partitioning) = dataset.partition else {
+        return Ok(Vec::new());
+    };
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = $1::text::regclass",
+            &[&ingest_rows::dataset::quote_ident(&dataset.table)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let start = partitioning
+                .by
+                .parse_table_name(row.get(0), &dataset.table)?;
+            Some((dataset.table.clone(), start))
+        })
+        .collect())
 }
 
 /// The partition's range `[first, next)` as literals of the key's type: UTC midnights for a

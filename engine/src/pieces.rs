@@ -291,10 +291,15 @@ impl Loader {
                 Ok(parsed) => parsed,
                 Err(err) => return Ok(PieceOutcome::ChunkFailed(err)),
             };
-            let missing = self.partitions.missing(&target.dataset, &report.partitions);
-            if let Err(reason) = source.allowance.reserve(&missing) {
-                return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason)));
-            }
+            let (dataset, months) = (&target.dataset, &report.partitions);
+            let reserved = self
+                .partitions
+                .reserve_missing(&tx, dataset, months, &source.allowance)
+                .await?;
+            let missing = match reserved {
+                Ok(missing) => missing,
+                Err(reason) => return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason))),
+            };
             if !missing.is_empty() {
                 drop(tx);
                 metrics::partition_reload();

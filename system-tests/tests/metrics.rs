@@ -734,7 +734,7 @@ async fn new_months_are_made_before_the_copy_whole_or_in_pieces() {
 /// A chunk whose dates need more new partitions than one chunk may make (366) fails, with the
 /// reason, and makes at most that many: loaded whole (none made), and cut into pieces that each
 /// need fewer (the pieces share the allowance; each piece on its own, as before, let this chunk
-/// make 400 and load).
+/// make 400 and load). Partitions made by another engine since this one started do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
     const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
@@ -797,5 +797,38 @@ async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
         );
         assert_eq!(row.get::<_, i64>(1), 0, "no row of a failed chunk stays");
     }
+
+    // Partitions another engine made after this one started are not new: 400 months from
+    // 2100, made here, then a chunk that needs all of them loads.
+    let mut month = (2100, 1);
+    for _ in 0..400 {
+        let (year, m) = month;
+        let next = if m == 12 {
+            (year + 1, 1)
+        } else {
+            (year, m + 1)
+        };
+        let (name, first) = (
+            format!("transactions_{year:04}_{m:02}"),
+            format!("{year:04}-{m:02}-01"),
+        );
+        let next_first = format!("{:04}-{:02}-01", next.0, next.1);
+        client
+            .query_one(
+                "SELECT ensure_partition('transactions', $1, 'date', $2, $3)",
+                &[&name, &first, &next_first],
+            )
+            .await
+            .unwrap();
+        month = next;
+    }
+    let made_elsewhere = api.create(serde_json::json!({})).await;
+    let rows = rows_over_months(2100, 400, 1, DECLARED, true);
+    assert_eq!(api.put(&made_elsewhere, 0, rows).await, 200);
+    api.complete(&made_elsewhere, 1).await;
+    assert_eq!(
+        finished(&env, &made_elsewhere).await,
+        ("done".into(), 400, 0)
+    );
     gateway.stop().await;
 }
