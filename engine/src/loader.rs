@@ -209,9 +209,14 @@ impl Loader {
             if !missing.is_empty() {
                 drop(tx); // Rolls back; the partitions are created outside it.
                 metrics::partition_reload();
-                self.partitions
-                    .create(client, &target.dataset, &missing)
-                    .await?;
+                let created = self.partitions.create(client, dataset, &missing).await;
+                if let Some(reason) = created.as_ref().err().and_then(partitions::in_the_way) {
+                    let failure = Failure::of_chunk(reason);
+                    return self
+                        .fail(client, message, position, row.attempt, failure)
+                        .await;
+                }
+                created?;
                 (row, target) = match self.claim_target(client, message, position).await? {
                     Ok(claimed) => claimed,
                     Err(settled) => return Ok(settled),
@@ -349,8 +354,11 @@ impl Loader {
         if missing.is_empty() {
             return Ok(());
         }
-        self.partitions.create(client, dataset, &missing).await?;
-        Ok(())
+        match self.partitions.create(client, dataset, &missing).await {
+            // Left to the load, which fails the chunk with the reason.
+            Err(err) if partitions::in_the_way(&err).is_some() => Ok(()),
+            created => Ok(created?),
+        }
     }
 
     /// One of the `INGEST_COPY_CONNECTIONS` COPY slots, held while a COPY runs.
@@ -749,6 +757,8 @@ fn validate_file(
 /// chunk then fails with the reason (and may be retried by its client) instead of being
 /// retried forever, holding up its stream partition.
 ///
+/// A value PostgreSQL cannot index (54000: a key over the btree's row size) is refused too.
+///
 /// Not a refusal: a row routed to the default partition while another engine attached that
 /// month's partition breaks the default's new bound (23514 naming no constraint, where a
 /// dataset's CHECK names its own); loaded again, the row goes to the new partition.
@@ -757,7 +767,7 @@ pub(crate) fn refused_rows(err: &LoadError) -> Option<String> {
         return None;
     };
     let code = db.code()?.code();
-    if !(code.starts_with("22") || code.starts_with("23")) {
+    if !(code.starts_with("22") || code.starts_with("23") || code == "54000") {
         return None;
     }
     let partition_bound = db
@@ -872,6 +882,17 @@ mod tests {
             "{message:?}"
         );
         assert_eq!(refused_rows(&err), None);
+    }
+
+    #[tokio::test]
+    async fn a_key_too_big_to_index_is_refused_for_good() {
+        let err = error_of(
+            "CREATE TABLE k (key text UNIQUE)",
+            "INSERT INTO k SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i",
+        )
+        .await;
+        let refused = refused_rows(&err).expect("a refusal");
+        assert!(refused.contains("index row"), "{refused}");
     }
 
     #[tokio::test]

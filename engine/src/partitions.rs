@@ -75,6 +75,15 @@ impl Allowance {
     }
 }
 
+/// Why a partition cannot be made, when trying again would meet the same obstacle: a relation
+/// of its name that is not a partition of the table (`ensure_partition` raises, migration
+/// 0014). The chunk that needs it fails with the reason instead of holding up its stream
+/// partition until an operator moves the relation away.
+pub fn in_the_way(err: &tokio_postgres::Error) -> Option<String> {
+    let raised = err.as_db_error().filter(|db| db.code().code() == "P0001")?;
+    Some(format!("a partition cannot be made: {}", raised.message()))
+}
+
 /// The partitions (table, first day) known to exist.
 #[derive(Default)]
 pub struct Partitions {
@@ -274,6 +283,36 @@ mod tests {
             });
             assert_eq!(granted, 3, "366 leaves room for three sets of 100");
         }
+    }
+
+    #[tokio::test]
+    async fn a_relation_in_the_way_of_a_partition_is_named() {
+        let db = ingest_testkit::TestDb::new()
+            .await
+            .expect("a test database");
+        let client = db.client().await.expect("a session");
+        client
+            .batch_execute("CREATE TABLE transactions_2150_01 (x int)")
+            .await
+            .expect("a plain table named like a partition");
+        let err = client
+            .query_one(
+                "SELECT ensure_partition('transactions', 'transactions_2150_01', 'date',
+                                         '2150-01-01', '2150-02-01')",
+                &[],
+            )
+            .await
+            .expect_err("refused");
+        let reason = in_the_way(&err).expect("a reason");
+        assert!(
+            reason.contains("transactions_2150_01 exists and is not a partition"),
+            "{reason}"
+        );
+        let other = client
+            .batch_execute("SELECT 1/0")
+            .await
+            .expect_err("refused");
+        assert_eq!(in_the_way(&other), None);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::loader::{
     LoadError, Loader, Outcome, Position,
 };
 use crate::metrics::{self, Outcome as Counted};
-use crate::partitions::Allowance;
+use crate::partitions::{in_the_way, Allowance};
 use crate::rejected;
 use crate::session::Sessions;
 use crate::validate::{ChunkError, ChunkReport, ErrorPolicy};
@@ -303,9 +303,11 @@ impl Loader {
             if !missing.is_empty() {
                 drop(tx);
                 metrics::partition_reload();
-                self.partitions
-                    .create(client, &target.dataset, &missing)
-                    .await?;
+                let created = self.partitions.create(client, dataset, &missing).await;
+                if let Some(reason) = created.as_ref().err().and_then(in_the_way) {
+                    return Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason)));
+                }
+                created?;
                 continue;
             }
             still_owner(&tx, position).await?;

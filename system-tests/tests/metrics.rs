@@ -832,3 +832,44 @@ async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
     );
     gateway.stop().await;
 }
+
+/// A relation named like a partition the rows need that is not one (someone's own table) fails
+/// the chunk with the reason, whole, rather than being retried for good and holding up every
+/// later chunk of its stream partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relation_in_the_way_of_a_partition_fails_the_chunk_with_the_reason() {
+    const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let api = connect(&gateway).await;
+    let (_engine, _addr) = engine_cutting_at_64_kib(&env).await;
+    let client = env.db.client().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE transactions_2150_01 (x int)")
+        .await
+        .unwrap();
+
+    let folder = api.create(serde_json::json!({})).await;
+    let rows = rows_over_months(2150, 2, 3, DECLARED, true);
+    assert_eq!(api.put(&folder, 0, rows).await, 200);
+    api.complete(&folder, 1).await;
+    assert_eq!(finished(&env, &folder).await, ("failed".into(), 0, 0));
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    let row = client
+        .query_one(
+            "SELECT c.error, (SELECT count(*) FROM transactions t WHERE t.upload_id = $1)
+             FROM chunks c WHERE c.upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let error: Option<String> = row.get(0);
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains(
+            "relation transactions_2150_01 exists and is not a partition of transactions"
+        )),
+        "chunk error: {error:?}"
+    );
+    assert_eq!(row.get::<_, i64>(1), 0, "no row of the failed chunk stays");
+    gateway.stop().await;
+}
