@@ -48,6 +48,23 @@ pub async fn mark_announced(
     Ok(marked == 1)
 }
 
+/// Marks chunks `chunk_nos` of an upload as not announced, so the announce sweep publishes
+/// them: their message (published again after the upload's header was set) was not confirmed.
+pub async fn announce_later(
+    client: &Client,
+    upload_id: Uuid,
+    chunk_nos: &[i32],
+) -> Result<(), LedgerError> {
+    client
+        .execute(
+            "UPDATE chunks SET announced_at = NULL
+             WHERE upload_id = $1 AND chunk_no = ANY($2) AND state = 'stored'",
+            &[&upload_id, &chunk_nos],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Stored chunks whose message was never confirmed, received more than `older_than` ago, oldest
 /// first: the messages to publish again.
 pub async fn unannounced(
@@ -65,17 +82,20 @@ pub async fn unannounced(
     .await
 }
 
-/// The stored, unannounced chunks of one upload other than `except`: those that waited for
-/// the upload's header, to publish again once a chunk set it ([`crate::uploads::record_chunk`]).
-pub async fn unannounced_of(
+/// The stored chunks of one upload, other than `except`, without a header of their own: those
+/// that may have waited for the upload's header (the engine parks them), to publish again once
+/// a chunk set it ([`crate::uploads::record_chunk`]). Whether their first message was confirmed
+/// does not matter: a confirm that lands after the header was set marks a message the engine
+/// parked, and would otherwise hide the chunk from this and from the announce sweep. A chunk
+/// that did not wait is only delivered twice, which the ledger makes harmless.
+pub async fn may_have_waited(
     client: &Client,
     upload_id: Uuid,
     except: i32,
 ) -> Result<Vec<ChunkMessage>, LedgerError> {
     messages(
         client,
-        "c.upload_id = $1 AND c.chunk_no <> $2 AND c.state = 'stored'
-           AND c.announced_at IS NULL
+        "c.upload_id = $1 AND c.chunk_no <> $2 AND c.state = 'stored' AND NOT c.has_header
          ORDER BY c.chunk_no",
         &[&upload_id, &except],
     )

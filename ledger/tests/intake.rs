@@ -155,3 +155,39 @@ async fn a_chunk_whose_publish_failed_is_kept_if_it_may_have_been_published() {
     assert!(!files::mark_announced(&client, id, 2).await.unwrap());
     assert_eq!(chunk_numbers(&client, id).await, vec![0, 1]);
 }
+
+#[tokio::test]
+async fn a_chunk_that_waited_for_the_header_is_published_again_though_a_late_confirm_marked_it() {
+    let db = TestDb::new().await.unwrap();
+    let mut client = db.client().await.unwrap();
+    let upload = new_upload(&client, ErrorPolicy::RejectRows, None).await;
+    let id = upload.upload_id;
+    // Chunk 3 of a split file comes first, without a header: it waits (the engine parks it).
+    let headerless = uploads::NewChunk {
+        has_header: false,
+        ..stored_chunk("u/3.csv", '3')
+    };
+    new_message(record(&mut client, &upload, 3, headerless).await);
+    // Chunk 0 sets the header; then chunk 3's first confirm lands and marks it announced.
+    new_message(record(&mut client, &upload, 0, stored_chunk("u/0.csv", '0')).await);
+    assert!(files::mark_announced(&client, id, 3).await.unwrap());
+
+    let chunk_nos =
+        |messages: Vec<ChunkMessage>| -> Vec<i32> { messages.iter().map(|m| m.chunk_no).collect() };
+    let again = files::may_have_waited(&client, id, 0).await.unwrap();
+    assert_eq!(chunk_nos(again), vec![3]);
+    // A chunk with a header of its own never waited.
+    new_message(record(&mut client, &upload, 1, stored_chunk("u/1.csv", '1')).await);
+    let again = files::may_have_waited(&client, id, 0).await.unwrap();
+    assert_eq!(chunk_nos(again), vec![3]);
+
+    // Published again but not confirmed: the announce sweep sees it (chunks 0 and 1 were).
+    for n in [0, 1] {
+        assert!(files::mark_announced(&client, id, n).await.unwrap());
+    }
+    files::announce_later(&client, id, &[3]).await.unwrap();
+    let swept = files::unannounced(&client, std::time::Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(chunk_nos(swept), vec![3]);
+}

@@ -514,9 +514,9 @@ impl Uploads {
         })
     }
 
-    /// Publishes the upload's chunks that wait to be announced again, after `message`'s chunk
-    /// set its header ([`ingest_ledger::files::unannounced_of`]). Best effort: what fails here
-    /// the gateways' announce sweep publishes later.
+    /// Publishes the upload's chunks that may have waited for its header, after `message`'s
+    /// chunk set it ([`ingest_ledger::files::may_have_waited`]). Best effort: what fails here
+    /// is marked unannounced, and the gateways' announce sweep publishes it later.
     pub async fn announce_waiting(
         &self,
         publisher: &crate::publish::Publisher,
@@ -525,15 +525,15 @@ impl Uploads {
         let announced = async {
             let db = self.pool.get().await?;
             let waiting =
-                ingest_ledger::files::unannounced_of(&db, message.upload_id, message.chunk_no)
+                ingest_ledger::files::may_have_waited(&db, message.upload_id, message.chunk_no)
                     .await?;
-            for waiting in &waiting {
-                publisher
-                    .publish(waiting)
-                    .await
-                    .map_err(|err| ApiError::Unavailable(err.to_string()))?;
-                ingest_ledger::files::mark_announced(&db, waiting.upload_id, waiting.chunk_no)
-                    .await?;
+            for (at, chunk) in waiting.iter().enumerate() {
+                if let Err(err) = publisher.publish(chunk).await {
+                    let left: Vec<i32> = waiting[at..].iter().map(|c| c.chunk_no).collect();
+                    ingest_ledger::files::announce_later(&db, message.upload_id, &left).await?;
+                    return Err(ApiError::Unavailable(err.to_string()));
+                }
+                ingest_ledger::files::mark_announced(&db, chunk.upload_id, chunk.chunk_no).await?;
             }
             Ok::<_, ApiError>(())
         }
