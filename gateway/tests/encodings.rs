@@ -49,6 +49,16 @@ async fn gzip_and_zstd_chunks_are_stored_decoded_and_bombs_are_cut_off() {
         400
     );
     assert_eq!(put(4, "br", plain.clone()).await.unwrap().status(), 415);
+    // A zstd frame asking for a 128 MiB window (ultra levels, long matching) is refused, not
+    // given the memory for the length of the body.
+    let mut wide = zstd::stream::Encoder::new(Vec::new(), 19).unwrap();
+    wide.window_log(27).unwrap();
+    wide.long_distance_matching(true).unwrap();
+    std::io::Write::write_all(&mut wide, &plain).unwrap();
+    let refused = put(5, "zstd", wide.finish().unwrap()).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("zstd"), "{reason}");
     assert_eq!(app.ledger_rows().await, 2);
     assert_eq!(app.stored_files().len(), 2);
 }

@@ -15,6 +15,11 @@ pub(super) enum Decoder {
     Zstd(zstd::stream::write::Decoder<'static, Output>),
 }
 
+/// The largest zstd window a body may need, as a power of two (8 MiB: what zstd's levels up to
+/// 19 use). A frame may ask for up to 2 GiB, which the decoder would hold for the whole body;
+/// one needing more than this is refused (400) rather than allocated.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// The output's own refusals (too large, not text) travel inside io errors: unwrap them.
 pub(super) fn unwrap_error(kind: &'static str, err: io::Error) -> StoreError {
     match err.downcast::<StoreError>() {
@@ -28,7 +33,11 @@ impl Decoder {
         Ok(match encoding {
             BodyEncoding::Identity => Self::Identity(output),
             BodyEncoding::Gzip => Self::Gzip(Box::new(flate2::write::GzDecoder::new(output))),
-            BodyEncoding::Zstd => Self::Zstd(zstd::stream::write::Decoder::new(output)?),
+            BodyEncoding::Zstd => {
+                let mut decoder = zstd::stream::write::Decoder::new(output)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                Self::Zstd(decoder)
+            }
         })
     }
 
