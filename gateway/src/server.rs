@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use ingest_runtime::{db, telemetry};
 
@@ -122,6 +122,33 @@ pub async fn run(
     serve(listener, state, shutdown).await
 }
 
+/// Waits, at most `limit`, until the client has sent enough to tell HTTP/1 from HTTP/2:
+/// hyper-util's version detection has no timeout of its own (the header timeout starts after
+/// it), so a client that connects and sends nothing, or stops inside the HTTP/2 preface, would
+/// hold its connection for good. `false`: close it.
+async fn speaks_in_time(stream: &TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut head = [0u8; PREFACE.len()];
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut head)).await {
+            Ok(Ok(peeked)) => peeked,
+            Ok(Err(_)) | Err(_) => return false,
+        };
+        if peeked == 0 {
+            return false; // Closed.
+        }
+        if peeked == PREFACE.len() || head[..peeked] != PREFACE[..peeked] {
+            return true;
+        }
+        // Part of the preface: `peek` answers at once while nothing more comes, so wait a little.
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// [`run`] with a state built by the caller (tests inject a clock this way).
 pub async fn serve(
     listener: TcpListener,
@@ -134,7 +161,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(state.settings.header_timeout)
         .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new());
+    // A peer that stops answering pings is gone: its connection (and streams) are closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     let _expiry = expiry::spawn(&state);
     let _settle = Settle::new(
@@ -158,11 +190,14 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let service = service_fn(move |request| handle(state.clone(), peer, request));
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(err) = connection.await {
+                    if !speaks_in_time(&stream, state.settings.header_timeout).await {
+                        return;
+                    }
+                    let service = service_fn(move |request| handle(state.clone(), peer, request));
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(err) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(error = %err, "connection ended with an error");
                     }
                 });

@@ -104,6 +104,24 @@ async fn slow_headers_are_cut_off() {
     }
 }
 
+/// A connection that sends nothing, or stops inside the HTTP/2 preface (before the server can
+/// tell which HTTP it speaks), is closed after the header timeout too, not held open for good.
+#[tokio::test]
+async fn silent_connections_are_cut_off() {
+    let app = TestGateway::start(&["--header-timeout-ms=300"]).await;
+    for sent in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let mut buffer = vec![0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("held open after sending {sent:?}"));
+        if let Ok(n) = read {
+            assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buffer[..n]));
+        }
+    }
+}
+
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_upload_finish() {
     let app = TestGateway::start(&[]).await;
