@@ -49,6 +49,9 @@ pub struct AppState {
     pub openapi: Bytes,
     /// Downloads streaming at once ([`crate::routes::rejected`]): each holds a connection.
     pub downloads: Arc<tokio::sync::Semaphore>,
+    /// Chunk bodies being written at once (`INGEST_MAX_BODIES_AT_ONCE`): each holds a blocking
+    /// thread ([`crate::store::ChunkSink`]).
+    pub bodies: Arc<tokio::sync::Semaphore>,
     /// Where stored chunks go (`INGEST_CHUNK_STORE`); temporary files live in its spool.
     pub chunks: Arc<ChunkStore>,
 }

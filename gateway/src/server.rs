@@ -107,6 +107,9 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
         downloads: Arc::new(tokio::sync::Semaphore::new(
             crate::routes::rejected::MAX_AT_ONCE,
         )),
+        bodies: Arc::new(tokio::sync::Semaphore::new(
+            settings.max_bodies_at_once as usize,
+        )),
         settings,
     }))
 }

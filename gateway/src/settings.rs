@@ -67,6 +67,12 @@ pub struct GatewaySettings {
     #[arg(long, env = "INGEST_BODY_DEADLINE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_deadline_secs: u64,
 
+    /// Chunk bodies written at once by this gateway (503 beyond): each holds
+    /// one of the runtime's 512 blocking threads while its client sends, so slow clients must not
+    /// be able to take them all and stall every file operation of the gateway.
+    #[arg(long, env = "INGEST_MAX_BODIES_AT_ONCE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=448))]
+    pub max_bodies_at_once: u32,
+
     /// How long the broker may take to confirm a chunk message, in milliseconds.
     #[arg(long = "publish-timeout-ms", env = "INGEST_PUBLISH_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis("INGEST_PUBLISH_TIMEOUT_MS"))]
     pub publish_timeout: Duration,

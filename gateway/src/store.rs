@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use md5::Md5;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -129,13 +129,20 @@ pub struct ChunkSink {
 }
 
 impl ChunkSink {
-    /// Creates `<dir>/.<nonce>.part` and starts its writer thread.
-    pub async fn start(dir: PathBuf, rules: ChunkRules) -> Result<Self, StoreError> {
+    /// Creates `<dir>/.<nonce>.part` and starts its writer thread, which holds `slot` (one of
+    /// [`crate::app::AppState::bodies`]; none for a converted workbook, whose conversions are
+    /// bounded already) until it ends.
+    pub async fn start(
+        dir: PathBuf,
+        rules: ChunkRules,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Self, StoreError> {
         let nonce = Uuid::new_v4();
         let temp_path = dir.join(format!(".{}.part", nonce.simple()));
         let file = create_in_upload_dir(&dir, &temp_path).await?;
         let (frames, receiver) = mpsc::channel(QUEUE_FRAMES);
         let writer = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let result = write_chunk(file, receiver, &rules);
             match result {
                 Ok((bytes, sha256_hex, header)) => Ok(StoredChunk {

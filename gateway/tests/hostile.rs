@@ -828,6 +828,39 @@ async fn stalled_raw_and_multipart_bodies_time_out() {
     t.assert_nothing_stored(1).await;
 }
 
+/// Slow bodies cannot take every writer: beyond `INGEST_MAX_BODIES_AT_ONCE` a chunk is 503 at
+/// once, and the slot comes back when the slow body ends.
+#[tokio::test]
+async fn slow_bodies_beyond_the_writer_slots_are_refused_at_once() {
+    let t = target(&["--max-bodies-at-once=1", "--body-frame-timeout-ms=30000"]).await;
+    let mut slow = tokio::net::TcpStream::connect(t.app.addr).await.unwrap();
+    let head = format!(
+        "PUT /api/upload/{}/chunks/0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: text/csv\r\nContent-Length: 100000\r\n\r\n",
+        t.folder, t.token
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&csv_with_header(2)).await.unwrap();
+    // Once the slow body holds the only slot, another chunk is refused without waiting.
+    let refused = wait_for(
+        "the slow body to hold the slot",
+        Duration::from_secs(10),
+        || async {
+            let response = t.app.put_chunk(&t.token, &t.folder, 1, GOOD_ROW).await;
+            (response.status() == 503).then(|| response.text())
+        },
+    )
+    .await;
+    let reason = refused.await.unwrap();
+    assert!(reason.contains("too many chunks"), "{reason}");
+    drop(slow);
+    wait_for("the slot to come back", Duration::from_secs(10), || async {
+        let response = t.app.put_chunk(&t.token, &t.folder, 1, GOOD_ROW).await;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn trickled_raw_and_multipart_bodies_hit_the_body_deadline() {
     // A byte every 100 ms never trips the 2 s frame timeout: only the 1 s total deadline ends it.

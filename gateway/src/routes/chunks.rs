@@ -89,7 +89,7 @@ pub struct ChunkStored {
         (status = 409, description = "Different bytes under this number, or the upload takes no more", body = ErrorBody),
         (status = 413, description = "Larger than INGEST_MAX_CHUNK_BYTES", body = ErrorBody),
         (status = 415, description = "Not CSV text", body = ErrorBody),
-        (status = 503, description = "Broker unavailable; nothing stored", body = ErrorBody)))]
+        (status = 503, description = "Broker unavailable, or too many chunks being received at once; nothing stored", body = ErrorBody)))]
 pub async fn receive_chunk(
     state: &AppState,
     upload: &Upload,
@@ -123,7 +123,7 @@ pub async fn receive_chunk(
             "an XLSX workbook is compressed already; send it without Content-Encoding".into(),
         ));
     }
-    let sink = BodySink::start(kind, upload_dir(state, upload), rules).await?;
+    let sink = BodySink::start(state, kind, upload_dir(state, upload), rules).await?;
     let stored = pump(&mut body, sink, timer).await?;
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
     metrics::histogram!(crate::metrics::CHUNK_STORE).record(started.elapsed().as_secs_f64());
@@ -173,7 +173,7 @@ pub struct FileForm {
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 415, description = "Not CSV", body = ErrorBody),
         (status = 422, description = "No `file` field", body = ErrorBody),
-        (status = 503, description = "Broker unavailable; nothing stored", body = ErrorBody)))]
+        (status = 503, description = "Broker unavailable, or too many chunks being received at once; nothing stored", body = ErrorBody)))]
 pub async fn receive_multipart(
     state: &AppState,
     upload: &Upload,
@@ -228,7 +228,7 @@ pub async fn receive_multipart(
                 expect_md5,
                 expect_sha256: None,
             };
-            let mut sink = BodySink::start(kind, upload_dir(state, upload), rules).await?;
+            let mut sink = BodySink::start(state, kind, upload_dir(state, upload), rules).await?;
             let mut failed = None;
             loop {
                 match field.chunk().await {
@@ -496,12 +496,22 @@ enum BodySink {
 
 impl BodySink {
     async fn start(
+        state: &AppState,
         kind: BodyKind,
         dir: std::path::PathBuf,
         rules: ChunkRules,
     ) -> Result<Self, ApiError> {
         Ok(match kind {
-            BodyKind::Csv => Self::Csv(ChunkSink::start(dir, rules).await.map_err(store_error)?),
+            BodyKind::Csv => {
+                let slot = state.bodies.clone().try_acquire_owned().map_err(|_| {
+                    ApiError::Unavailable(
+                        "too many chunks are being received by this gateway; retry in a moment"
+                            .into(),
+                    )
+                })?;
+                let sink = ChunkSink::start(dir, rules, Some(slot)).await;
+                Self::Csv(sink.map_err(store_error)?)
+            }
             BodyKind::Workbook => Self::Workbook(Box::new(
                 WorkbookSink::start(dir, rules).await.map_err(store_error)?,
             )),

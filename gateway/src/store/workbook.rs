@@ -430,7 +430,7 @@ impl WorkbookSink {
             rules.expect_md5 = None;
             rules.expect_sha256 = None;
             rules.encoding = super::BodyEncoding::Identity;
-            let sink = ChunkSink::start(dir.clone(), rules).await?;
+            let sink = ChunkSink::start(dir.clone(), rules, None).await?;
             let mut reader = tokio::fs::File::open(&csv).await?;
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
