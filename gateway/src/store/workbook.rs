@@ -53,15 +53,18 @@ pub enum WorkbookError {
 /// Converts the dataset's sheet of workbook `xlsx` (the one it names, else the first) to CSV in
 /// `csv`, written as the dataset's files are (delimiter, quote, encoding; rows as `\n`-ended
 /// records, the first row being the header), refusing more than `max_csv_bytes` of it. Returns
-/// the rows.
+/// the rows. The workbook is an open file, not a path: one that waited long for a conversion
+/// slot may have been unlinked by the orphan sweep meanwhile, and is read all the same.
 pub fn to_csv(
-    xlsx: &Path,
+    xlsx: File,
     csv: &Path,
     max_csv_bytes: u64,
     dataset: &Dataset,
 ) -> Result<u64, WorkbookError> {
-    check_expansion(File::open(xlsx)?, max_csv_bytes)?;
-    let mut workbook: Xlsx<_> = Xlsx::new(BufReader::new(File::open(xlsx)?))
+    // Both readers seek before they read (a zip is read from its end), so sharing the offset
+    // of one open file is safe.
+    check_expansion(xlsx.try_clone()?, max_csv_bytes)?;
+    let mut workbook: Xlsx<_> = Xlsx::new(BufReader::new(xlsx))
         .map_err(|err| WorkbookError::NotWorkbook(err.to_string()))?;
     let names = workbook.sheet_names();
     let sheet = match &dataset.sheet {
@@ -417,13 +420,16 @@ impl WorkbookSink {
             if expect_sha256.is_some_and(|want| sha256.finalize()[..] != want[..]) {
                 return Err(StoreError::ChecksumMismatch("SHA-256"));
             }
+            // Opened before the wait: a file untouched that long is one the orphan sweep
+            // removes, and an open file stays readable.
+            let workbook = tokio::fs::File::open(&path).await?.into_std().await;
             let _permit = permits()
                 .acquire()
                 .await
                 .expect("the conversion semaphore is never closed");
-            let (from, to, max) = (path.clone(), csv.clone(), rules.max_bytes);
+            let (to, max) = (csv.clone(), rules.max_bytes);
             let dataset = Arc::clone(&rules.dataset);
-            tokio::task::spawn_blocking(move || to_csv(&from, &to, max, &dataset))
+            tokio::task::spawn_blocking(move || to_csv(workbook, &to, max, &dataset))
                 .await
                 .map_err(io::Error::other)??;
             // The CSV goes through the same checks as a CSV body (text, header, size).
@@ -462,4 +468,44 @@ impl WorkbookSink {
 fn permits() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     PERMITS.get_or_init(|| tokio::sync::Semaphore::new(CONVERSIONS_AT_ONCE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingest_testkit::xlsx::{workbook, Cell};
+
+    /// A workbook whose file the orphan sweep removed while it waited for a conversion slot is
+    /// converted all the same: the conversion reads the file opened before the wait.
+    #[test]
+    fn a_workbook_unlinked_while_it_waited_is_converted() {
+        let dir = std::env::temp_dir().join(ingest_testkit::random_name("ingest-workbook-"));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (xlsx, csv) = (dir.join(".w.xlsx.part"), dir.join("w.csv"));
+        let rows = [
+            ["date", "content", "amount", "type"]
+                .map(Cell::Text)
+                .to_vec(),
+            vec![
+                Cell::Text("01/02/2023 00:00:01"),
+                Cell::Text("a"),
+                Cell::Number(1.5),
+                Cell::Text("Deposit"),
+            ],
+        ];
+        std::fs::write(&xlsx, workbook(&rows, &[])).expect("written");
+        let opened = File::open(&xlsx).expect("opened");
+        std::fs::remove_file(&xlsx).expect("unlinked, as the sweep does");
+        let dataset = ingest_rows::registry::Registry::builtin()
+            .get("transactions")
+            .expect("built in");
+        assert_eq!(
+            to_csv(opened, &csv, 1 << 20, &dataset).expect("converted"),
+            2
+        );
+        let text = std::fs::read_to_string(&csv).expect("the CSV");
+        assert!(text.starts_with("date,content,amount,type\n"), "{text}");
+        assert!(text.contains("Deposit"), "{text}");
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
+    }
 }
