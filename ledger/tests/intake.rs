@@ -2,11 +2,10 @@
 //! racing each other (or the upload's completion) cannot get past a rule the gateway checked
 //! on an earlier read. Against the real PostgreSQL.
 
-use crate::common::{new_upload, record, stored_chunk};
+use crate::common::{new_upload, record, stored_chunk, two_pieces};
 use ingest_contract::chunk::ChunkMessage;
 use ingest_ledger::uploads::{self, Declared, Recorded};
 use ingest_ledger::{files, pieces, ErrorPolicy, Partition, UploadState};
-use ingest_rows::pieces::Piece;
 use ingest_testkit::TestDb;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -127,18 +126,7 @@ async fn a_chunk_whose_publish_failed_is_kept_if_it_may_have_been_published() {
     // The broker delivered it though the confirm never came: a piece is loaded already.
     let delivered =
         new_message(record(&mut client, &upload, 1, stored_chunk("u/1.csv", '1')).await);
-    let cut = [
-        Piece {
-            start: 0,
-            end: 50,
-            first_line: 1,
-        },
-        Piece {
-            start: 50,
-            end: 100,
-            first_line: 3,
-        },
-    ];
+    let cut = two_pieces();
     pieces::write_plan(&mut client, id, 1, 0, &cut)
         .await
         .unwrap();

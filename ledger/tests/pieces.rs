@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use crate::common::{new_upload, record, stored_chunk};
+use crate::common::{new_upload, record, stored_chunk, two_pieces};
 use ingest_ledger::uploads::Recorded;
 use ingest_ledger::{completion, pieces, ErrorPolicy};
-use ingest_rows::pieces::Piece;
 use ingest_testkit::TestDb;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -23,18 +22,7 @@ async fn expiry_undoes_the_pieces_a_failed_chunk_had_loaded_and_stops_the_rest()
     let recorded = record(&mut client, &upload, 0, stored_chunk("u/c.csv", '0')).await;
     assert!(matches!(recorded, Recorded::New(_)));
     let id = upload.upload_id;
-    let cut = [
-        Piece {
-            start: 0,
-            end: 50,
-            first_line: 1,
-        },
-        Piece {
-            start: 50,
-            end: 100,
-            first_line: 3,
-        },
-    ];
+    let cut = two_pieces();
     let plan = pieces::write_plan(&mut client, id, 0, 0, &cut)
         .await
         .unwrap();

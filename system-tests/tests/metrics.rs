@@ -668,7 +668,6 @@ async fn engine_cutting_at_64_kib(env: &TestEnv) -> (EngineChild, SocketAddr) {
 /// with the declared order for the reordered chunk, 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_months_are_made_before_the_copy_whole_or_in_pieces() {
-    const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
     const REORDERED: [&str; 4] = ["type", "amount", "date", "content"];
     let env = TestEnv::new(2).await;
     let gateway = start_gateway(&env, &[]).await;
@@ -731,18 +730,44 @@ async fn new_months_are_made_before_the_copy_whole_or_in_pieces() {
     gateway.stop().await;
 }
 
+/// The original's columns, in the declared order.
+const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
+
+/// A stack whose engine cuts chunks over 64 KiB into pieces, and a session on its database.
+async fn stack_cutting_at_64_kib() -> (TestEnv, Running, Api, EngineChild, tokio_postgres::Client) {
+    let env = TestEnv::new(2).await;
+    let gateway = start_gateway(&env, &[]).await;
+    let api = connect(&gateway).await;
+    let (engine, _addr) = engine_cutting_at_64_kib(&env).await;
+    let client = env.db.client().await.unwrap();
+    (env, gateway, api, engine, client)
+}
+
+/// The error of the (only) chunk of upload `folder`, and how many of its rows are in
+/// `transactions`.
+async fn chunk_error_and_rows(
+    client: &tokio_postgres::Client,
+    folder: &str,
+) -> (Option<String>, i64) {
+    let id = uuid::Uuid::parse_str(folder).unwrap();
+    let row = client
+        .query_one(
+            "SELECT c.error, (SELECT count(*) FROM transactions t WHERE t.upload_id = $1)
+             FROM chunks c WHERE c.upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// A chunk whose dates need more new partitions than one chunk may make (366) fails, with the
 /// reason, and makes at most that many: loaded whole (none made), and cut into pieces that each
 /// need fewer (the pieces share the allowance; each piece on its own, as before, let this chunk
 /// make 400 and load). Partitions made by another engine since this one started do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
-    const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
-    let env = TestEnv::new(2).await;
-    let gateway = start_gateway(&env, &[]).await;
-    let api = connect(&gateway).await;
-    let (_engine, _addr) = engine_cutting_at_64_kib(&env).await;
-    let client = env.db.client().await.unwrap();
+    let (env, gateway, api, _engine, client) = stack_cutting_at_64_kib().await;
     let partitions = || async {
         let row = client
             .query_one(
@@ -781,21 +806,12 @@ async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
     assert!(made <= 366, "the pieces made {made} partitions");
 
     for folder in [&whole, &cut] {
-        let id = uuid::Uuid::parse_str(folder).unwrap();
-        let row = client
-            .query_one(
-                "SELECT c.error, (SELECT count(*) FROM transactions t WHERE t.upload_id = $1)
-                 FROM chunks c WHERE c.upload_id = $1",
-                &[&id],
-            )
-            .await
-            .unwrap();
-        let error: Option<String> = row.get(0);
+        let (error, rows) = chunk_error_and_rows(&client, folder).await;
         assert!(
             error.as_deref().is_some_and(|e| e.contains(refused)),
             "chunk error: {error:?}"
         );
-        assert_eq!(row.get::<_, i64>(1), 0, "no row of a failed chunk stays");
+        assert_eq!(rows, 0, "no row of a failed chunk stays");
     }
 
     // Partitions another engine made after this one started are not new: 400 months from
@@ -838,12 +854,7 @@ async fn a_chunk_makes_at_most_366_partitions_whole_or_in_pieces() {
 /// later chunk of its stream partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relation_in_the_way_of_a_partition_fails_the_chunk_with_the_reason() {
-    const DECLARED: [&str; 4] = ["date", "content", "amount", "type"];
-    let env = TestEnv::new(2).await;
-    let gateway = start_gateway(&env, &[]).await;
-    let api = connect(&gateway).await;
-    let (_engine, _addr) = engine_cutting_at_64_kib(&env).await;
-    let client = env.db.client().await.unwrap();
+    let (env, gateway, api, _engine, client) = stack_cutting_at_64_kib().await;
     client
         .batch_execute("CREATE TABLE transactions_2150_01 (x int)")
         .await
@@ -854,22 +865,13 @@ async fn a_relation_in_the_way_of_a_partition_fails_the_chunk_with_the_reason() 
     assert_eq!(api.put(&folder, 0, rows).await, 200);
     api.complete(&folder, 1).await;
     assert_eq!(finished(&env, &folder).await, ("failed".into(), 0, 0));
-    let id = uuid::Uuid::parse_str(&folder).unwrap();
-    let row = client
-        .query_one(
-            "SELECT c.error, (SELECT count(*) FROM transactions t WHERE t.upload_id = $1)
-             FROM chunks c WHERE c.upload_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    let error: Option<String> = row.get(0);
+    let (error, rows) = chunk_error_and_rows(&client, &folder).await;
     assert!(
         error.as_deref().is_some_and(|e| e.contains(
             "relation transactions_2150_01 exists and is not a partition of transactions"
         )),
         "chunk error: {error:?}"
     );
-    assert_eq!(row.get::<_, i64>(1), 0, "no row of the failed chunk stays");
+    assert_eq!(rows, 0, "no row of the failed chunk stays");
     gateway.stop().await;
 }

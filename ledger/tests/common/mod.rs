@@ -3,6 +3,7 @@
 
 use ingest_ledger::uploads::{self, NewChunk, NewUpload, Recorded, Upload};
 use ingest_ledger::{ErrorPolicy, Partition};
+use ingest_rows::pieces::Piece;
 use tokio_postgres::Client;
 
 /// A new `transactions` upload of client `c` (made if missing).
@@ -54,4 +55,20 @@ pub async fn record(client: &mut Client, upload: &Upload, n: i32, chunk: NewChun
     uploads::record_chunk(client, upload, Some(n), chunk, |_| Partition(0))
         .await
         .unwrap()
+}
+
+/// A 100-byte chunk cut in two pieces of 50 bytes, the second starting on line 3.
+pub fn two_pieces() -> [Piece; 2] {
+    [
+        Piece {
+            start: 0,
+            end: 50,
+            first_line: 1,
+        },
+        Piece {
+            start: 50,
+            end: 100,
+            first_line: 3,
+        },
+    ]
 }
