@@ -122,7 +122,8 @@ pub async fn run_partition(
 
 /// Whether offset `expected` is gone from `stream`: the first message it still holds is later.
 /// A gap that starts at or after that first message is a producer-tracking entry, not lost
-/// messages. Asked only on a gap, over a connection of its own; unknown counts as not aged out.
+/// messages. Asked only on a gap, over a connection of its own; unknown counts as aged out: the
+/// waiting chunks are then published again (harmless twice) rather than possibly never.
 async fn aged_out(shared: &Shared, stream: &str, expected: u64) -> bool {
     let first = async {
         let mut probe =
@@ -136,8 +137,8 @@ async fn aged_out(shared: &Shared, stream: &str, expected: u64) -> bool {
     match first.await {
         Some(first) => first > expected,
         None => {
-            tracing::warn!(stream, "could not read a stream's first offset after a gap");
-            false
+            tracing::warn!(stream, "could not read a stream's first offset after a gap; announcing the partition's waiting chunks again");
+            true
         }
     }
 }
