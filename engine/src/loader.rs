@@ -28,6 +28,7 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 
 use ingest_contract::chunk::ChunkMessage;
 use ingest_ledger::loads::{self, ChunkOutcome, Claimed, Finished};
+use ingest_ledger::pieces as plans;
 use ingest_ledger::{offsets, ChunkState};
 use ingest_runtime::chunk_store::{BrokenOff, ChunkReader, ChunkStore, ChunkStoreError};
 
@@ -512,18 +513,26 @@ impl Loader {
             metrics::chunk(Counted::Skipped);
             return Ok(Outcome::Skipped);
         }
+        // A chunk cut into pieces before (this is not the pieces' path: its dataset or header
+        // stopped fitting since) fails whole too: what its loaded pieces committed goes.
+        let (upload_id, chunk_no) = (message.upload_id, message.chunk_no);
+        let planned = !plans::plan(&tx, upload_id, chunk_no).await?.is_empty();
         let outcome = ChunkOutcome {
             state: ChunkState::Failed,
             rows_loaded: 0,
             rows_rejected: failure.rows_rejected,
             rows_skipped: 0,
             error: Some(failure.reason.as_str()),
-            in_pieces: false,
+            in_pieces: planned,
             attempt,
         };
         if !record_outcome(&tx, message, position, outcome, failure.rejected).await? {
             drop(tx);
             return skipped(client, message, position).await;
+        }
+        if planned {
+            let undone = plans::undo_plan(&tx, upload_id, chunk_no).await?;
+            tracing::warn!(%upload_id, chunk = chunk_no, undone, "rows the failed chunk's pieces committed were deleted");
         }
         tx.commit().await?;
         metrics::chunk(Counted::Failed);

@@ -403,16 +403,8 @@ impl Loader {
             drop(tx);
             return skipped(client, message, position).await;
         }
-        // After the chunk row moved: that update waited for pieces still committing (they
-        // share-lock the row), so this delete sees their rows, and no piece commits after it.
-        let undone = plans::undo_chunk_rows(
-            &tx,
-            &source.target.dataset.table,
-            message.upload_id,
-            message.chunk_no,
-        )
-        .await?;
-        plans::delete_plan(&tx, message.upload_id, message.chunk_no).await?;
+        // After the chunk row moved (see `undo_plan`).
+        let undone = plans::undo_plan(&tx, message.upload_id, message.chunk_no).await?;
         tx.commit().await?;
         metrics::chunk(Counted::Failed);
         tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, %reason, undone, "chunk failed; rows its loaded pieces committed were deleted");

@@ -168,6 +168,30 @@ pub async fn totals(
 }
 
 /// Deletes the plan, with the chunk's own outcome.
+/// Undoes a failing chunk's pieces: deletes what its loaded pieces committed (rows in its
+/// upload's table, rejected rows) and its plan; returns the rows deleted. Called after the
+/// chunk's row moved to `failed`: that update waited for pieces still committing (they
+/// share-lock the row), so this sees their rows, and no piece commits after it.
+pub async fn undo_plan(
+    tx: &Transaction<'_>,
+    upload_id: Uuid,
+    chunk_no: i32,
+) -> Result<u64, LedgerError> {
+    let table: Option<String> = tx
+        .query_one(
+            "SELECT target_table FROM uploads WHERE upload_id = $1",
+            &[&upload_id],
+        )
+        .await?
+        .get(0);
+    let undone = match table {
+        Some(table) => undo_chunk_rows(tx, &table, upload_id, chunk_no).await?,
+        None => 0, // Uploads from before 0013 were all `transactions`, which 0013 filled in.
+    };
+    delete_plan(tx, upload_id, chunk_no).await?;
+    Ok(undone)
+}
+
 pub async fn delete_plan(
     tx: &Transaction<'_>,
     upload_id: Uuid,

@@ -409,3 +409,71 @@ async fn texts(
     let rows = db.query(sql, params).await.unwrap();
     rows.iter().map(|row| row.get(0)).collect()
 }
+
+/// A chunk cut into pieces whose dataset an engine no longer knows (its definitions changed
+/// since, or a peer with other definitions took the partition over) fails whole: what its
+/// loaded pieces committed is deleted with its plan. It used to be retried for good, holding up
+/// every later chunk of its stream partition.
+#[tokio::test]
+async fn a_chunk_in_pieces_of_a_dataset_the_engine_no_longer_knows_fails_whole() {
+    let env = TestEnv::new(1).await;
+    let dir = test_datasets(&env);
+    let datasets_arg = format!("--datasets-dir={}", dir.display());
+    let gateway = start_gateway(&env, &[&datasets_arg]).await;
+    // An engine that knows the dataset makes its table, then stops.
+    start_engine(&env, &[&datasets_arg]).await.stop().await;
+    let api = connect(&gateway).await;
+    let db = env.db.client().await.unwrap();
+
+    let sensor = "5f0c8d7e-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
+    let body = format!(
+        "sensor_id,measured_at,temperature\n{sensor},2024-03-01 12:00:00Z,1\n\
+         {sensor},2024-03-01 12:00:01Z,2\n"
+    );
+    let folder = api.create(json!({ "dataset": "sensor_readings" })).await;
+    assert_eq!(api.put(&folder, 0, body.into_bytes()).await, 200);
+    api.complete(&folder, 1).await;
+    // As an engine that cut it and loaded its first piece before it stopped would leave it.
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    db.execute(
+        "INSERT INTO chunk_pieces (upload_id, chunk_no, piece_no, byte_start, byte_end,
+                                   first_line, state, rows_loaded)
+         VALUES ($1, 0, 0, 0, 79, 1, 'loaded', 1), ($1, 0, 1, 79, 118, 3, 'stored', 0)",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO sensor_readings (sensor_id, measured_at, upload_id, chunk_no, line_no)
+         VALUES ($2::text::uuid, '2024-03-01 12:00:00Z', $1, 0, 2)",
+        &[&id, &sensor],
+    )
+    .await
+    .unwrap();
+
+    // An engine without the definition.
+    let engine = start_engine(&env, &[]).await;
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let row = db
+        .query_one(
+            "SELECT c.error,
+                    (SELECT count(*) FROM sensor_readings s WHERE s.upload_id = $1),
+                    (SELECT count(*) FROM chunk_pieces p WHERE p.upload_id = $1)
+             FROM chunks c WHERE c.upload_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let error: Option<String> = row.get(0);
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("unknown dataset")),
+        "chunk error: {error:?}"
+    );
+    assert_eq!(row.get::<_, i64>(1), 0, "the loaded piece's row is deleted");
+    assert_eq!(row.get::<_, i64>(2), 0, "and the plan");
+    engine.stop().await;
+    gateway.stop().await;
+}
