@@ -833,25 +833,37 @@ async fn stalled_raw_and_multipart_bodies_time_out() {
 #[tokio::test]
 async fn slow_bodies_beyond_the_writer_slots_are_refused_at_once() {
     let t = target(&["--max-bodies-at-once=1", "--body-frame-timeout-ms=30000"]).await;
-    let mut slow = tokio::net::TcpStream::connect(t.app.addr).await.unwrap();
     let head = format!(
         "PUT /api/upload/{}/chunks/0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Content-Type: text/csv\r\nContent-Length: 100000\r\n\r\n",
         t.folder, t.token
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&csv_with_header(2)).await.unwrap();
-    // Once the slow body holds the only slot, another chunk is refused without waiting.
-    let refused = wait_for(
-        "the slow body to hold the slot",
-        Duration::from_secs(10),
-        || async {
-            let response = t.app.put_chunk(&t.token, &t.folder, 1, GOOD_ROW).await;
-            (response.status() == 503).then(|| response.text())
-        },
-    )
-    .await;
-    let reason = refused.await.unwrap();
+    let start_slow = || async {
+        let mut slow = tokio::net::TcpStream::connect(t.app.addr).await.unwrap();
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(&csv_with_header(2)).await.unwrap();
+        slow
+    };
+    // Once the slow body holds the only slot, another chunk is refused without waiting. A probe
+    // can overtake the slow request (auth, rate limit and ledger lie between accept and slot):
+    // then the slow one is the one refused, and another is started.
+    let mut slow = start_slow().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no slow body held the slot"
+        );
+        let mut byte = [0u8; 1];
+        let answered = tokio::time::timeout(Duration::from_millis(50), slow.peek(&mut byte)).await;
+        if answered.is_ok() {
+            slow = start_slow().await;
+        }
+        let response = t.app.put_chunk(&t.token, &t.folder, 1, GOOD_ROW).await;
+        if response.status() == 503 {
+            break response.text().await.unwrap();
+        }
+    };
     assert!(reason.contains("too many chunks"), "{reason}");
     drop(slow);
     wait_for("the slot to come back", Duration::from_secs(10), || async {
