@@ -779,9 +779,10 @@ pub(crate) fn refused_rows(err: &LoadError) -> Option<String> {
     if !(code.starts_with("22") || code.starts_with("23") || code == "54000") {
         return None;
     }
-    let partition_bound = db
-        .as_db_error()
-        .is_some_and(|refusal| refusal.code().code() == "23514" && refusal.constraint().is_none());
+    let partition_bound = code == "23514"
+        && db
+            .as_db_error()
+            .is_some_and(|refusal| refusal.constraint().is_none());
     if partition_bound {
         return None;
     }

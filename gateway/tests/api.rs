@@ -296,15 +296,15 @@ async fn complete_declares_the_count_and_status_reports_it() {
             .status(),
         200
     );
-    let complete = |n: i32| {
+    let complete = |folder: &str, n: i32| {
         app.http
             .post(format!("{}/api/upload/{folder}/complete", app.url))
             .bearer_auth(&token)
             .json(&serde_json::json!({"chunks": n}))
             .send()
     };
-    assert_eq!(complete(2).await.unwrap().status(), 200);
-    assert_eq!(complete(3).await.unwrap().status(), 409);
+    assert_eq!(complete(&folder, 2).await.unwrap().status(), 200);
+    assert_eq!(complete(&folder, 3).await.unwrap().status(), 409);
     let status = app.status(&token, &folder).await;
     assert_eq!(status["state"], "processing");
     assert_eq!(status["expected_chunks"], 2);
@@ -325,18 +325,11 @@ async fn complete_declares_the_count_and_status_reports_it() {
     for (n, row) in (0..).zip(rows) {
         assert_eq!(app.put_chunk(&token, &other, n, row).await.status(), 200);
     }
-    let declare = |n: i32| {
-        app.http
-            .post(format!("{}/api/upload/{other}/complete", app.url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"chunks": n}))
-            .send()
-    };
-    let fewer = declare(1).await.unwrap();
+    let fewer = complete(&other, 1).await.unwrap();
     assert_eq!(fewer.status(), 409);
     let reason = fewer.text().await.unwrap();
     assert!(reason.contains("chunk 1 was received already"), "{reason}");
-    assert_eq!(declare(2).await.unwrap().status(), 200);
+    assert_eq!(complete(&other, 2).await.unwrap().status(), 200);
     let extra = app
         .multipart(&token, &other, "c.csv", original_rows(0, 3, true), None)
         .await;
