@@ -356,8 +356,12 @@ impl Loader {
             return Ok(());
         }
         match self.partitions.create(client, dataset, &missing).await {
-            // Left to the load, which fails the chunk with the reason.
-            Err(err) if partitions::in_the_way(&err).is_some() => Ok(()),
+            // Left to the load, which fails the chunk with the reason after reserving the
+            // months again: a relation in the way is not a reason to count them twice.
+            Err(err) if partitions::in_the_way(&err).is_some() => {
+                allowance.release(self.partitions.unmade(dataset, &missing));
+                Ok(())
+            }
             created => Ok(created?),
         }
     }

@@ -58,7 +58,8 @@ pub struct Allowance {
 
 impl Allowance {
     /// Reserves room for the `missing` partitions, or says why the chunk is refused. Room
-    /// stays taken if making them then fails: that load is retried with a new allowance.
+    /// stays taken if making them then fails (that load is retried with a new allowance),
+    /// unless the look ahead gives it back ([`Allowance::release`]).
     pub fn reserve(&self, missing: &[Day]) -> Result<(), String> {
         let mut refused = None;
         let reserved = self
@@ -72,6 +73,12 @@ impl Allowance {
             (Err(_), Some(reason)) => Err(reason),
             (Err(made), None) => unreachable!("refused at {made} without a reason"),
         }
+    }
+
+    /// Gives back the room of `unmade` partitions reserved and then not made, so that the
+    /// load reserving them again does not count them twice.
+    pub fn release(&self, unmade: usize) {
+        self.reserved.fetch_sub(unmade, Ordering::AcqRel);
     }
 }
 
@@ -127,6 +134,12 @@ impl Partitions {
             .extend(made_elsewhere);
         let missing = self.missing(dataset, starts);
         Ok(allowance.reserve(&missing).map(|()| missing))
+    }
+
+    /// How many of `starts` `dataset`'s table still lacks, as far as this process knows.
+    pub fn unmade(&self, dataset: &Dataset, starts: &[Day]) -> usize {
+        let starts = starts.iter().copied().collect();
+        self.missing(dataset, &starts).len()
     }
 
     /// The partitions of `starts` that `dataset`'s table does not have yet, as far as this

@@ -253,6 +253,17 @@ impl Loader {
         let outcome = self
             .copy_piece(&mut client, message, position, source, planned)
             .await;
+        let outcome = match outcome {
+            // Rows refused for the unique keys a peer's committed copy of this very piece took.
+            Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason))) => {
+                match loaded_by_peer(&client, message, planned).await {
+                    Ok(true) => Ok(PieceOutcome::Skipped),
+                    Ok(false) => Ok(PieceOutcome::ChunkFailed(ChunkError::Refused(reason))),
+                    Err(err) => Err(err),
+                }
+            }
+            other => other,
+        };
         self.piece_sessions.give_back(client);
         outcome
     }
@@ -410,4 +421,13 @@ impl Loader {
         tracing::warn!(upload_id = %message.upload_id, chunk = message.chunk_no, %reason, undone, "chunk failed; rows its loaded pieces committed were deleted");
         Ok(Outcome::Failed { reason })
     }
+}
+
+async fn loaded_by_peer(
+    client: &Client,
+    message: &ChunkMessage,
+    planned: &Planned,
+) -> Result<bool, LoadError> {
+    let (upload_id, chunk_no) = (message.upload_id, message.chunk_no);
+    Ok(plans::piece_loaded(client, upload_id, chunk_no, planned.piece_no).await?)
 }

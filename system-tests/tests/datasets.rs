@@ -477,3 +477,91 @@ async fn a_chunk_in_pieces_of_a_dataset_the_engine_no_longer_knows_fails_whole()
     engine.stop().await;
     gateway.stop().await;
 }
+
+/// A piece whose rows the database refuses for a unique key its own committed copy took (a peer
+/// loaded the same piece and committed while this engine's COPY waited on the key) is skipped,
+/// not a reason to fail the chunk: that failure used to delete every loaded piece's rows.
+#[tokio::test]
+async fn a_piece_refused_for_a_key_its_peer_copy_took_is_skipped_not_failed() {
+    let env = TestEnv::new(1).await;
+    let dir = test_datasets(&env);
+    let datasets_arg = format!("--datasets-dir={}", dir.display());
+    let gateway = start_gateway(&env, &[&datasets_arg]).await;
+    start_engine(&env, &[&datasets_arg]).await.stop().await;
+    let api = connect(&gateway).await;
+    let db = env.db.client().await.unwrap();
+
+    let (head, tail) = (
+        "sku,name,price\nP-1,One,1.00\nP-2,Two,2.00\n",
+        "P-3,Three,3.00\n",
+    );
+    let body = format!("{head}{tail}P-4,Four,4.00\n");
+    let folder = api.create(json!({ "dataset": "products_strict" })).await;
+    assert_eq!(api.put(&folder, 0, body.clone().into_bytes()).await, 200);
+    api.complete(&folder, 1).await;
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    // A plan of two pieces, as an engine that cut the chunk leaves it: lines 1-3, then 4-5.
+    let (cut, end) = (head.len() as i64, body.len() as i64);
+    db.execute(
+        "INSERT INTO chunk_pieces (upload_id, chunk_no, piece_no, byte_start, byte_end, first_line)
+         VALUES ($1, 0, 0, 0, $2, 1), ($1, 0, 1, $2, $3, 4)",
+        &[&id, &cut, &end],
+    )
+    .await
+    .unwrap();
+    // The peer's copy of piece 1: its rows and its move to `loaded`, not committed yet.
+    let mut peer = env.db.client().await.unwrap();
+    let peer = peer.transaction().await.unwrap();
+    peer.execute(
+        "INSERT INTO products_strict (sku, name, price, stock, active, upload_id, chunk_no, line_no)
+         VALUES ('P-3', 'Three', 3.00, 0, true, $1, 0, 4), ('P-4', 'Four', 4.00, 0, true, $1, 0, 5)",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    peer.execute(
+        "UPDATE chunk_pieces SET state = 'loaded', rows_loaded = 2
+         WHERE upload_id = $1 AND chunk_no = 0 AND piece_no = 1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+
+    let engine = start_engine(&env, &[&datasets_arg]).await;
+    // The engine's COPY of piece 1 waits on the peer's keys; then the peer commits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE 'COPY%products_strict%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no COPY waited on the peer's keys"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    peer.commit().await.unwrap();
+
+    let status = api.wait_finished(&folder, Duration::from_secs(60)).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_loaded"], 4, "{status}");
+    let skus = texts(
+        &db,
+        "SELECT sku FROM products_strict WHERE upload_id = $1 ORDER BY sku",
+        &[&id],
+    )
+    .await;
+    assert_eq!(skus, ["P-1", "P-2", "P-3", "P-4"]);
+    engine.stop().await;
+    gateway.stop().await;
+}
