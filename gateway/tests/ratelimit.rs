@@ -226,6 +226,55 @@ async fn two_limiters_share_one_budget() {
     );
 }
 
+/// A request this gateway refuses on its own count spends nothing in Redis (a refused request
+/// changes no state): it used to spend there whenever Redis still had room, starving the key on
+/// every other gateway. And a key Redis lost (a restart without persistence) gets back what
+/// this gateway knows was spent rather than a fresh budget.
+#[tokio::test]
+async fn a_request_refused_in_process_spends_nothing_of_the_shared_budget() {
+    // Patient with Redis: a late answer taken in process would make the counts inexact.
+    let settings = RateLimitSettings {
+        redis_timeout: Duration::from_secs(1),
+        ..settings(SHARED_REDIS, SLOW)
+    };
+    let key = format!("{}upload:ip:192.0.2.9", settings.key_prefix);
+    let redis = plain_client(SHARED_REDIS).await;
+    let limiter = || RateLimiter::new(settings.clone());
+    let admitted = |limiter: &RateLimiter, n: usize| {
+        let limiter = limiter.clone();
+        async move {
+            let mut passed = 0;
+            for _ in 0..n {
+                let decision = limiter.check(RouteClass::Upload, "ip", "192.0.2.9").await;
+                passed += usize::from(decision.allowed);
+            }
+            passed
+        }
+    };
+    let first = limiter().await;
+    assert_eq!(admitted(&first, 201).await, 201);
+    // The shared key now holds less than this gateway counted: 100 spent elsewhere after a
+    // loss of the key.
+    let _: i64 = redis.del(&key).await.expect("del");
+    assert_eq!(admitted(&limiter().await, 100).await, 100);
+    assert_eq!(admitted(&first, 50).await, 0, "over its own count");
+    assert_eq!(
+        admitted(&limiter().await, 201).await,
+        101,
+        "the refused requests spent the shared budget"
+    );
+
+    // The key lost again: one refused request puts back what this gateway knows was spent.
+    let _: i64 = redis.del(&key).await.expect("del");
+    assert_eq!(admitted(&first, 1).await, 0);
+    assert_eq!(
+        admitted(&limiter().await, 201).await,
+        0,
+        "a lost key started a fresh budget"
+    );
+    assert!(!first.is_degraded());
+}
+
 #[tokio::test]
 async fn keys_follow_the_layout_and_expire() {
     let settings = settings(SHARED_REDIS, Quota::default());

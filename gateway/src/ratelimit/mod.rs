@@ -39,15 +39,27 @@ mod gcra;
 use gcra::Gcra;
 pub use gcra::LocalLimiter;
 
-/// GCRA step in Redis. KEYS[1]: the key; ARGV: interval and tolerance in microseconds.
-/// Returns {allowed (0/1), TAT after the decision minus now, in microseconds}.
+/// GCRA step in Redis. KEYS[1]: the key; ARGV: interval and tolerance in microseconds, then
+/// what the request does ([`Ask`]): spend (`-1`), or only look, restoring a key Redis does not
+/// have to the given microseconds ahead of now (`>= 0`). Returns {allowed (0/1), TAT after the
+/// decision minus now, in microseconds}.
 const GCRA_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local known_ahead = tonumber(ARGV[3])
+local stored = redis.call('GET', KEYS[1])
+local tat = tonumber(stored or now)
 if tat < now then tat = now end
+if known_ahead >= 0 then
+  if not stored and known_ahead > 0 then
+    tat = now + known_ahead
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil(known_ahead / 1000))
+  end
+  if tat - now > tolerance then return {0, tat - now} end
+  return {1, tat - now}
+end
 if tat - now > tolerance then
   return {0, tat - now}
 end
@@ -277,7 +289,14 @@ impl RateLimiter {
         let now = inner.local.now();
         let own = inner.local.check_at(&key, quota, now);
         if let Some((redis, probe)) = inner.redis_to_try() {
-            match redis_check(redis, &key, Gcra::new(quota)).await {
+            let ask = if own.allowed {
+                Ask::Spend
+            } else {
+                Ask::Look {
+                    known_ahead: own.reset_after,
+                }
+            };
+            match redis_check(redis, &key, Gcra::new(quota), ask).await {
                 Ok(shared) => {
                     inner.answered(probe);
                     // `reset_after` is the shared TAT minus Redis's now. Taken from `now`, before the
@@ -416,8 +435,29 @@ async fn connect(settings: &RateLimitSettings) -> Result<(Redis, bool), RateLimi
     ))
 }
 
-async fn redis_check(redis: &Redis, key: &str, gcra: Gcra) -> Result<Decision, RateLimitError> {
-    let args = vec![gcra.interval_us as i64, gcra.tolerance_us as i64];
+/// What a check asks of Redis.
+enum Ask {
+    /// An allowed request spends from the shared budget.
+    Spend,
+    /// A request the in-process count refused is refused either way: it only looks (which
+    /// still tells whether Redis answers, and its TAT), as a refused request changes no state.
+    /// Spending for it would burn the shared budget for nothing, starving the key on every
+    /// other gateway. A key Redis lost (restarted without persistence) is restored to what
+    /// this gateway knows was spent, `known_ahead` of now, instead of starting a fresh budget.
+    Look { known_ahead: Duration },
+}
+
+async fn redis_check(
+    redis: &Redis,
+    key: &str,
+    gcra: Gcra,
+    ask: Ask,
+) -> Result<Decision, RateLimitError> {
+    let ask = match ask {
+        Ask::Spend => -1,
+        Ask::Look { known_ahead } => i64::try_from(known_ahead.as_micros()).unwrap_or(i64::MAX),
+    };
+    let args = vec![gcra.interval_us as i64, gcra.tolerance_us as i64, ask];
     let reply: Vec<i64> = redis
         .script
         .evalsha_with_reload(&redis.client, key, args)
