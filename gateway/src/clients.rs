@@ -1,10 +1,13 @@
 //! API clients: ids with argon2-hashed secrets in PostgreSQL (`api_clients`).
 //!
 //! A token names its client in `sub` and its [`Scope`]s in `scope`; every authenticated request
-//! asks [`ApiClients::scopes_now`] whether that client still exists and is enabled, and what it
-//! may do now. The answer is cached for [`ENABLED_CACHE_TTL`] per gateway, so a disabled (or
-//! deleted, or demoted) client's live tokens stop working within that time on every gateway, at
-//! one small query per client per period.
+//! asks [`ApiClients::scopes_now`] whether that client still exists and is enabled, whether the
+//! token was issued after the client's secret last changed, and what it may do now. The answer
+//! is cached for [`ENABLED_CACHE_TTL`] per gateway, so a disabled (or deleted, or demoted)
+//! client's live tokens stop working within that time on every gateway, at one small query per
+//! client per period. Disabling a client, or replacing its secret, revokes the tokens it was
+//! issued before (to the second: `iat` is whole seconds, so a token issued in the very second of
+//! the change survives it); enabling it again does not bring them back.
 //!
 //! Clients are managed with `gateway client ...` (bootstrap, and for an operator at the
 //! database) or, by a client with the `admin` scope, over the API (`/api/clients`).
@@ -116,11 +119,31 @@ const ENABLED_CACHE_MAX: usize = 10_000;
 #[derive(Clone)]
 pub struct ApiClients {
     pool: Pool,
-    enabled: Arc<Mutex<HashMap<String, CachedScopes>>>,
+    enabled: Arc<Mutex<HashMap<String, CachedStanding>>>,
 }
 
-/// The last answer for a client: its scopes (`None` if disabled or unknown), and when.
-type CachedScopes = (Option<Vec<Scope>>, Instant);
+/// What an enabled client's tokens may do: its scopes, for tokens issued at or after
+/// `tokens_valid_from` (unix seconds; `None`: every token).
+#[derive(Debug, Clone)]
+struct Standing {
+    scopes: Vec<Scope>,
+    tokens_valid_from: Option<i64>,
+}
+
+impl Standing {
+    fn scopes_of(self, issued_at: u64) -> Option<Vec<Scope>> {
+        let revoked = self
+            .tokens_valid_from
+            .is_some_and(|from| i64::try_from(issued_at).is_ok_and(|iat| iat < from));
+        (!revoked).then_some(self.scopes)
+    }
+}
+
+/// The last answer for a client (`None` if disabled or unknown), and when it was asked.
+type CachedStanding = (Option<Standing>, Instant);
+
+/// The cut-off [`Standing::tokens_valid_from`] a change of the client sets: now, to the second.
+const FROM_NOW: &str = "extract(epoch FROM now())::bigint";
 
 fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -138,17 +161,34 @@ impl ApiClients {
     }
 
     /// Creates the client or replaces its secret (and re-enables it); an existing client keeps
-    /// its scopes, a new one gets `upload`.
+    /// its scopes, a new one gets `upload`. Tokens issued before a replaced secret are revoked.
     pub async fn upsert(&self, client_id: &str, secret: &Secret) -> Result<(), ClientsError> {
         let hash = hash_secret(client_id, secret).await?;
         let db = self.pool.get().await?;
         db.execute(
-            "INSERT INTO api_clients (client_id, secret_hash) VALUES ($1, $2)
-             ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, disabled_at = NULL",
+            &format!(
+                "INSERT INTO api_clients (client_id, secret_hash) VALUES ($1, $2)
+                 ON CONFLICT (client_id) DO UPDATE
+                 SET secret_hash = excluded.secret_hash, disabled_at = NULL,
+                     tokens_valid_from = {FROM_NOW}"
+            ),
             &[&client_id, &hash],
         )
         .await?;
         Ok(())
+    }
+
+    /// Creates the client with scope `upload` unless it exists; `false` when it did. An
+    /// existing client is left as it is: a gateway's start (`INGEST_BOOTSTRAP_CLIENT`) must not
+    /// enable a client an operator disabled, nor undo a secret rotated since.
+    pub async fn bootstrap(&self, client_id: &str, secret: &Secret) -> Result<bool, ClientsError> {
+        self.create(client_id, secret, &[Scope::Upload])
+            .await
+            .map(|()| true)
+            .or_else(|err| match err {
+                ClientsError::Exists(_) => Ok(false),
+                other => Err(other),
+            })
     }
 
     /// Creates a new client with `scopes`; [`ClientsError::Exists`] if the id is taken (over the
@@ -206,13 +246,17 @@ impl ApiClients {
                 &[&client_id],
             )
             .await?;
-        let Some(row) = row else {
-            return Ok(None);
+        // An unknown or disabled id costs the same check as a wrong secret, so how long the
+        // answer takes does not tell which client ids exist.
+        let (hash, scopes) = match row {
+            Some(row) => (Some(row.get::<_, String>(0)), row.get::<_, Vec<String>>(1)),
+            None => (None, Vec::new()),
         };
-        let (hash, scopes): (String, Vec<String>) = (row.get(0), row.get(1));
+        let known = hash.is_some();
         let secret = secret.to_owned();
         let valid = off_the_async_threads(move || {
-            PasswordHash::new(&hash)
+            let hash = hash.as_deref().unwrap_or(&NO_CLIENT_HASH);
+            PasswordHash::new(hash)
                 .map(|hash| {
                     Argon2::default()
                         .verify_password(secret.as_bytes(), &hash)
@@ -221,24 +265,35 @@ impl ApiClients {
                 .unwrap_or(false)
         })
         .await?;
-        Ok(valid.then(|| stored(scopes)))
+        Ok((known && valid).then(|| stored(scopes)))
     }
 
-    /// The scopes of `client_id` if it exists and is enabled (`None` otherwise), as of at most
+    /// The scopes a token of `client_id` issued at `issued_at` (unix seconds) has now: `None` if
+    /// the client is unknown or disabled, or revoked the token since; as of at most
     /// [`ENABLED_CACHE_TTL`] ago. Checked on every authenticated request, so a disabled,
     /// deleted or demoted client's live tokens stop working.
-    pub async fn scopes_now(&self, client_id: &str) -> Result<Option<Vec<Scope>>, ClientsError> {
-        if let Some(enabled) = self.cached(client_id) {
-            return Ok(enabled);
+    pub async fn scopes_now(
+        &self,
+        client_id: &str,
+        issued_at: u64,
+    ) -> Result<Option<Vec<Scope>>, ClientsError> {
+        if let Some(standing) = self.cached(client_id) {
+            return Ok(standing.and_then(|standing| standing.scopes_of(issued_at)));
         }
+        // Stamped before asking: an answer that took long is not newer than one asked later.
+        let asked = Instant::now();
         let db = self.pool.get().await?;
-        let enabled = db
+        let standing = db
             .query_opt(
-                "SELECT scopes FROM api_clients WHERE client_id = $1 AND disabled_at IS NULL",
+                "SELECT scopes, tokens_valid_from FROM api_clients
+                 WHERE client_id = $1 AND disabled_at IS NULL",
                 &[&client_id],
             )
             .await?
-            .map(|row| stored(row.get(0)));
+            .map(|row| Standing {
+                scopes: stored(row.get(0)),
+                tokens_valid_from: row.get(1),
+            });
         let mut cache = self
             .enabled
             .lock()
@@ -246,11 +301,16 @@ impl ApiClients {
         if cache.len() >= ENABLED_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(client_id.to_owned(), (enabled.clone(), Instant::now()));
-        Ok(enabled)
+        let newer_known = cache
+            .get(client_id)
+            .is_some_and(|&(_, cached_at)| cached_at > asked);
+        if !newer_known {
+            cache.insert(client_id.to_owned(), (standing.clone(), asked));
+        }
+        Ok(standing.and_then(|standing| standing.scopes_of(issued_at)))
     }
 
-    fn cached(&self, client_id: &str) -> Option<Option<Vec<Scope>>> {
+    fn cached(&self, client_id: &str) -> Option<Option<Standing>> {
         let cache = self
             .enabled
             .lock()
@@ -285,7 +345,13 @@ impl ApiClients {
         let db = self.pool.get().await?;
         let updated = db
             .execute(
-                "UPDATE api_clients SET disabled_at = coalesce(disabled_at, now()) WHERE client_id = $1",
+                &format!(
+                    "UPDATE api_clients
+                     SET disabled_at = coalesce(disabled_at, now()),
+                         tokens_valid_from = CASE WHEN disabled_at IS NULL THEN {FROM_NOW}
+                                                  ELSE tokens_valid_from END
+                     WHERE client_id = $1"
+                ),
                 &[&client_id],
             )
             .await?;
@@ -295,6 +361,16 @@ impl ApiClients {
         Ok(())
     }
 }
+
+/// What a secret is checked against when no enabled client has the id: the hash of a random
+/// secret, with the parameters every stored hash has.
+static NO_CLIENT_HASH: LazyLock<String> = LazyLock::new(|| {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(generate_secret().expose().as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
+});
 
 /// Checks the id and the secret, and hashes the secret.
 async fn hash_secret(client_id: &str, secret: &Secret) -> Result<String, ClientsError> {

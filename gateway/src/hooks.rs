@@ -84,7 +84,7 @@ impl Hooks {
                         * 2u32.saturating_pow(hook.attempts.clamp(0, 20) as u32))
                     .min(Duration::from_secs(3600));
                     tracing::info!(%folder, attempt = hook.attempts + 1, %reason, retry_in = ?wait, "completion hook not delivered");
-                    hooks::attempt_failed(&db, folder, wait, &reason).await?;
+                    hooks::attempt_failed(&db, &hook.event, wait, &reason).await?;
                 }
             }
         }

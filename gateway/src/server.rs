@@ -56,11 +56,15 @@ pub async fn build_state(settings: GatewaySettings, clock: Clock) -> anyhow::Res
     let pool = database_pool(&settings.shared.database_url).await?;
     let clients = ApiClients::new(pool.clone());
     if let Some((id, secret)) = &settings.bootstrap_client {
-        clients
-            .upsert(id, secret)
+        let created = clients
+            .bootstrap(id, secret)
             .await
             .context("INGEST_BOOTSTRAP_CLIENT")?;
-        tracing::info!(client_id = %id, "bootstrap client ready");
+        if created {
+            tracing::info!(client_id = %id, "bootstrap client created");
+        } else {
+            tracing::info!(client_id = %id, "bootstrap client exists; left as it is (`gateway client add` replaces its secret)");
+        }
     }
     tokio::fs::create_dir_all(&settings.shared.upload_dir)
         .await

@@ -48,8 +48,9 @@ pub struct GatewaySettings {
     #[arg(long, env = "INGEST_UPLOAD_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub upload_ttl_secs: u64,
 
-    /// Seconds without a new chunk after which an upload with no declared chunk count, whose
-    /// received chunks are all loaded, ends `done` (the original's flow has no `/complete`).
+    /// Seconds without a new chunk (or a chunk body on its way) after which an upload with no
+    /// declared chunk count, whose received chunks are all loaded, ends `done` (the original's
+    /// flow has no `/complete`).
     #[arg(long, env = "INGEST_UPLOAD_SETTLE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub upload_settle_secs: u64,
 

@@ -3,7 +3,7 @@
 //!
 //! The rule ([`ingest_ledger::completion`] holds it): an upload with no declared count settles once it has received at least one chunk,
 //! every received chunk is loaded or failed (nothing `stored` waits for an engine), and no chunk
-//! arrived for `INGEST_UPLOAD_SETTLE_SECS`. It then ends `done` (or `failed` if a chunk failed),
+//! arrived, nor was a chunk body seen on its way, for `INGEST_UPLOAD_SETTLE_SECS`. It then ends `done` (or `failed` if a chunk failed),
 //! as a declared upload does with its last chunk. A settled upload stays open to its client: a
 //! later chunk reopens it (`receiving` again, see [`ingest_ledger::uploads::record_chunk`]), and
 //! `/complete` may still declare its count. The status shows the rule and when it settles.

@@ -305,8 +305,10 @@ async fn complete_declares_the_count_and_status_reports_it() {
     };
     assert_eq!(complete(&folder, 2).await.unwrap().status(), 200);
     assert_eq!(complete(&folder, 3).await.unwrap().status(), 409);
+    // `receiving` until every declared chunk is here (and expiry applies until then).
     let status = app.status(&token, &folder).await;
-    assert_eq!(status["state"], "processing");
+    assert_eq!(status["state"], "receiving");
+    assert!(status["expires_at"].is_string(), "{status}");
     assert_eq!(status["expected_chunks"], 2);
     assert_eq!(status["received_chunks"], serde_json::json!([0]));
     // Beyond the declared count.
@@ -505,6 +507,53 @@ async fn a_disabled_or_unknown_clients_valid_tokens_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(app.count("uploads").await, uploads_before);
+
+    // Replacing the secret (`gateway client add`) enables the client again, but the tokens it
+    // was issued before stay revoked; they used to work again until they expired.
+    let renewed = ingest_runtime::settings::Secret::new("renewed-secret-456");
+    clients.upsert("soon-revoked", &renewed).await.unwrap();
+    let fresh = app.token_for("soon-revoked", renewed.expose()).await;
+    ingest_testkit::wait_for(
+        "a token of the renewed secret to be accepted",
+        gateway::clients::ENABLED_CACHE_TTL + Duration::from_secs(3),
+        || async { (app.status_raw(&fresh, &folder).await == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        app.status_raw(&token, &folder).await,
+        401,
+        "the old token is back"
+    );
+    assert_eq!(app.status_raw(&fresh, &folder).await, 200);
+}
+
+/// A gateway's start creates `INGEST_BOOTSTRAP_CLIENT` only if it is missing: it used to enable
+/// it again (and reset its secret) on every start, undoing an operator's disable.
+#[tokio::test]
+async fn a_disabled_bootstrap_client_stays_disabled_through_a_restart() {
+    let app = TestGateway::start(&[]).await;
+    let token = app.token().await;
+    let folder = app.create_upload(&token).await;
+    let pool = gateway::server::database_pool(&app.db.url).await.unwrap();
+    gateway::clients::ApiClients::new(pool)
+        .disable(CLIENT_ID)
+        .await
+        .unwrap();
+    let (db, dir, streams) = app.stop().await;
+    let app = TestGateway::start_on(db, dir, streams, &[]).await;
+    let asked = app
+        .http
+        .post(format!("{}/api/auth/token", app.url))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        asked.status(),
+        401,
+        "the bootstrap client was enabled again"
+    );
+    assert_eq!(app.status_raw(&token, &folder).await, 401);
 }
 
 #[tokio::test]
@@ -843,6 +892,64 @@ fn verified(headers: &http::HeaderMap, body: &[u8]) -> serde_json::Value {
     mac.update(body);
     assert_eq!(hex::encode(mac.finalize().into_bytes()), v1, "signature");
     serde_json::from_slice(body).unwrap()
+}
+
+/// An upload with no declared count does not settle while a chunk body is still arriving: a
+/// body slower than the settle period used to let the upload end `done` (and its hook fire)
+/// without that chunk's rows, then open again when the chunk was recorded.
+#[tokio::test]
+async fn an_upload_does_not_settle_while_a_chunk_body_is_arriving() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestGateway::start(&["--upload-settle-secs=1"]).await;
+    let token = app.token().await;
+    let folder = app.create_upload(&token).await;
+    let row = b"01/01/2023 00:00:01,a,1,Deposit\n";
+    assert_eq!(app.put_chunk(&token, &folder, 0, row).await.status(), 200);
+    // As an engine does: chunk 0 loaded. The upload has nothing left to load.
+    let mut db = app.db.client().await.unwrap();
+    let id = uuid::Uuid::parse_str(&folder).unwrap();
+    let tx = db.transaction().await.unwrap();
+    let outcome = ingest_ledger::loads::ChunkOutcome {
+        state: ingest_ledger::ChunkState::Loaded,
+        rows_loaded: 1,
+        rows_rejected: 0,
+        rows_skipped: 0,
+        error: None,
+        in_pieces: false,
+        attempt: 0,
+    };
+    let finished = ingest_ledger::loads::finish(&tx, id, 0, outcome).await;
+    assert_eq!(finished.unwrap(), ingest_ledger::loads::Finished::Recorded);
+    tx.commit().await.unwrap();
+
+    // Chunk 1 trickles in over 4 s, four settle periods.
+    let body = [row.as_slice(); 4].concat();
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "PUT /api/upload/{folder}/chunks/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    for line in body.chunks(row.len()) {
+        slow.write_all(line).await.unwrap();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let state = app.status(&token, &folder).await["state"].clone();
+            assert_eq!(state, "receiving", "settled while chunk 1 was arriving");
+        }
+    }
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut slow, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = app.status(&token, &folder).await;
+    assert_eq!(
+        status["received_chunks"],
+        serde_json::json!([0, 1]),
+        "{status}"
+    );
 }
 
 #[tokio::test]

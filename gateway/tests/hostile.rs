@@ -873,6 +873,62 @@ async fn slow_bodies_beyond_the_writer_slots_are_refused_at_once() {
     .await;
 }
 
+/// A client that opens every download slot and stops reading holds them only while PostgreSQL
+/// keeps their sessions: once the database ends them (its 60 s idle-in-transaction timeout, or
+/// a terminated backend as here), other downloads run again. The slot used to be held by the
+/// response, which a stalled client never lets go of: every `/rejected` got 503 for good.
+#[tokio::test]
+async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
+    let t = target(&[]).await;
+    assert_eq!(status_of(t.put("0").body(GOOD_ROW)).await, 200);
+    // About 24 MB of rejected rows: far more than the socket buffers of a client not reading.
+    let db = t.app.db.client().await.unwrap();
+    let id = uuid::Uuid::parse_str(&t.folder).unwrap();
+    db.execute(
+        "INSERT INTO rejected_rows (upload_id, chunk_no, line_no, reason, raw_line)
+         SELECT $1, 0, n, 'bad', repeat('x', 1000) FROM generate_series(1, 24000) n",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let request = format!(
+        "GET /api/upload/{}/rejected HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        t.folder, t.token
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..gateway::routes::rejected::MAX_AT_ONCE {
+        let mut reader = tokio::net::TcpStream::connect(t.app.addr).await.unwrap();
+        reader.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(reader); // Never read.
+    }
+    let reading = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND query LIKE 'FETCH%'";
+    wait_for(
+        "every slot to hold a stalled download",
+        Duration::from_secs(30),
+        || async {
+            let sessions: i64 = db.query_one(reading, &[]).await.unwrap().get(0);
+            (sessions == gateway::routes::rejected::MAX_AT_ONCE as i64).then_some(())
+        },
+    )
+    .await;
+    let download = || t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
+    assert_eq!(status_of(download()).await, 503, "all slots are taken");
+
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'FETCH%'",
+        &[],
+    )
+    .await
+    .unwrap();
+    wait_for("a slot to come back", Duration::from_secs(10), || async {
+        (status_of(download()).await == 200).then_some(())
+    })
+    .await;
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn trickled_raw_and_multipart_bodies_hit_the_body_deadline() {
     // A byte every 100 ms never trips the 2 s frame timeout: only the 1 s total deadline ends it.
@@ -1441,20 +1497,33 @@ async fn ten_thousand_abandoned_uploads_expire_and_their_files_are_removed() {
     }
     let leftover = t.app.upload_dir.join(&abandoned[0]).join(".0123.part");
     std::fs::write(&leftover, b"half a chunk").unwrap();
-    // Live uploads: an old one still receiving chunks, and one declared complete.
-    let active = &abandoned[20];
-    let declared = &abandoned[21];
-    let complete = t
-        .app
-        .http
-        .post(format!("{}/api/upload/{declared}/complete", t.app.url));
-    let complete = complete.bearer_auth(&t.token).json(&json!({"chunks": 3}));
-    assert_eq!(status_of(complete).await, 200);
+    // Live uploads: an old one still receiving chunks, and one whose declared chunks all came
+    // (they wait for an engine). Declared chunks that never came are no reason to live: that
+    // upload expires (it used to stay `processing` for good).
+    let (active, declared, never_came) = (&abandoned[20], &abandoned[21], &abandoned[22]);
+    assert_eq!(
+        t.app
+            .put_chunk(&t.token, declared, 0, GOOD_ROW)
+            .await
+            .status(),
+        200
+    );
+    for (folder, chunks) in [(declared, 1), (never_came, 3)] {
+        let complete = t
+            .app
+            .http
+            .post(format!("{}/api/upload/{folder}/complete", t.app.url));
+        let complete = complete
+            .bearer_auth(&t.token)
+            .json(&json!({ "chunks": chunks }));
+        assert_eq!(status_of(complete).await, 200);
+    }
     // Time passes: everything is a day and an hour old, except the active upload's new chunk.
     let client = t.app.db.client().await.unwrap();
     client
         .batch_execute(
-            "UPDATE uploads SET created_at = now() - interval '25 hours';
+            "UPDATE uploads SET created_at = now() - interval '25 hours',
+                                body_seen_at = body_seen_at - interval '25 hours';
              UPDATE chunks SET received_at = now() - interval '25 hours';",
         )
         .await
@@ -1501,11 +1570,19 @@ async fn ten_thousand_abandoned_uploads_expire_and_their_files_are_removed() {
             ("receiving".to_owned(), None, 1),
         ]
     );
-    // Only the active upload's chunk file is left; the expired chunks are failed, so an engine
+    let status = t.app.status(&t.token, never_came).await;
+    assert_eq!(status["error"], "expired", "{status}");
+    // Only the live uploads' chunk files are left; the expired chunks are failed, so an engine
     // that gets their messages later skips them.
-    let files = t.app.stored_files();
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(files[0].starts_with(t.app.upload_dir.join(active)));
+    let mut files = t.app.stored_files();
+    files.sort();
+    let mut live = [active, declared].map(|folder| t.app.upload_dir.join(folder));
+    live.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with(&live[0]) && files[1].starts_with(&live[1]),
+        "{files:?}"
+    );
     let failed: i64 = client
         .query_one(
             "SELECT count(*) FROM chunks WHERE state = 'failed' AND file_removed

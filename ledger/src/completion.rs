@@ -18,6 +18,7 @@ use uuid::Uuid;
 use ingest_rows::dataset::quote_ident;
 
 use crate::files::ChunkFile;
+use crate::hooks::HOOK_AFRESH;
 use crate::states::UploadState;
 use crate::LedgerError;
 
@@ -28,6 +29,10 @@ pub(crate) const SETTLED: &str =
 /// Ended because chunks failed (not expired, aborted or undone): its failed chunks may still be
 /// retried or replaced ([`crate::retries`]), which opens it again.
 pub(crate) const RETRYABLE: &str = "(state = 'failed' AND error IS NULL AND chunks_failed > 0)";
+
+/// No chunk body of upload `u` was seen arriving for `$1` seconds (see [`crate::uploads::body_arriving`]).
+const NO_BODY_ARRIVING: &str =
+    "(u.body_seen_at IS NULL OR u.body_seen_at < now() - make_interval(secs => $1))";
 
 /// The "done" rule for a declared count, over the upload's own columns.
 const DECLARED_DONE: &str = "expected_chunks IS NOT NULL
@@ -55,20 +60,25 @@ pub(crate) async fn end_if_done(
 }
 
 /// Ends every undeclared upload idle for `idle` whose received chunks are all loaded or failed;
-/// returns how many. Each upload is settled by one atomic `UPDATE`, and a chunk recorded at the
-/// same moment either sees the upload settled (and reopens it) or makes it no longer eligible,
-/// because both take the upload's row lock.
+/// returns how many. Idle: no chunk recorded and no chunk body seen arriving for `idle` (a slow
+/// body is not the end of the upload). Each upload is settled by one atomic `UPDATE`, and a
+/// chunk recorded at the same moment either sees the upload settled (and reopens it) or makes
+/// it no longer eligible, because both take the upload's row lock.
 pub async fn settle_idle(client: &Client, idle: Duration) -> Result<u64, LedgerError> {
     Ok(client
         .execute(
-            "UPDATE uploads u
-             SET state = CASE WHEN u.chunks_failed > 0 THEN 'failed' ELSE 'done' END,
-                 completed_at = clock_timestamp()
-             WHERE u.state = 'receiving' AND u.expected_chunks IS NULL AND u.chunks_received > 0
-               AND u.chunks_loaded + u.chunks_failed >= u.chunks_received
-               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
-                               AND (c.state = 'stored'
-                                    OR c.received_at >= now() - make_interval(secs => $1)))",
+            &format!(
+                "UPDATE uploads u
+                 SET state = CASE WHEN u.chunks_failed > 0 THEN 'failed' ELSE 'done' END,
+                     completed_at = clock_timestamp()
+                 WHERE u.state = 'receiving' AND u.expected_chunks IS NULL
+                   AND u.chunks_received > 0
+                   AND u.chunks_loaded + u.chunks_failed >= u.chunks_received
+                   AND {NO_BODY_ARRIVING}
+                   AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
+                                   AND (c.state = 'stored'
+                                        OR c.received_at >= now() - make_interval(secs => $1)))"
+            ),
             &[&idle.as_secs_f64()],
         )
         .await?)
@@ -83,8 +93,8 @@ pub struct Expired {
     pub chunks: Vec<ChunkFile>,
 }
 
-/// Fails up to `batch` uploads still `receiving` with no activity (creation or last chunk) for
-/// `ttl`, except those that lost nothing (settled by [`settle_idle`] instead), and their chunks
+/// Fails up to `batch` uploads still `receiving` with no activity (creation, last chunk, or a
+/// chunk body seen arriving) for `ttl`, except those that lost nothing (settled by [`settle_idle`] instead), and their chunks
 /// that no engine loaded, in one transaction. `FOR UPDATE SKIP LOCKED` lets several gateways
 /// share the sweep. Failed chunks get a `committed_at`, so the engine's cleanup sweep also
 /// finds their files.
@@ -96,20 +106,23 @@ pub async fn expire(
     let tx = client.transaction().await?;
     let uploads: Vec<Uuid> = tx
         .query(
-            "WITH stale AS (
-                 SELECT u.upload_id FROM uploads u
-                 WHERE u.state = 'receiving'
-                   AND u.created_at < now() - make_interval(secs => $1)
-                   AND NOT (u.expected_chunks IS NULL AND u.chunks_received > 0
-                            AND u.chunks_loaded + u.chunks_failed >= u.chunks_received)
-                   AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
-                                   AND c.received_at >= now() - make_interval(secs => $1))
-                 ORDER BY u.created_at
-                 LIMIT $2
-                 FOR UPDATE OF u SKIP LOCKED)
-             UPDATE uploads u SET state = 'failed', error = 'expired', completed_at = now()
-             FROM stale WHERE u.upload_id = stale.upload_id
-             RETURNING u.upload_id",
+            &format!(
+                "WITH stale AS (
+                     SELECT u.upload_id FROM uploads u
+                     WHERE u.state = 'receiving'
+                       AND u.created_at < now() - make_interval(secs => $1)
+                       AND NOT (u.expected_chunks IS NULL AND u.chunks_received > 0
+                                AND u.chunks_loaded + u.chunks_failed >= u.chunks_received)
+                       AND {NO_BODY_ARRIVING}
+                       AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.upload_id = u.upload_id
+                                       AND c.received_at >= now() - make_interval(secs => $1))
+                     ORDER BY u.created_at
+                     LIMIT $2
+                     FOR UPDATE OF u SKIP LOCKED)
+                 UPDATE uploads u SET state = 'failed', error = 'expired', completed_at = now()
+                 FROM stale WHERE u.upload_id = stale.upload_id
+                 RETURNING u.upload_id"
+            ),
             &[&ttl.as_secs_f64(), &batch],
         )
         .await?
@@ -272,9 +285,12 @@ pub async fn withdraw(
     // An upload that had ended on its own keeps its error and completion time.
     let error = abortable.then_some("aborted by its client");
     tx.execute(
-        "UPDATE uploads SET state = $2, rows_undone = rows_undone + $3,
-                error = coalesce(error, $4), completed_at = coalesce(completed_at, now())
-         WHERE upload_id = $1",
+        &format!(
+            "UPDATE uploads SET state = $2, rows_undone = rows_undone + $3,
+                    error = coalesce(error, $4), completed_at = coalesce(completed_at, now()),
+                    {HOOK_AFRESH}
+             WHERE upload_id = $1"
+        ),
         &[
             &upload_id,
             &ended.as_str(),

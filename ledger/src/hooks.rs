@@ -11,6 +11,12 @@ use uuid::Uuid;
 use crate::states::UploadState;
 use crate::LedgerError;
 
+/// The hook's delivery state of an end afresh: set wherever an upload opens again or ends
+/// anew, so a later end gets its own attempts and is not held back by an earlier end's backoff
+/// (or given up because the earlier end was).
+pub(crate) const HOOK_AFRESH: &str =
+    "notify_attempts = 0, notify_after = NULL, notify_error = NULL";
+
 /// What the hook says: the upload's end and its counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadEnded {
@@ -93,20 +99,23 @@ pub async fn claim_due(
 pub async fn delivered(client: &Client, event: &UploadEnded) -> Result<(), LedgerError> {
     client
         .execute(
-            "UPDATE uploads SET notified_state = $2, notify_attempts = 0, notify_error = NULL,
-                    notify_after = NULL
-             WHERE upload_id = $1 AND state = $2
-               AND completed_at::text IS NOT DISTINCT FROM $3",
+            &format!(
+                "UPDATE uploads SET notified_state = $2, {HOOK_AFRESH}
+                 WHERE upload_id = $1 AND state = $2
+                   AND completed_at::text IS NOT DISTINCT FROM $3"
+            ),
             &[&event.folder, &event.state.as_str(), &event.completed_at],
         )
         .await?;
     Ok(())
 }
 
-/// An attempt failed: the next one is due after `retry_after`.
+/// An attempt to deliver `event` failed: the next one is due after `retry_after`. Recorded,
+/// like [`delivered`], only while the upload is still in that end: a later end's attempts are
+/// its own.
 pub async fn attempt_failed(
     client: &Client,
-    upload_id: Uuid,
+    event: &UploadEnded,
     retry_after: Duration,
     error: &str,
 ) -> Result<(), LedgerError> {
@@ -114,8 +123,15 @@ pub async fn attempt_failed(
         .execute(
             "UPDATE uploads SET notify_attempts = notify_attempts + 1, notify_error = $3,
                     notify_after = now() + make_interval(secs => $2)
-             WHERE upload_id = $1",
-            &[&upload_id, &retry_after.as_secs_f64(), &error],
+             WHERE upload_id = $1 AND state = $4
+               AND completed_at::text IS NOT DISTINCT FROM $5",
+            &[
+                &event.folder,
+                &retry_after.as_secs_f64(),
+                &error,
+                &event.state.as_str(),
+                &event.completed_at,
+            ],
         )
         .await?;
     Ok(())

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use ingest_contract::chunk::ChunkMessage;
 
 use crate::completion::RETRYABLE;
+use crate::hooks::HOOK_AFRESH;
 use crate::states::{ChunkState, UploadState};
 use crate::uploads::NewChunk;
 use crate::LedgerError;
@@ -192,15 +193,16 @@ async fn reopen(
     .await?;
     let new_bytes: i64 = row.get(1);
     tx.execute(
-        "UPDATE uploads SET chunks_failed = chunks_failed - 1,
+        &format!(
+            "UPDATE uploads SET chunks_failed = chunks_failed - 1,
                 rows_loaded = rows_loaded - $2, rows_rejected = rows_rejected - $3,
                 bytes_received = bytes_received + $4,
                 state = CASE WHEN state IN ('receiving', 'processing') THEN state
                              WHEN expected_chunks IS NOT NULL AND chunks_received >= expected_chunks
                              THEN 'processing' ELSE 'receiving' END,
-                completed_at = NULL, notified_state = NULL, notify_attempts = 0,
-                notify_after = NULL, notify_error = NULL
-         WHERE upload_id = $1",
+                completed_at = NULL, notified_state = NULL, {HOOK_AFRESH}
+         WHERE upload_id = $1"
+        ),
         &[
             &upload_id,
             &rows_loaded,

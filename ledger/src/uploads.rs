@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
 
 use crate::completion::{end_if_done, RETRYABLE, SETTLED};
+use crate::hooks::HOOK_AFRESH;
 use crate::retries::{self, Replaced};
 use crate::states::{parse_policy, ErrorPolicy, Partition, UploadState};
 use crate::LedgerError;
@@ -342,7 +343,8 @@ pub async fn record_chunk(
                              WHEN state = 'receiving' AND expected_chunks = chunks_received + 1
                              THEN 'processing' ELSE state END,
                 completed_at = CASE WHEN {SETTLED} THEN NULL ELSE completed_at END,
-                notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END
+                notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END,
+                {HOOK_AFRESH}
              WHERE upload_id = $1"
         ),
         &[&upload.upload_id, &(stored.bytes as i64), &chunk_no],
@@ -433,6 +435,22 @@ pub async fn forget_chunk(
     Ok(deleted == 1)
 }
 
+/// A chunk body of the upload is on its way: the upload is not idle (see
+/// [`crate::completion::settle_idle`] and [`crate::completion::expire`]) while the gateway
+/// receiving it calls this every few seconds.
+pub async fn body_arriving(
+    client: &impl GenericClient,
+    upload_id: Uuid,
+) -> Result<(), LedgerError> {
+    client
+        .execute(
+            "UPDATE uploads SET body_seen_at = now() WHERE upload_id = $1",
+            &[&upload_id],
+        )
+        .await?;
+    Ok(())
+}
+
 /// What declaring an upload's number of chunks did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Declared {
@@ -470,20 +488,27 @@ pub async fn declare_chunks(
         return Ok(Declared::Fewer { highest });
     }
     // A settled upload may still declare its count (the done rule then ends it the same way).
+    // `processing` once every declared chunk is here; until then it is `receiving`, which
+    // expiry fails if the missing chunks never come.
     let declared = tx
-        .execute(
+        .query_opt(
             &format!(
-                "UPDATE uploads SET expected_chunks = $2, state = 'processing',
-                        notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END
+                "UPDATE uploads SET expected_chunks = $2,
+                        state = CASE WHEN chunks_received >= $2 THEN 'processing'
+                                     ELSE 'receiving' END,
+                        notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END,
+                        {HOOK_AFRESH}
                  WHERE upload_id = $1 AND (expected_chunks IS NULL OR expected_chunks = $2)
-                   AND (state IN ('receiving', 'processing') OR {SETTLED})"
+                   AND (state IN ('receiving', 'processing') OR {SETTLED})
+                 RETURNING state"
             ),
             &[&upload_id, &chunks],
         )
         .await?;
-    if declared == 0 {
+    let Some(declared) = declared else {
         return Ok(Declared::Refused);
-    }
+    };
+    let declared = UploadState::parse(declared.get(0))?;
     let state = match end_if_done(&tx, upload_id).await? {
         Some(ended) => ended,
         None => {
@@ -494,7 +519,7 @@ pub async fn declare_chunks(
                 &[&upload_id],
             )
             .await?;
-            UploadState::Processing
+            declared
         }
     };
     tx.commit().await?;

@@ -53,7 +53,11 @@ async fn a_chunk_past_the_declared_count_is_refused_though_the_gateway_read_none
     let id = upload.upload_id;
     new_message(record(&mut client, &upload, 0, stored_chunk("u/0.csv", '0')).await);
     let declared = uploads::declare_chunks(&mut client, id, 2).await.unwrap();
-    assert_eq!(declared, Declared::Now(UploadState::Processing));
+    assert_eq!(
+        declared,
+        Declared::Now(UploadState::Receiving),
+        "chunk 1 is still to come"
+    );
 
     let late = record(&mut client, &upload, 2, stored_chunk("u/2.csv", '2')).await;
     assert!(matches!(late, Recorded::Beyond(2)), "got {late:?}");

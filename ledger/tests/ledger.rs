@@ -4,6 +4,7 @@
 mod common;
 
 mod files;
+mod hooks;
 mod intake;
 mod ownership;
 mod pieces;

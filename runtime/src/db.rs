@@ -79,6 +79,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partition_clash",
         include_str!("../../db/migrations/0014_partition_clash.sql"),
     ),
+    (
+        15,
+        "client_token_cutoff",
+        include_str!("../../db/migrations/0015_client_token_cutoff.sql"),
+    ),
+    (
+        16,
+        "upload_body_seen",
+        include_str!("../../db/migrations/0016_upload_body_seen.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migration runs ("ingest" in ASCII).
@@ -147,6 +157,23 @@ pub async fn answers(url: &str) -> Result<(), String> {
 
 /// Connects with `config` over `tls` and drives the connection on a background task.
 pub async fn connect_with(config: &Config, tls: &Tls) -> Result<Client, DbError> {
+    connect_holding_with(config, tls, ()).await
+}
+
+/// Connects to `url` like [`connect`], with `held` kept until the session ends: when the client
+/// is dropped, or when the server ends the session (an idle-in-transaction timeout, a
+/// terminated backend), whoever holds the client meanwhile. A permit held this way bounds live
+/// sessions, not clients stuck with a dead one.
+pub async fn connect_holding<T: Send + 'static>(url: &str, held: T) -> Result<Client, DbError> {
+    let (config, tls) = parse_url(url)?;
+    connect_holding_with(&config, &tls, held).await
+}
+
+async fn connect_holding_with<T: Send + 'static>(
+    config: &Config,
+    tls: &Tls,
+    held: T,
+) -> Result<Client, DbError> {
     let (client, connection) = config
         .connect(tls.clone())
         .await
@@ -155,6 +182,7 @@ pub async fn connect_with(config: &Config, tls: &Tls) -> Result<Client, DbError>
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "postgres connection closed");
         }
+        drop(held);
     });
     Ok(client)
 }

@@ -98,9 +98,10 @@ pub async fn authenticate(
     let verified = auth::bearer(request.headers()).and_then(|token| state.tokens.verify(token));
     match verified {
         Ok(claims) => {
-            // A valid signature is not enough: the client must still exist and be enabled, and
-            // it keeps only the scopes it still holds.
-            let now = state.clients.scopes_now(&claims.sub).await.map_err(|err| {
+            // A valid signature is not enough: the client must still exist and be enabled, must
+            // not have revoked the token since, and it keeps only the scopes it still holds.
+            let now = state.clients.scopes_now(&claims.sub, claims.iat).await;
+            let now = now.map_err(|err| {
                 tracing::warn!(error = %err, "cannot check whether a client is enabled");
                 ApiError::Unavailable("cannot check the client now; retry later".into())
             })?;

@@ -32,7 +32,7 @@ use crate::settings::GatewaySettings;
 use crate::store::workbook::{self, WorkbookError, WorkbookSink};
 use crate::store::{BodyEncoding, ChunkRules, ChunkSink, StoreError, StoredChunk};
 use ingest_ledger::retries::{self, Retried};
-use ingest_ledger::uploads::{NewChunk, Recorded, Upload};
+use ingest_ledger::uploads::{self, NewChunk, Recorded, Upload};
 use ingest_rows::dataset::Dataset;
 
 /// A chunk the gateway holds, as its answers name it.
@@ -123,6 +123,7 @@ pub async fn receive_chunk(
             "an XLSX workbook is compressed already; send it without Content-Encoding".into(),
         ));
     }
+    let _arriving = body_arriving(state, upload);
     let sink = BodySink::start(state, kind, upload_dir(state, upload), rules).await?;
     let stored = pump(&mut body, sink, timer).await?;
     let (message, duplicate) = commit(state, upload, Some(chunk_no), stored).await?;
@@ -205,6 +206,7 @@ pub async fn receive_multipart(
         multer::SizeLimit::new().whole_stream(state.settings.max_chunk_bytes + 64 * 1024),
     );
     let mut multipart = multer::Multipart::with_constraints(frames, boundary, constraints);
+    let _arriving = body_arriving(state, upload);
     let started = Instant::now();
     let mut stored: Option<StoredChunk> = None;
     let outcome = async {
@@ -540,6 +542,31 @@ impl BodySink {
             Self::Workbook(sink) => sink.abort().await,
         }
     }
+}
+
+/// Tells the ledger that a chunk body of `upload` is arriving, at once and every few seconds
+/// until the returned handle is dropped: the upload is not idle meanwhile, so it neither
+/// settles `done` nor expires under a body that is still coming
+/// ([`ingest_ledger::uploads::body_arriving`]).
+fn body_arriving(state: &AppState, upload: &Upload) -> tokio_util::task::AbortOnDropHandle<()> {
+    // A third of the settle period: the last sign is never as old as the period.
+    let every = (Duration::from_secs(state.settings.upload_settle_secs) / 3)
+        .clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let (pool, upload_id) = (state.pool.clone(), upload.upload_id);
+    crate::sweeps::every(every, move || {
+        let pool = pool.clone();
+        async move {
+            let touched = match pool.get().await {
+                Ok(db) => uploads::body_arriving(&**db, upload_id)
+                    .await
+                    .map_err(|err| err.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(error) = touched {
+                tracing::warn!(%upload_id, %error, "cannot mark a chunk body as arriving");
+            }
+        }
+    })
 }
 
 /// Forwards body frames to the sink, within the body's timer.

@@ -6,8 +6,9 @@
 //! The cursor needs a transaction that stays open while the client reads, so each download has
 //! a database connection of its own, not a pooled one: a client that stops reading midway
 //! closes it, and no pooled connection is ever handed on inside an open transaction. At most
-//! [`MAX_AT_ONCE`] run per gateway (503 beyond), and one whose client stalls for a minute is
-//! ended by PostgreSQL, so downloads cannot exhaust the database's connections.
+//! [`MAX_AT_ONCE`] sessions are open per gateway (503 beyond), and one whose client stalls for a
+//! minute is ended by PostgreSQL, which frees its slot: the slot is held by the session, not by
+//! the response, which a client that stopped reading never lets go of.
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -26,7 +27,7 @@ use crate::errors::ApiError;
 const PAGE: u32 = 1000;
 /// Downloads one gateway streams at once: each holds a database connection and an open
 /// read-only transaction until its client has read it all (or stalled for a minute, see
-/// `ingest_ledger::rejects::open`).
+/// `ingest_ledger::rejects::open`: the session's end frees the slot).
 pub const MAX_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,6 @@ enum Format {
 
 /// Where a download is: its connection, the page to send next, whether the CSV header is due.
 struct Download {
-    _slot: tokio::sync::OwnedSemaphorePermit,
     client: Client,
     page: Option<Vec<RejectedRow>>,
     format: Format,
@@ -68,14 +68,13 @@ pub async fn download(
     let slot = state.downloads.clone().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable("too many downloads at once; retry in a moment".into())
     })?;
-    let client = ingest_runtime::db::connect(&state.settings.shared.database_url)
+    let client = ingest_runtime::db::connect_holding(&state.settings.shared.database_url, slot)
         .await
         .map_err(|err| ApiError::Unavailable(format!("database unavailable: {err}")))?;
     rejects::open(&client, upload.upload_id).await?;
     // The first page is read before the answer, so a failure here is still a clean error status.
     let first = rejects::next_page(&client, PAGE).await?;
     let download = Download {
-        _slot: slot,
         client,
         page: Some(first),
         format,
