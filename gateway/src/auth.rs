@@ -42,6 +42,10 @@ pub struct Claims {
     /// and count as `upload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The client's token generation when it was issued ([`crate::clients::Grant`]): a token
+    /// of an older one was revoked. Tokens from before it existed have 0.
+    #[serde(default)]
+    pub gen: u32,
 }
 
 impl Claims {
@@ -119,6 +123,11 @@ impl Tokens {
 
     /// Signs a token for `client_id`, carrying `scopes`, with the current key.
     pub fn issue(&self, client_id: &str, scopes: &[Scope]) -> IssuedToken {
+        self.issue_in(client_id, scopes, 0)
+    }
+
+    /// Signs a token for `client_id` of token generation `generation`.
+    pub fn issue_in(&self, client_id: &str, scopes: &[Scope], generation: u32) -> IssuedToken {
         let now = (self.clock)();
         let claims = Claims {
             sub: client_id.to_owned(),
@@ -133,6 +142,7 @@ impl Tokens {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
+            gen: generation,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.kid.clone());

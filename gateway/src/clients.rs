@@ -6,8 +6,9 @@
 //! is cached for [`ENABLED_CACHE_TTL`] per gateway, so a disabled (or deleted, or demoted)
 //! client's live tokens stop working within that time on every gateway, at one small query per
 //! client per period. Disabling a client, or replacing its secret, revokes the tokens it was
-//! issued before (to the second: `iat` is whole seconds, so a token issued in the very second of
-//! the change survives it); enabling it again does not bring them back.
+//! issued before: each token carries the client's token generation at issue ([`Grant`]), the
+//! change bumps it, and a token of an older generation is refused; enabling the client again
+//! does not bring them back.
 //!
 //! Clients are managed with `gateway client ...` (bootstrap, and for an operator at the
 //! database) or, by a client with the `admin` scope, over the API (`/api/clients`).
@@ -119,31 +120,36 @@ const ENABLED_CACHE_MAX: usize = 10_000;
 #[derive(Clone)]
 pub struct ApiClients {
     pool: Pool,
-    enabled: Arc<Mutex<HashMap<String, CachedStanding>>>,
+    enabled: Arc<Mutex<HashMap<String, CachedGrant>>>,
 }
 
-/// What an enabled client's tokens may do: its scopes, for tokens issued at or after
-/// `tokens_valid_from` (unix seconds; `None`: every token).
-#[derive(Debug, Clone)]
-struct Standing {
-    scopes: Vec<Scope>,
-    tokens_valid_from: Option<i64>,
+/// What an enabled client may do now: its scopes, and its token generation (tokens of an
+/// older one are revoked). What a token is issued with, too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub scopes: Vec<Scope>,
+    pub generation: u32,
 }
 
-impl Standing {
-    fn scopes_of(self, issued_at: u64) -> Option<Vec<Scope>> {
-        let revoked = self
-            .tokens_valid_from
-            .is_some_and(|from| i64::try_from(issued_at).is_ok_and(|iat| iat < from));
-        (!revoked).then_some(self.scopes)
+impl Grant {
+    fn from_row(row: &tokio_postgres::Row, scopes: usize, generation: usize) -> Self {
+        Self {
+            scopes: stored(row.get(scopes)),
+            generation: u32::try_from(row.get::<_, i32>(generation)).unwrap_or(0),
+        }
+    }
+
+    /// The scopes a token of `generation` has now: none if the client revoked it since.
+    fn scopes_of(self, generation: u32) -> Option<Vec<Scope>> {
+        (generation >= self.generation).then_some(self.scopes)
     }
 }
 
 /// The last answer for a client (`None` if disabled or unknown), and when it was asked.
-type CachedStanding = (Option<Standing>, Instant);
+type CachedGrant = (Option<Grant>, Instant);
 
-/// The cut-off [`Standing::tokens_valid_from`] a change of the client sets: now, to the second.
-const FROM_NOW: &str = "extract(epoch FROM now())::bigint";
+/// What a change that revokes the client's tokens does to its generation.
+const NEXT_GENERATION: &str = "token_generation = api_clients.token_generation + 1";
 
 fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -170,7 +176,7 @@ impl ApiClients {
                 "INSERT INTO api_clients (client_id, secret_hash) VALUES ($1, $2)
                  ON CONFLICT (client_id) DO UPDATE
                  SET secret_hash = excluded.secret_hash, disabled_at = NULL,
-                     tokens_valid_from = {FROM_NOW}"
+                     {NEXT_GENERATION}"
             ),
             &[&client_id, &hash],
         )
@@ -229,30 +235,33 @@ impl ApiClients {
         Ok(())
     }
 
-    /// The scopes of enabled client `client_id` if `secret` is its secret, `None` otherwise.
+    /// What enabled client `client_id` may do if `secret` is its secret (a token is issued
+    /// with it), `None` otherwise.
     pub async fn verify(
         &self,
         client_id: &str,
         secret: &str,
-    ) -> Result<Option<Vec<Scope>>, ClientsError> {
+    ) -> Result<Option<Grant>, ClientsError> {
         if !valid_id(client_id) || secret.len() > 1024 {
             return Ok(None);
         }
         let db = self.pool.get().await?;
         let row = db
             .query_opt(
-                "SELECT secret_hash, scopes FROM api_clients
+                "SELECT secret_hash, scopes, token_generation FROM api_clients
                  WHERE client_id = $1 AND disabled_at IS NULL",
                 &[&client_id],
             )
             .await?;
         // An unknown or disabled id costs the same check as a wrong secret, so how long the
         // answer takes does not tell which client ids exist.
-        let (hash, scopes) = match row {
-            Some(row) => (Some(row.get::<_, String>(0)), row.get::<_, Vec<String>>(1)),
-            None => (None, Vec::new()),
+        let (hash, grant) = match row {
+            Some(row) => (
+                Some(row.get::<_, String>(0)),
+                Some(Grant::from_row(&row, 1, 2)),
+            ),
+            None => (None, None),
         };
-        let known = hash.is_some();
         let secret = secret.to_owned();
         let valid = off_the_async_threads(move || {
             let hash = hash.as_deref().unwrap_or(&NO_CLIENT_HASH);
@@ -265,35 +274,32 @@ impl ApiClients {
                 .unwrap_or(false)
         })
         .await?;
-        Ok((known && valid).then(|| stored(scopes)))
+        Ok(grant.filter(|_| valid))
     }
 
-    /// The scopes a token of `client_id` issued at `issued_at` (unix seconds) has now: `None` if
-    /// the client is unknown or disabled, or revoked the token since; as of at most
+    /// The scopes a token of `client_id` issued in token generation `generation` has now:
+    /// `None` if the client is unknown or disabled, or revoked the token since; as of at most
     /// [`ENABLED_CACHE_TTL`] ago. Checked on every authenticated request, so a disabled,
     /// deleted or demoted client's live tokens stop working.
     pub async fn scopes_now(
         &self,
         client_id: &str,
-        issued_at: u64,
+        generation: u32,
     ) -> Result<Option<Vec<Scope>>, ClientsError> {
-        if let Some(standing) = self.cached(client_id) {
-            return Ok(standing.and_then(|standing| standing.scopes_of(issued_at)));
+        if let Some(grant) = self.cached(client_id) {
+            return Ok(grant.and_then(|grant| grant.scopes_of(generation)));
         }
         // Stamped before asking: an answer that took long is not newer than one asked later.
         let asked = Instant::now();
         let db = self.pool.get().await?;
-        let standing = db
+        let grant = db
             .query_opt(
-                "SELECT scopes, tokens_valid_from FROM api_clients
+                "SELECT scopes, token_generation FROM api_clients
                  WHERE client_id = $1 AND disabled_at IS NULL",
                 &[&client_id],
             )
             .await?
-            .map(|row| Standing {
-                scopes: stored(row.get(0)),
-                tokens_valid_from: row.get(1),
-            });
+            .map(|row| Grant::from_row(&row, 0, 1));
         let mut cache = self
             .enabled
             .lock()
@@ -305,12 +311,12 @@ impl ApiClients {
             .get(client_id)
             .is_some_and(|&(_, cached_at)| cached_at > asked);
         if !newer_known {
-            cache.insert(client_id.to_owned(), (standing.clone(), asked));
+            cache.insert(client_id.to_owned(), (grant.clone(), asked));
         }
-        Ok(standing.and_then(|standing| standing.scopes_of(issued_at)))
+        Ok(grant.and_then(|grant| grant.scopes_of(generation)))
     }
 
-    fn cached(&self, client_id: &str) -> Option<Option<Standing>> {
+    fn cached(&self, client_id: &str) -> Option<Option<Grant>> {
         let cache = self
             .enabled
             .lock()
@@ -345,13 +351,11 @@ impl ApiClients {
         let db = self.pool.get().await?;
         let updated = db
             .execute(
-                &format!(
-                    "UPDATE api_clients
-                     SET disabled_at = coalesce(disabled_at, now()),
-                         tokens_valid_from = CASE WHEN disabled_at IS NULL THEN {FROM_NOW}
-                                                  ELSE tokens_valid_from END
-                     WHERE client_id = $1"
-                ),
+                "UPDATE api_clients
+                 SET disabled_at = coalesce(disabled_at, now()),
+                     token_generation = token_generation
+                                        + CASE WHEN disabled_at IS NULL THEN 1 ELSE 0 END
+                 WHERE client_id = $1",
                 &[&client_id],
             )
             .await?;

@@ -905,9 +905,32 @@ async fn an_upload_does_not_settle_while_a_chunk_body_is_arriving() {
     let folder = app.create_upload(&token).await;
     let row = b"01/01/2023 00:00:01,a,1,Deposit\n";
     assert_eq!(app.put_chunk(&token, &folder, 0, row).await.status(), 200);
-    // As an engine does: chunk 0 loaded. The upload has nothing left to load.
+    // Chunk 1 starts, and is seen arriving, before chunk 0 is loaded: from then on the upload
+    // has nothing left to load but a body on its way.
+    let body = [row.as_slice(); 4].concat();
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "PUT /api/upload/{folder}/chunks/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
     let mut db = app.db.client().await.unwrap();
     let id = uuid::Uuid::parse_str(&folder).unwrap();
+    ingest_testkit::wait_for(
+        "chunk 1 to be seen arriving",
+        Duration::from_secs(10),
+        || async {
+            let sql = "SELECT body_seen_at IS NOT NULL FROM uploads WHERE upload_id = $1";
+            db.query_one(sql, &[&id])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+                .then_some(())
+        },
+    )
+    .await;
+    // As an engine does: chunk 0 loaded.
     let tx = db.transaction().await.unwrap();
     let outcome = ingest_ledger::loads::ChunkOutcome {
         state: ingest_ledger::ChunkState::Loaded,
@@ -922,15 +945,7 @@ async fn an_upload_does_not_settle_while_a_chunk_body_is_arriving() {
     assert_eq!(finished.unwrap(), ingest_ledger::loads::Finished::Recorded);
     tx.commit().await.unwrap();
 
-    // Chunk 1 trickles in over 4 s, four settle periods.
-    let body = [row.as_slice(); 4].concat();
-    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let head = format!(
-        "PUT /api/upload/{folder}/chunks/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
+    // Its rows trickle in over 4 s, four settle periods.
     for line in body.chunks(row.len()) {
         slow.write_all(line).await.unwrap();
         for _ in 0..10 {

@@ -873,24 +873,24 @@ async fn slow_bodies_beyond_the_writer_slots_are_refused_at_once() {
     .await;
 }
 
-/// A client that opens every download slot and stops reading holds them only while PostgreSQL
-/// keeps their sessions: once the database ends them (its 60 s idle-in-transaction timeout, or
-/// a terminated backend as here), other downloads run again. The slot used to be held by the
-/// response, which a stalled client never lets go of: every `/rejected` got 503 for good.
-#[tokio::test]
-async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
-    let t = target(&[]).await;
+/// `rows` rejected rows of `bytes` each for chunk 0 of the target's upload (stored first).
+async fn rejected_rows_of(t: &Target, rows: i32, bytes: i32) -> tokio_postgres::Client {
     assert_eq!(status_of(t.put("0").body(GOOD_ROW)).await, 200);
-    // About 24 MB of rejected rows: far more than the socket buffers of a client not reading.
     let db = t.app.db.client().await.unwrap();
     let id = uuid::Uuid::parse_str(&t.folder).unwrap();
     db.execute(
         "INSERT INTO rejected_rows (upload_id, chunk_no, line_no, reason, raw_line)
-         SELECT $1, 0, n, 'bad', repeat('x', 1000) FROM generate_series(1, 24000) n",
-        &[&id],
+         SELECT $1, 0, n, 'bad', repeat('x', $3) FROM generate_series(1, $2) n",
+        &[&id, &rows, &bytes],
     )
     .await
     .unwrap();
+    db
+}
+
+/// Takes every download slot with a `/rejected` request whose client never reads past the
+/// first bytes of the answer (by then the download holds its slot and has read a page).
+async fn stall_every_download(t: &Target) -> Vec<tokio::net::TcpStream> {
     let request = format!(
         "GET /api/upload/{}/rejected HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
         t.folder, t.token
@@ -899,19 +899,29 @@ async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
     for _ in 0..gateway::routes::rejected::MAX_AT_ONCE {
         let mut reader = tokio::net::TcpStream::connect(t.app.addr).await.unwrap();
         reader.write_all(request.as_bytes()).await.unwrap();
-        stalled.push(reader); // Never read.
+        let mut first = [0u8; 12];
+        while reader.peek(&mut first).await.unwrap() < first.len() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            &first, b"HTTP/1.1 200",
+            "a stalled download was not answered"
+        );
+        stalled.push(reader);
     }
-    let reading = "SELECT count(*) FROM pg_stat_activity
-                   WHERE datname = current_database() AND query LIKE 'FETCH%'";
-    wait_for(
-        "every slot to hold a stalled download",
-        Duration::from_secs(30),
-        || async {
-            let sessions: i64 = db.query_one(reading, &[]).await.unwrap().get(0);
-            (sessions == gateway::routes::rejected::MAX_AT_ONCE as i64).then_some(())
-        },
-    )
-    .await;
+    stalled
+}
+
+/// A client that takes every download slot and stops reading holds them only while PostgreSQL
+/// keeps their sessions: once the database ends them (its 60 s idle-in-transaction timeout, or
+/// a terminated backend as here), other downloads run again. The slot used to be held by the
+/// response, which a stalled client never lets go of: every `/rejected` got 503 for good.
+#[tokio::test]
+async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
+    let t = target(&[]).await;
+    // About 24 MB: far more than the socket buffers of a client not reading.
+    let db = rejected_rows_of(&t, 24_000, 1000).await;
+    let stalled = stall_every_download(&t).await;
     let download = || t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
     assert_eq!(status_of(download()).await, 503, "all slots are taken");
 
@@ -922,6 +932,23 @@ async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
     )
     .await
     .unwrap();
+    wait_for("a slot to come back", Duration::from_secs(10), || async {
+        (status_of(download()).await == 200).then_some(())
+    })
+    .await;
+    drop(stalled);
+}
+
+/// A download whose last page is read ends its session (and frees its slot) then, whether or
+/// not its client takes the last frame: the session used to stay open, no longer in a
+/// transaction (so never ended by the database), for as long as the client stalled.
+#[tokio::test]
+async fn a_download_stalled_on_its_last_page_gives_its_slot_back() {
+    let t = target(&[]).await;
+    // One page (under 1000 rows) of about 10 MB, read before the client stalls on it.
+    rejected_rows_of(&t, 999, 10_000).await;
+    let stalled = stall_every_download(&t).await;
+    let download = || t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
     wait_for("a slot to come back", Duration::from_secs(10), || async {
         (status_of(download()).await == 200).then_some(())
     })

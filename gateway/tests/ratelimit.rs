@@ -239,7 +239,20 @@ async fn a_request_refused_in_process_spends_nothing_of_the_shared_budget() {
     };
     let key = format!("{}upload:ip:192.0.2.9", settings.key_prefix);
     let redis = plain_client(SHARED_REDIS).await;
-    let limiter = || RateLimiter::new(settings.clone());
+    // Each on Redis (one that started degraded would count in process only; a check of
+    // another key probes it).
+    let limiter = || async {
+        let limiter = RateLimiter::new(settings.clone()).await;
+        wait_until(Duration::from_secs(10), "the limiter on redis", || {
+            let limiter = limiter.clone();
+            async move {
+                limiter.check(RouteClass::Auth, "ip", "warm-up").await;
+                !limiter.is_degraded()
+            }
+        })
+        .await;
+        limiter
+    };
     let admitted = |limiter: &RateLimiter, n: usize| {
         let limiter = limiter.clone();
         async move {

@@ -496,6 +496,7 @@ pub async fn declare_chunks(
                 "UPDATE uploads SET expected_chunks = $2,
                         state = CASE WHEN chunks_received >= $2 THEN 'processing'
                                      ELSE 'receiving' END,
+                        completed_at = CASE WHEN {SETTLED} THEN NULL ELSE completed_at END,
                         notified_state = CASE WHEN {SETTLED} THEN NULL ELSE notified_state END,
                         {HOOK_AFRESH}
                  WHERE upload_id = $1 AND (expected_chunks IS NULL OR expected_chunks = $2)
@@ -509,19 +510,9 @@ pub async fn declare_chunks(
         return Ok(Declared::Refused);
     };
     let declared = UploadState::parse(declared.get(0))?;
-    let state = match end_if_done(&tx, upload_id).await? {
-        Some(ended) => ended,
-        None => {
-            // Open again: a settled upload declaring more chunks than it has is not ended.
-            tx.execute(
-                "UPDATE uploads SET completed_at = NULL
-                 WHERE upload_id = $1 AND completed_at IS NOT NULL",
-                &[&upload_id],
-            )
-            .await?;
-            declared
-        }
-    };
+    // A settled upload declaring more chunks than it has is open again (its end and its
+    // completion time were cleared above); one with all of them ends anew.
+    let state = end_if_done(&tx, upload_id).await?.unwrap_or(declared);
     tx.commit().await?;
     Ok(Declared::Now(state))
 }
@@ -539,8 +530,8 @@ pub async fn status(
         .query_one(
             &format!(
                 "SELECT {}, CASE WHEN u.expected_chunks IS NULL AND u.state = 'receiving'
-                         THEN ((SELECT max(received_at) FROM chunks c
-                                WHERE c.upload_id = u.upload_id)
+                         THEN (greatest((SELECT max(received_at) FROM chunks c
+                                         WHERE c.upload_id = u.upload_id), u.body_seen_at)
                                + make_interval(secs => $3))::text END
                  FROM uploads u WHERE u.upload_id = $1",
                 summary_columns("$2")
@@ -596,8 +587,9 @@ fn summary_columns(ttl: &str) -> String {
          u.chunks_loaded, u.chunks_failed, u.bytes_received, u.rows_loaded, u.rows_rejected,
          u.rows_undone, u.error, u.created_at::text, u.completed_at::text,
          CASE WHEN u.state = 'receiving'
-              THEN (greatest(u.created_at, (SELECT max(received_at) FROM chunks c
-                                            WHERE c.upload_id = u.upload_id))
+              THEN (greatest(u.created_at, u.body_seen_at,
+                             (SELECT max(received_at) FROM chunks c
+                              WHERE c.upload_id = u.upload_id))
                     + make_interval(secs => {ttl}))::text END,
          u.rows_skipped"
     )
@@ -678,8 +670,8 @@ pub struct UploadSummary {
     /// Exact (microseconds, with its offset): the keyset of the next page starts from it.
     pub created_at: String,
     pub completed_at: Option<String>,
-    /// While receiving: when expiry fails it if nothing more arrives (its last activity plus the
-    /// TTL). An upload without a declared count whose chunks are all loaded settles `done`
+    /// While receiving: when expiry fails it if nothing more arrives (its last activity, a chunk
+    /// or a chunk body seen arriving, plus the TTL). An upload without a declared count whose chunks are all loaded settles `done`
     /// instead ([`crate::completion`]).
     pub expires_at: Option<String>,
 }

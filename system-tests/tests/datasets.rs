@@ -31,6 +31,18 @@ fn test_datasets(env: &TestEnv) -> PathBuf {
     dir
 }
 
+/// A gateway that knows the test datasets, whose tables an engine made and then stopped; the
+/// API, a session on the database, and the `--datasets-dir` flag for engines started later.
+async fn tables_made(env: &TestEnv) -> (String, Running, Api, tokio_postgres::Client) {
+    let dir = test_datasets(env);
+    let datasets_arg = format!("--datasets-dir={}", dir.display());
+    let gateway = start_gateway(env, &[&datasets_arg]).await;
+    start_engine(env, &[&datasets_arg]).await.stop().await;
+    let api = connect(&gateway).await;
+    let db = env.db.client().await.unwrap();
+    (datasets_arg, gateway, api, db)
+}
+
 /// `text` in Windows-1252, as the bank's export is written.
 fn latin1(text: &str) -> Vec<u8> {
     encoding_rs::WINDOWS_1252.encode(text).0.into_owned()
@@ -417,13 +429,7 @@ async fn texts(
 #[tokio::test]
 async fn a_chunk_in_pieces_of_a_dataset_the_engine_no_longer_knows_fails_whole() {
     let env = TestEnv::new(1).await;
-    let dir = test_datasets(&env);
-    let datasets_arg = format!("--datasets-dir={}", dir.display());
-    let gateway = start_gateway(&env, &[&datasets_arg]).await;
-    // An engine that knows the dataset makes its table, then stops.
-    start_engine(&env, &[&datasets_arg]).await.stop().await;
-    let api = connect(&gateway).await;
-    let db = env.db.client().await.unwrap();
+    let (_datasets_arg, gateway, api, db) = tables_made(&env).await;
 
     let sensor = "5f0c8d7e-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
     let body = format!(
@@ -484,12 +490,7 @@ async fn a_chunk_in_pieces_of_a_dataset_the_engine_no_longer_knows_fails_whole()
 #[tokio::test]
 async fn a_piece_refused_for_a_key_its_peer_copy_took_is_skipped_not_failed() {
     let env = TestEnv::new(1).await;
-    let dir = test_datasets(&env);
-    let datasets_arg = format!("--datasets-dir={}", dir.display());
-    let gateway = start_gateway(&env, &[&datasets_arg]).await;
-    start_engine(&env, &[&datasets_arg]).await.stop().await;
-    let api = connect(&gateway).await;
-    let db = env.db.client().await.unwrap();
+    let (datasets_arg, gateway, api, db) = tables_made(&env).await;
 
     let (head, tail) = (
         "sku,name,price\nP-1,One,1.00\nP-2,Two,2.00\n",

@@ -34,18 +34,18 @@ pub async fn issue_token(
             "client credentials required (HTTP Basic)",
         ));
     };
-    let scopes = state
+    let grant = state
         .clients
         .verify(&id, &secret)
         .await
         .map_err(|err| ApiError::Internal(err.into()))?;
-    let Some(scopes) = scopes else {
+    let Some(grant) = grant else {
         metrics::counter!(names::AUTH_FAILURES, "reason" => "bad_credentials").increment(1);
         return Err(ApiError::Unauthorized("invalid client credentials"));
     };
     Ok(json_response(
         StatusCode::OK,
-        &json!(state.tokens.issue(&id, &scopes)),
+        &json!(state.tokens.issue_in(&id, &grant.scopes, grant.generation)),
     ))
 }
 
@@ -100,7 +100,7 @@ pub async fn authenticate(
         Ok(claims) => {
             // A valid signature is not enough: the client must still exist and be enabled, must
             // not have revoked the token since, and it keeps only the scopes it still holds.
-            let now = state.clients.scopes_now(&claims.sub, claims.iat).await;
+            let now = state.clients.scopes_now(&claims.sub, claims.gen).await;
             let now = now.map_err(|err| {
                 tracing::warn!(error = %err, "cannot check whether a client is enabled");
                 ApiError::Unavailable("cannot check the client now; retry later".into())

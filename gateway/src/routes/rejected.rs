@@ -36,9 +36,11 @@ enum Format {
     JsonLines,
 }
 
-/// Where a download is: its connection, the page to send next, whether the CSV header is due.
+/// Where a download is: its connection (until its last page is read: the session, and with it
+/// the download's slot, ends there, not when a stalled client takes the last frame), the page
+/// to send next, whether the CSV header is due.
 struct Download {
-    client: Client,
+    client: Option<Client>,
     page: Option<Vec<RejectedRow>>,
     format: Format,
     header_due: bool,
@@ -75,7 +77,7 @@ pub async fn download(
     // The first page is read before the answer, so a failure here is still a clean error status.
     let first = rejects::next_page(&client, PAGE).await?;
     let download = Download {
-        client,
+        client: Some(client),
         page: Some(first),
         format,
         header_due: format == Format::Csv,
@@ -89,14 +91,15 @@ pub async fn download(
         for row in &rows {
             encode(download.format, row, &mut out);
         }
+        let client = download.client.take()?;
         if rows.len() == PAGE as usize {
-            match rejects::next_page(&download.client, PAGE).await {
-                Ok(next) => download.page = Some(next),
+            match rejects::next_page(&client, PAGE).await {
+                Ok(next) => (download.page, download.client) = (Some(next), Some(client)),
                 // Ends the body early: the client sees a cut response, never a silently short one.
                 Err(err) => return Some((Err(std::io::Error::other(err)), download)),
             }
         } else {
-            let _ = rejects::close(&download.client).await;
+            let _ = rejects::close(&client).await;
         }
         if out.is_empty() {
             return None;
