@@ -167,24 +167,6 @@ pub async fn totals(
     })
 }
 
-/// Whether a peer (or an earlier load) committed the piece: a piece whose rows the database
-/// refused, for a unique key its committed copy took, is then not a reason to fail the chunk.
-pub async fn piece_loaded(
-    client: &impl GenericClient,
-    upload_id: Uuid,
-    chunk_no: i32,
-    piece_no: i32,
-) -> Result<bool, LedgerError> {
-    let row = client
-        .query_opt(
-            "SELECT 1 FROM chunk_pieces
-             WHERE upload_id = $1 AND chunk_no = $2 AND piece_no = $3 AND state = 'loaded'",
-            &[&upload_id, &chunk_no, &piece_no],
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
 /// Undoes a failing chunk's pieces: deletes what its loaded pieces committed (rows in its
 /// upload's table, rejected rows) and its plan; returns the rows deleted. Called after the
 /// chunk's row moved to `failed`: that update waited for pieces still committing (they

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 use ingest_contract::chunk::ChunkMessage;
@@ -437,17 +437,26 @@ pub async fn forget_chunk(
 
 /// A chunk body of the upload is on its way: the upload is not idle (see
 /// [`crate::completion::settle_idle`] and [`crate::completion::expire`]) while the gateway
-/// receiving it calls this every few seconds.
+/// receiving it calls this every few seconds. Written only if no body was seen for `fresh_for`
+/// (the bodies of one upload arriving side by side write once a period, not each), and without
+/// waiting for the WAL flush: a mark lost in a crash is only one period's, and the upload's row
+/// is the one every chunk of it updates.
 pub async fn body_arriving(
-    client: &impl GenericClient,
+    client: &mut Client,
     upload_id: Uuid,
+    fresh_for: Duration,
 ) -> Result<(), LedgerError> {
-    client
-        .execute(
-            "UPDATE uploads SET body_seen_at = now() WHERE upload_id = $1",
-            &[&upload_id],
-        )
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
+    tx.execute(
+        "UPDATE uploads SET body_seen_at = now()
+         WHERE upload_id = $1
+           AND (body_seen_at IS NULL OR body_seen_at < now() - make_interval(secs => $2))",
+        &[&upload_id, &fresh_for.as_secs_f64()],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -557,7 +557,7 @@ fn body_arriving(state: &AppState, upload: &Upload) -> tokio_util::task::AbortOn
         let pool = pool.clone();
         async move {
             let touched = match pool.get().await {
-                Ok(db) => uploads::body_arriving(&**db, upload_id)
+                Ok(mut db) => uploads::body_arriving(&mut db, upload_id, every / 2)
                     .await
                     .map_err(|err| err.to_string()),
                 Err(err) => Err(err.to_string()),
