@@ -900,14 +900,16 @@ fn verified(headers: &http::HeaderMap, body: &[u8]) -> serde_json::Value {
 #[tokio::test]
 async fn an_upload_does_not_settle_while_a_chunk_body_is_arriving() {
     use tokio::io::AsyncWriteExt;
-    let app = TestGateway::start(&["--upload-settle-secs=1"]).await;
+    // Marked every 2/3 s, so a busy machine may delay a mark by over a second without a false
+    // settle; the body takes three settle periods.
+    let app = TestGateway::start(&["--upload-settle-secs=2"]).await;
     let token = app.token().await;
     let folder = app.create_upload(&token).await;
     let row = b"01/01/2023 00:00:01,a,1,Deposit\n";
     assert_eq!(app.put_chunk(&token, &folder, 0, row).await.status(), 200);
     // Chunk 1 starts, and is seen arriving, before chunk 0 is loaded: from then on the upload
     // has nothing left to load but a body on its way.
-    let body = [row.as_slice(); 4].concat();
+    let body = [row.as_slice(); 6].concat();
     let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "PUT /api/upload/{folder}/chunks/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
@@ -945,7 +947,7 @@ async fn an_upload_does_not_settle_while_a_chunk_body_is_arriving() {
     assert_eq!(finished.unwrap(), ingest_ledger::loads::Finished::Recorded);
     tx.commit().await.unwrap();
 
-    // Its rows trickle in over 4 s, four settle periods.
+    // Its rows trickle in over 6 s.
     for line in body.chunks(row.len()) {
         slow.write_all(line).await.unwrap();
         for _ in 0..10 {
