@@ -912,6 +912,15 @@ async fn stall_every_download(t: &Target) -> Vec<tokio::net::TcpStream> {
     stalled
 }
 
+/// Waits (10 s at most) for a `/rejected` download to be answered 200: a slot came back.
+async fn a_download_runs_again(t: &Target) {
+    wait_for("a slot to come back", Duration::from_secs(10), || async {
+        let download = t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
+        (status_of(download).await == 200).then_some(())
+    })
+    .await;
+}
+
 /// A client that takes every download slot and stops reading holds them only while PostgreSQL
 /// keeps their sessions: once the database ends them (its 60 s idle-in-transaction timeout, or
 /// a terminated backend as here), other downloads run again. The slot used to be held by the
@@ -922,8 +931,8 @@ async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
     // About 24 MB: far more than the socket buffers of a client not reading.
     let db = rejected_rows_of(&t, 24_000, 1000).await;
     let stalled = stall_every_download(&t).await;
-    let download = || t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
-    assert_eq!(status_of(download()).await, 503, "all slots are taken");
+    let download = t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
+    assert_eq!(status_of(download).await, 503, "all slots are taken");
 
     db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -932,10 +941,7 @@ async fn stalled_downloads_give_their_slots_back_when_their_sessions_end() {
     )
     .await
     .unwrap();
-    wait_for("a slot to come back", Duration::from_secs(10), || async {
-        (status_of(download()).await == 200).then_some(())
-    })
-    .await;
+    a_download_runs_again(&t).await;
     drop(stalled);
 }
 
@@ -948,11 +954,7 @@ async fn a_download_stalled_on_its_last_page_gives_its_slot_back() {
     // One page (under 1000 rows) of about 10 MB, read before the client stalls on it.
     rejected_rows_of(&t, 999, 10_000).await;
     let stalled = stall_every_download(&t).await;
-    let download = || t.app.http.get(t.url("/rejected")).bearer_auth(&t.token);
-    wait_for("a slot to come back", Duration::from_secs(10), || async {
-        (status_of(download()).await == 200).then_some(())
-    })
-    .await;
+    a_download_runs_again(&t).await;
     drop(stalled);
 }
 

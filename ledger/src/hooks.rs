@@ -17,6 +17,12 @@ use crate::LedgerError;
 pub(crate) const HOOK_AFRESH: &str =
     "notify_attempts = 0, notify_after = NULL, notify_error = NULL";
 
+/// The upload ($1) is still in the end ($2 its state, $3 its completion time as text) a hook
+/// announced: what a delivery or a failed attempt is recorded against, so that a later end
+/// (reopened and ended again, or undone) is still due on its own.
+const IN_THAT_END: &str =
+    "upload_id = $1 AND state = $2 AND completed_at::text IS NOT DISTINCT FROM $3";
+
 /// What the hook says: the upload's end and its counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadEnded {
@@ -99,11 +105,7 @@ pub async fn claim_due(
 pub async fn delivered(client: &Client, event: &UploadEnded) -> Result<(), LedgerError> {
     client
         .execute(
-            &format!(
-                "UPDATE uploads SET notified_state = $2, {HOOK_AFRESH}
-                 WHERE upload_id = $1 AND state = $2
-                   AND completed_at::text IS NOT DISTINCT FROM $3"
-            ),
+            &format!("UPDATE uploads SET notified_state = $2, {HOOK_AFRESH} WHERE {IN_THAT_END}"),
             &[&event.folder, &event.state.as_str(), &event.completed_at],
         )
         .await?;
@@ -121,16 +123,17 @@ pub async fn attempt_failed(
 ) -> Result<(), LedgerError> {
     client
         .execute(
-            "UPDATE uploads SET notify_attempts = notify_attempts + 1, notify_error = $3,
-                    notify_after = now() + make_interval(secs => $2)
-             WHERE upload_id = $1 AND state = $4
-               AND completed_at::text IS NOT DISTINCT FROM $5",
+            &format!(
+                "UPDATE uploads SET notify_attempts = notify_attempts + 1, notify_error = $5,
+                        notify_after = now() + make_interval(secs => $4)
+                 WHERE {IN_THAT_END}"
+            ),
             &[
                 &event.folder,
-                &retry_after.as_secs_f64(),
-                &error,
                 &event.state.as_str(),
                 &event.completed_at,
+                &retry_after.as_secs_f64(),
+                &error,
             ],
         )
         .await?;
